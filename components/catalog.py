@@ -1,0 +1,79 @@
+"""Facts about AWS offerings that the program needs before any API call: sizes, images, prices.
+
+Prices are on-demand, Linux, us-east-1, as published on 2026-11-01 (USD). They drive the `monthlyCostUsd`
+output, an estimate: other regions differ by up to ~30 %; data transfer and snapshots are not included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOURS_PER_MONTH = 730
+PUBLIC_IPV4_PER_HOUR = 0.005  # every public IPv4 address, the Elastic IP included (since 2024-02)
+GP3_PER_GB_MONTH = 0.08
+
+# Never opened by the security group, whatever the config says: the database stays on localhost.
+DATABASE_PORTS = frozenset({5432, 6432, 3306, 1433, 1521, 27017, 6379})
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    vcpus: int
+    memory_mib: int
+    usd_per_hour: float
+    arch: str  # AMI architecture: x86_64 or arm64
+
+
+INSTANCE_TYPES: dict[str, InstanceType] = {
+    "t2.nano": InstanceType(1, 512, 0.0058, "x86_64"),
+    "t2.micro": InstanceType(1, 1024, 0.0116, "x86_64"),
+    "t2.small": InstanceType(1, 2048, 0.023, "x86_64"),
+    "t2.medium": InstanceType(2, 4096, 0.0464, "x86_64"),
+    "t3.nano": InstanceType(2, 512, 0.0052, "x86_64"),
+    "t3.micro": InstanceType(2, 1024, 0.0104, "x86_64"),
+    "t3.small": InstanceType(2, 2048, 0.0208, "x86_64"),
+    "t3.medium": InstanceType(2, 4096, 0.0416, "x86_64"),
+    "t3a.micro": InstanceType(2, 1024, 0.0094, "x86_64"),
+    "t3a.small": InstanceType(2, 2048, 0.0188, "x86_64"),
+    "t4g.nano": InstanceType(2, 512, 0.0042, "arm64"),
+    "t4g.micro": InstanceType(2, 1024, 0.0084, "arm64"),
+    "t4g.small": InstanceType(2, 2048, 0.0168, "arm64"),
+    "t4g.medium": InstanceType(2, 4096, 0.0336, "arm64"),
+    "m7i.large": InstanceType(2, 8192, 0.1008, "x86_64"),
+}
+
+
+@dataclass(frozen=True)
+class Image:
+    owner: str  # the publisher's AWS account: only its images are ever considered
+    name_pattern: str  # {arch} is amd64 or arm64 in the publisher's naming
+    ssh_user: str
+    architectures: tuple[str, ...] = ("x86_64", "arm64")
+
+    def name_for(self, arch: str) -> str:
+        return self.name_pattern.format(arch="amd64" if arch == "x86_64" else "arm64")
+
+
+IMAGES: dict[str, Image] = {
+    "ubuntu-24.04": Image("099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*", "ubuntu"),
+    "debian-12": Image("136693071363", "debian-12-{arch}-*", "admin"),
+    "debian-13": Image("136693071363", "debian-13-{arch}-*", "admin"),
+}
+
+
+def monthly_cost_usd(instance_type: str, volume_gb_total: int) -> float:
+    """Instance + its public IPv4 + gp3 storage, per month, rounded to cents."""
+    hourly = INSTANCE_TYPES[instance_type].usd_per_hour + PUBLIC_IPV4_PER_HOUR
+    return round(hourly * HOURS_PER_MONTH + GP3_PER_GB_MONTH * volume_gb_total, 2)
+
+
+def default_workers(instance_type: str) -> int:
+    """Gunicorn's rule, 2 × vCPU + 1 (the seed's 3 on a one-vCPU t2), capped at one sync worker per
+    160 MiB so that a 512 MiB t3.nano/t4g.nano does not get 5 workers next to PostgreSQL."""
+    size = INSTANCE_TYPES[instance_type]
+    return max(2, min(2 * size.vcpus + 1, size.memory_mib // 160))
+
+
+def swap_mib(instance_type: str) -> int:
+    """Swap for small instances: pip and migrations are OOM-killed on 512 MiB without it."""
+    return 1024 if INSTANCE_TYPES[instance_type].memory_mib <= 2048 else 0

@@ -1,0 +1,154 @@
+"""The remote commands that turn a booted server into the site, in order, over SSH to the Elastic IP.
+
+    boot → configure (env file, database, gunicorn, nginx) → [upload] → deploy → superuser
+
+Each command is the whole script as its `create` text (visible in `pulumi preview --diff`), run as root.
+Secrets travel only on stdin. pulumi-command re-runs a command when any of its inputs changes and
+replaces it when its `triggers` change, so each input holds exactly what the step depends on: the
+instance id (a new server re-runs every step), and the rendered text or release id of that step. None
+has a `delete` step: `pulumi destroy` must not need the server alive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from .host import (
+    HostPlan,
+    as_root,
+    digest,
+    remote_script,
+    render,
+    render_env_file,
+    render_gunicorn_config,
+    render_nginx_site,
+    render_postgres_config,
+    site_hosts,
+)
+from .release import Release
+from .settings import Settings
+
+BOOT_TIMEOUT_SECONDS = 1500
+STEP_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m")
+
+
+@dataclass
+class SiteProvisionerArgs:
+    settings: Settings
+    plan: HostPlan
+    release: Release
+    public_ip: pulumi.Output[str]
+    instance_id: pulumi.Output[str]
+    private_key: pulumi.Output[str]
+    secret_key: pulumi.Output[str]
+    db_password: pulumi.Output[str]
+    admin_password: pulumi.Output[str]
+    app_env: pulumi.Output[dict[str, str]]
+    server_ready: list[pulumi.Resource]  # e.g. the EIP association: SSH to the address needs it
+
+
+class SiteProvisioner(pulumi.ComponentResource):
+    def __init__(self, name: str, args: SiteProvisionerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("djangoship:index:SiteProvisioner", name, None, opts)
+        plan, settings, release = args.plan, args.settings, args.release
+        connection = remote.ConnectionArgs(
+            host=args.public_ip,
+            user=settings.ssh_user,
+            private_key=args.private_key,
+            # A new instance refuses connections until sshd is up: keep dialling; the step timeouts bound it.
+            dial_error_limit=-1,
+            per_dial_timeout=15,
+        )
+
+        def step(label: str, create: pulumi.Input[str], triggers: list[pulumi.Input[str]], after: list[pulumi.Resource],
+                 stdin: pulumi.Input[str] | None = None) -> remote.Command:
+            return remote.Command(
+                f"{name}-{label}",
+                connection=connection,
+                create=create,
+                stdin=stdin,
+                triggers=[args.instance_id, *triggers],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after, custom_timeouts=STEP_TIMEOUTS),
+            )
+
+        wait_script = remote_script("wait-for-boot", plan, boot_timeout_seconds=BOOT_TIMEOUT_SECONDS)
+        self.boot = step("boot", as_root(wait_script, "wait-for-boot"), [digest(wait_script)], args.server_ready)
+
+        def configure_script(public_ip: str) -> str:
+            hosts = site_hosts(plan, public_ip)
+            return remote_script(
+                "configure-host",
+                plan,
+                postgres_config=render_postgres_config(plan),
+                gunicorn_config=render_gunicorn_config(plan),
+                manage_script=render("scripts/manage.sh.j2", plan),
+                nginx_site_http=render_nginx_site(plan, https=False, hosts=hosts),
+                nginx_site_https=render_nginx_site(plan, https=True, hosts=hosts) if plan.tls else "",
+            )
+
+        configure_text = args.public_ip.apply(configure_script)
+        env_file = pulumi.Output.all(args.secret_key, args.db_password, args.public_ip, args.app_env).apply(
+            lambda values: render_env_file(
+                plan,
+                secret_key=values[0],
+                db_password=values[1],
+                hosts=site_hosts(plan, values[2]),
+                extra=values[3],
+            )
+        )
+        self.configure = step(
+            "configure",
+            configure_text.apply(lambda text: as_root(text, "configure-host")),
+            [configure_text.apply(digest)],
+            [self.boot],
+            stdin=pulumi.Output.secret(env_file),
+        )
+
+        deploy_after: list[pulumi.Resource] = [self.configure]
+        self.upload: remote.CopyToRemote | None = None
+        if release.archive is not None:
+            # The app folder, as a reproducible archive; the deploy unpacks it into releases/<id>.
+            self.upload = remote.CopyToRemote(
+                f"{name}-upload",
+                connection=connection,
+                source=pulumi.FileAsset(str(release.archive)),
+                remote_path=f"{plan.upload_dir}/{release.id}.tar.gz",
+                triggers=[args.instance_id, release.id],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.configure], custom_timeouts=STEP_TIMEOUTS),
+            )
+            deploy_after = [self.upload]
+
+        deploy_text = args.public_ip.apply(
+            lambda public_ip: remote_script(
+                "deploy",
+                plan,
+                release_id=release.id,
+                source_kind="archive" if release.archive is not None else "git",
+                git_url=release.git_url,
+                git_ref=release.git_ref,
+                git_commit=release.git_commit,
+                health_path="/healthz",
+                health_host=site_hosts(plan, public_ip)[0],
+            )
+        )
+        self.deploy = step(
+            "deploy",
+            deploy_text.apply(lambda text: as_root(text, f"deploy-{release.id}")),
+            [release.id],
+            deploy_after,
+        )
+
+        superuser_script = remote_script(
+            "create-superuser", plan, admin_user=settings.admin_user, admin_email=settings.admin_email
+        )
+        self.superuser = step(
+            "superuser",
+            as_root(superuser_script, "create-superuser"),
+            [digest(superuser_script)],
+            [self.deploy],
+            stdin=args.admin_password,
+        )
+        self.register_outputs({"releaseId": release.id})

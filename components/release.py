@@ -1,0 +1,97 @@
+"""What a deploy ships: a release id and, for a local folder, a byte-for-byte reproducible archive.
+
+Pure Python, no Pulumi: the same folder gives the same archive and id on every run and every machine,
+so `pulumi up` with nothing changed re-runs nothing, and any change to a file gives a new release.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import re
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Never shipped: local state, caches, build output, and local secrets.
+EXCLUDED_NAMES = {".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", "media", "staticfiles",
+                  ".pytest_cache", ".mypy_cache", ".ruff_cache", "db.sqlite3", ".env", ".DS_Store"}
+EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
+BUILD_DIR = Path(__file__).resolve().parent.parent / ".build" / "releases"
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str  # releases/<id> on the server: 12 hex digits of a content hash or a git commit
+    archive: Path | None  # local folder: the archive to upload; git: None (the server fetches the commit)
+    git_url: str = ""
+    git_ref: str = ""
+    git_commit: str = ""
+
+
+def _included(folder: Path) -> list[Path]:
+    files = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part in EXCLUDED_NAMES for part in relative.parts) or path.name.endswith(EXCLUDED_SUFFIXES):
+            continue
+        if path.is_file() and not path.is_symlink():
+            files.append(path)
+    return files
+
+
+def archive_bytes(folder: Path) -> bytes:
+    """A .tar.gz of the folder with sorted entries, fixed owners, times and modes: reproducible."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in _included(folder):
+            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
+            data = path.read_bytes()
+            info.size = len(data)
+            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    compressed = io.BytesIO()
+    with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as stream:
+        stream.write(raw.getvalue())
+    return compressed.getvalue()
+
+
+def local_release(folder: Path, build_dir: Path = BUILD_DIR) -> Release:
+    data = archive_bytes(folder)
+    release_id = hashlib.sha256(data).hexdigest()[:12]
+    build_dir.mkdir(parents=True, exist_ok=True)
+    archive = build_dir / f"{release_id}.tar.gz"
+    if not archive.exists():
+        partial = archive.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(archive)
+    return Release(id=release_id, archive=archive)
+
+
+def git_release(url: str, ref: str) -> Release:
+    """Resolve the ref to a commit now, so the preview says exactly what will be deployed."""
+    if re.fullmatch(r"[0-9a-f]{40}", ref):
+        return Release(id=ref[:12], archive=None, git_url=url, git_ref="", git_commit=ref)
+    wanted = ref or "HEAD"
+    try:
+        listed = subprocess.run(
+            ["git", "ls-remote", "--", url, wanted], check=True, capture_output=True, text=True, timeout=60
+        ).stdout
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as error:
+        detail = getattr(error, "stderr", "") or str(error)
+        raise ValueError(f"app.source: cannot read {url}: {detail.strip()}") from error
+    candidates = {}
+    for line in listed.splitlines():
+        commit, name = line.split("\t", 1)
+        candidates[name] = commit
+    # Prefer the peeled commit of an annotated tag, then the exact ref, then branch or tag of that name.
+    for name in (f"refs/tags/{wanted}^{{}}", wanted, f"refs/heads/{wanted}", f"refs/tags/{wanted}"):
+        if name in candidates:
+            commit = candidates[name]
+            return Release(id=commit[:12], archive=None, git_url=url, git_ref=wanted, git_commit=commit)
+    raise ValueError(f"app.ref: {wanted!r} is neither a branch nor a tag of {url}")

@@ -1,0 +1,259 @@
+"""The real `__main__.py` under Pulumi's mocks: what an operator cares about in the resource graph."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tools.mockrun import MockState, ProgramRun, run_program
+
+INSTANCE = "aws:ec2/instance:Instance"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+COMMAND = "command:remote:Command"
+COPY = "command:remote:CopyToRemote"
+AWS_TAGGED = ("aws:ec2/instance:Instance", "aws:ec2/securityGroup:SecurityGroup", "aws:ec2/eip:Eip", "aws:ec2/keyPair:KeyPair")
+
+
+@pytest.fixture(scope="module")
+def default_run() -> ProgramRun:
+    return run_program({})
+
+
+def ingress(run: ProgramRun) -> dict[int, dict]:
+    return {int(rule["fromPort"]): rule for rule in run.one(SECURITY_GROUP).inputs["ingress"]}
+
+
+def step_names(run: ProgramRun) -> list[str]:
+    return [step.name for step in run.steps()]
+
+
+def all_secrets(state: MockState, run: ProgramRun) -> list[str]:
+    values = list(state.passwords.values())
+    if "sshPrivateKey" in run.outputs:
+        values.append(run.outputs["sshPrivateKey"])
+    assert values, "no secrets found: the check below would pass vacuously"
+    return values
+
+
+# --- network -------------------------------------------------------------------------------------------
+
+def test_default_ports_are_the_seed_tutorials(default_run):
+    rules = ingress(default_run)
+    assert sorted(rules) == [22, 80, 8000]
+    assert rules[80]["cidrBlocks"] == ["0.0.0.0/0"]
+    assert all(rule["protocol"] == "tcp" and rule["fromPort"] == rule["toPort"] for rule in rules.values())
+
+
+def test_ssh_is_limited_to_the_allowed_networks():
+    run = run_program({"sshAllowedCidrs": ["198.51.100.0/24", "203.0.113.7/32"]})
+    rules = ingress(run)
+    assert rules[22]["cidrBlocks"] == ["198.51.100.0/24", "203.0.113.7/32"]
+    assert not rules[22].get("ipv6CidrBlocks")
+
+
+def test_https_adds_443_and_no_database_port_is_ever_open():
+    run = run_program({"domain": "shop.example.com", "tlsEmail": "ops@example.com", "ingressPorts": [22, 80]})
+    assert sorted(ingress(run)) == [22, 80, 443]
+    for port in ingress(run):
+        assert port not in (5432, 6432)
+
+
+# --- the server ----------------------------------------------------------------------------------------
+
+def test_instance_defaults_imdsv2_encryption_and_pinned_image(default_run):
+    instance = default_run.one(INSTANCE)
+    assert instance.inputs["instanceType"] == "t2.micro"
+    assert instance.inputs["metadataOptions"]["httpTokens"] == "required"
+    root = instance.inputs["rootBlockDevice"]
+    assert root["encrypted"] is True and root["volumeType"] == "gp3"
+    # A newer AMI upstream must never replace the server; choosing another image on purpose must.
+    assert "ami" in instance.ignore_changes and "userData" in instance.ignore_changes
+    assert instance.replacement_trigger == "ubuntu-24.04|"
+    token, args = default_run.invokes[0]
+    assert token == "aws:ec2/getAmi:getAmi" and args["owners"] == ["099720109477"]
+    assert "ubuntu-noble-24.04-amd64-server" in args["filters"][0]["values"][0]
+
+
+def test_debian_image_and_pinned_ami():
+    run = run_program({"image": "debian-12", "instanceType": "t2.nano"})
+    assert run.invokes[0][1]["owners"] == ["136693071363"]
+    assert all(step.inputs["connection"]["user"] == "admin" for step in run.steps())
+    pinned = run_program({"amiId": "ami-0abcdef1234567890"})
+    assert pinned.one(INSTANCE).inputs["ami"] == "ami-0abcdef1234567890"
+    assert not [token for token, _ in pinned.invokes if token == "aws:ec2/getAmi:getAmi"]
+    assert pinned.one(INSTANCE).replacement_trigger == "ubuntu-24.04|ami-0abcdef1234567890"
+
+
+def test_every_aws_resource_is_tagged(default_run):
+    for type_ in AWS_TAGGED:
+        for resource in default_run.of_type(type_):
+            tags = resource.inputs["tags"]
+            assert tags["Project"] == "djangoship" and tags["Stack"] == "dev" and tags["Name"], resource.name
+
+
+def test_elastic_ip_is_the_host_of_every_connection(default_run):
+    eip = default_run.one("aws:ec2/eip:Eip")
+    association = default_run.one("aws:ec2/eipAssociation:EipAssociation")
+    assert default_run.depends_on(association, default_run.one(INSTANCE))
+    steps = default_run.steps()
+    assert steps
+    for step in steps:
+        assert step.inputs["connection"]["host"] == "203.0.113.10", step.name  # the EIP, not the instance's own IP
+        assert step.inputs["connection"]["dialErrorLimit"] == -1
+        assert default_run.depends_on(step, eip)
+    assert default_run.depends_on(steps[0], association)
+
+
+# --- remote commands -----------------------------------------------------------------------------------
+
+def test_commands_run_in_order_each_after_the_previous(default_run):
+    assert step_names(default_run) == [
+        "photofeed-boot", "photofeed-configure", "photofeed-upload", "photofeed-deploy", "photofeed-superuser"]
+    steps = default_run.steps()
+    for before, after in zip(steps, steps[1:]):
+        assert default_run.depends_on(after, before), f"{after.name} must depend on {before.name}"
+    for step in steps:
+        assert "delete" not in step.inputs, "destroy must not need the server alive"
+        assert step.custom_timeouts["create"], step.name
+
+
+def test_git_source_deploys_without_upload(tmp_path):
+    repo = tmp_path / "app.git"
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True, capture_output=True)
+    (work / "manage.py").write_text("print('hi')\n")
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "one"], check=True)
+    subprocess.run(git + ["push", "-q", "origin", "HEAD:main"], check=True, capture_output=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+    run = run_program({"app": {"source": f"file://{repo}", "ref": "main", "name": "shop"}}, expect_error=True)
+    assert "app.source" in str(run.error), "file:// is not a URL the server could fetch"
+    run = run_program({"app": {"source": f"git://127.0.0.1:1/{repo.name}", "ref": commit, "name": "shop"}})
+    assert step_names(run) == ["shop-boot", "shop-configure", "shop-deploy", "shop-superuser"]
+    deploy = shlex.split(run.named("shop-deploy").inputs["create"])[4]
+    assert commit in deploy and run.outputs["releaseId"] == commit[:12]
+
+
+def test_secrets_travel_on_stdin_only_and_stay_secret(default_run):
+    state = MockState()
+    run = run_program({}, state=state)
+    secrets = all_secrets(state, run)
+    configure, superuser = run.named("photofeed-configure"), run.named("photofeed-superuser")
+    assert "stdin" in configure.secret_inputs and "stdin" in superuser.secret_inputs
+    assert state.passwords["photofeed-admin-password"] == superuser.inputs["stdin"]
+    env_file = configure.inputs["stdin"]
+    assert "DJANGO_SECRET_KEY='" in env_file and state.passwords["photofeed-db-password"] in env_file
+    for step in run.steps():
+        assert "connection" in step.secret_inputs  # it carries the private key
+        for secret in secrets:
+            assert secret not in step.inputs.get("create", ""), f"a secret is on {step.name}'s command line"
+
+
+def test_user_data_is_identical_across_runs_and_free_of_secrets():
+    state = MockState(random_passwords=True)
+    first = run_program({}, state=state)
+    second = run_program({}, state=state)
+    document = first.one(INSTANCE).inputs["userData"]
+    assert document.startswith("#cloud-config\n")
+    assert document == second.one(INSTANCE).inputs["userData"]
+    for secret in all_secrets(state, first):
+        assert secret not in document
+    assert "PRIVATE KEY" not in document and "PASSWORD='" not in document and "SECRET_KEY" not in document
+
+
+def test_outputs_and_their_secrecy(default_run):
+    outputs = default_run.outputs
+    assert outputs["url"] == "http://203.0.113.10"
+    assert outputs["adminUrl"] == "http://203.0.113.10/admin/"
+    assert outputs["publicIp"] == "203.0.113.10"
+    assert outputs["sshCommand"] == "ssh -i photofeed-key.pem ubuntu@203.0.113.10"
+    assert {"adminPassword", "sshPrivateKey"} <= default_run.secret_outputs
+    assert outputs["sshPrivateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    # t2.micro $0.0116/h + public IPv4 $0.005/h, 730 h; 10 GB gp3 at $0.08
+    assert outputs["monthlyCostUsd"] == pytest.approx(0.0166 * 730 + 0.8, abs=0.01)
+    plain = {key: value for key, value in outputs.items() if key not in default_run.secret_outputs}
+    assert not any("PRIVATE KEY" in str(value) for value in plain.values())
+
+
+def test_own_public_key_generates_nothing():
+    from tools.mockrun import _fixed_test_key
+
+    private, public = _fixed_test_key()
+    run = run_program({"sshPublicKey": public, "sshPrivateKey": private}, secret_keys=("sshPrivateKey",))
+    assert not run.of_type("tls:index/privateKey:PrivateKey")
+    assert run.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"] == public
+    assert "sshPrivateKey" not in run.outputs
+    assert all(step.inputs["connection"]["privateKey"] == private for step in run.steps())
+
+
+# --- what re-runs ----------------------------------------------------------------------------------------
+
+def step_inputs(run: ProgramRun) -> dict[str, dict]:
+    """What pulumi-command compares between runs: all of a step's inputs (create, stdin, triggers, …)."""
+    return {step.name: step.inputs for step in run.steps()}
+
+
+def changed_steps(before: ProgramRun, after: ProgramRun) -> list[str]:
+    old, new = step_inputs(before), step_inputs(after)
+    return sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+
+
+@pytest.fixture
+def app_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    source = Path(__file__).resolve().parent.parent / "examples" / "photofeed"
+    target = tmp_path / "photofeed"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"))
+    return target
+
+
+def test_nothing_changed_reruns_nothing():
+    state = MockState()
+    assert changed_steps(run_program({}, state=state), run_program({}, state=state)) == []
+
+
+def test_new_app_version_reruns_only_upload_and_deploy(app_copy):
+    state = MockState()
+    config = {"app": {"source": str(app_copy)}}
+    before = run_program(config, state=state)
+    (app_copy / "feed" / "views.py").write_text((app_copy / "feed" / "views.py").read_text() + "\n# v2\n")
+    after = run_program(config, state=state)
+    assert changed_steps(before, after) == ["photofeed-deploy", "photofeed-upload"]
+    assert before.outputs["releaseId"] != after.outputs["releaseId"]
+
+
+def test_env_change_reruns_only_configure():
+    state = MockState()
+    before = run_program({}, state=state)
+    after = run_program({"app": {"env": {"DJANGO_CONN_MAX_AGE": "60"}}}, state=state)
+    assert changed_steps(before, after) == ["photofeed-configure"]
+    assert "DJANGO_CONN_MAX_AGE='60'" in after.named("photofeed-configure").inputs["stdin"]
+
+
+def test_admin_email_change_reruns_only_superuser():
+    state = MockState()
+    before = run_program({}, state=state)
+    after = run_program({"adminEmail": "boss@example.com"}, state=state)
+    assert changed_steps(before, after) == ["photofeed-superuser"]
+
+
+def test_instance_size_change_reruns_configure_not_deploy():
+    state = MockState()
+    before = run_program({}, state=state)
+    after = run_program({"instanceType": "t3.small"}, state=state)
+    assert changed_steps(before, after) == ["photofeed-configure"]
+
+
+def test_new_server_reruns_every_step():
+    state = MockState()
+    before = run_program({}, state=state)
+    state.instance_id = "i-0fedcba9876543210"
+    after = run_program({}, state=state)
+    assert changed_steps(before, after) == sorted(step_names(before))

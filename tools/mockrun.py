@@ -1,0 +1,279 @@
+"""Run the real `__main__.py` under Pulumi's mocks and record what it declares, as the engine would see it.
+
+The Pulumi CLI cannot run here, so this is how the program is exercised: the unit tests read the record
+(resources, inputs, which inputs are secret, dependencies, resource options, stack outputs), and the local
+first boot replays the recorded remote commands over real SSH (tools/replay.py).
+
+`MockState` stands in for Pulumi's state file: generated values (passwords, keys, ids) keep their values
+from one run to the next, as they would in a real stack, so that a second run can be compared to the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as runtime_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "djangoship"
+SECRET_SIG = rpc._special_sig_key  # the key that marks a serialized secret
+SECRET_VALUE = rpc._special_secret_sig
+
+
+@dataclass
+class Registered:
+    """One resource as registered with the engine."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str
+    inputs: dict[str, Any]  # plain values, secrets unwrapped
+    secret_inputs: set[str]  # top-level input names that were marked secret
+    dependencies: list[str]  # URNs
+    ignore_changes: list[str]
+    replacement_trigger: Any
+    protect: bool | None
+    retain_on_delete: bool | None
+    custom_timeouts: dict[str, str]
+
+
+@dataclass
+class ProgramRun:
+    resources: dict[str, Registered]  # by URN, in registration order
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+    invokes: list[tuple[str, dict[str, Any]]]
+    error: BaseException | None = None  # with expect_error: what the program raised
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources.values() if r.type == type_]
+
+    def one(self, type_: str) -> Registered:
+        found = self.of_type(type_)
+        if len(found) != 1:
+            raise AssertionError(f"expected one {type_}, found {[r.name for r in found]}")
+        return found[0]
+
+    def named(self, name: str) -> Registered:
+        for resource in self.resources.values():
+            if resource.name == name:
+                return resource
+        raise KeyError(name)
+
+    def steps(self) -> list[Registered]:
+        """The remote commands and uploads, in an order that respects their dependencies (Kahn's algorithm,
+        ties broken by registration order) — the order `pulumi up` would run them in."""
+        kinds = {"command:remote:Command", "command:remote:CopyToRemote"}
+        steps = [r for r in self.resources.values() if r.type in kinds]
+        urns = {r.urn for r in steps}
+        done: list[Registered] = []
+        pending = list(steps)
+        while pending:
+            ready = [r for r in pending if all(d in {s.urn for s in done} or d not in urns for d in r.dependencies)]
+            if not ready:
+                raise AssertionError(f"dependency cycle among {[r.name for r in pending]}")
+            done.append(ready[0])
+            pending.remove(ready[0])
+        return done
+
+    def depends_on(self, resource: Registered, other: Registered) -> bool:
+        return other.urn in resource.dependencies
+
+
+@dataclass
+class MockState:
+    """Values a real stack would keep in its state between `pulumi up` runs."""
+
+    public_ip: str = "203.0.113.10"
+    instance_id: str = "i-0123456789abcdef0"
+    ami_id: str = "ami-0123456789abcdef0"
+    generated_key: tuple[str, str] | None = None  # (OpenSSH private key, public key line)
+    passwords: dict[str, str] = field(default_factory=dict)
+    # Deterministic passwords make failing tests reproducible; the local boot asks for real randomness.
+    random_passwords: bool = False
+
+    def password(self, name: str, length: int, special: str) -> str:
+        if name not in self.passwords:
+            if self.random_passwords:
+                alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" + special
+                self.passwords[name] = "".join(secrets.choice(alphabet) for _ in range(length))
+            else:
+                seed = hashlib.sha256(name.encode()).hexdigest()
+                self.passwords[name] = ("S3cr3t" + seed)[:length]
+        return self.passwords[name]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
+        path.chmod(0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> "MockState":
+        data = json.loads(path.read_text())
+        if data.get("generated_key"):
+            data["generated_key"] = tuple(data["generated_key"])
+        return cls(**data)
+
+
+class ProgramMocks(pulumi.runtime.Mocks):
+    """Provider stand-ins: each returns what the real provider would report after create."""
+
+    def __init__(self, state: MockState):
+        self.state = state
+        self.invokes: list[tuple[str, dict[str, Any]]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        typ = args.typ
+        if typ == "aws:ec2/instance:Instance":
+            return self.state.instance_id, outputs | {"publicIp": "198.51.100.7", "arn": f"arn:aws:ec2:::instance/{self.state.instance_id}"}
+        if typ == "aws:ec2/eip:Eip":
+            return "eipalloc-0123456789", outputs | {"publicIp": self.state.public_ip, "allocationId": "eipalloc-0123456789"}
+        if typ == "aws:ec2/keyPair:KeyPair":
+            return f"{args.name}", outputs | {"keyName": args.name}
+        if typ == "tls:index/privateKey:PrivateKey":
+            private, public = self.state.generated_key or _fixed_test_key()
+            return f"{args.name}-id", outputs | {"privateKeyOpenssh": private, "publicKeyOpenssh": public + "\n"}
+        if typ == "random:index/randomPassword:RandomPassword":
+            special = args.inputs.get("overrideSpecial", "") if args.inputs.get("special") else ""
+            value = self.state.password(args.name, int(args.inputs["length"]), special)
+            return f"{args.name}-id", outputs | {"result": value}
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.invokes.append((args.token, dict(args.args)))
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": self.state.ami_id, "name": "mock-image", "architecture": "x86_64"}
+        return {}
+
+
+def _fixed_test_key() -> tuple[str, str]:
+    """A stable key for unit tests (generated once per process): no network, no disk."""
+    global _TEST_KEY
+    if _TEST_KEY is None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        _TEST_KEY = (private, public)
+    return _TEST_KEY
+
+
+_TEST_KEY: tuple[str, str] | None = None
+
+
+def _unwrap(value: Any) -> tuple[Any, bool]:
+    """Plain value and whether it (or anything inside) was a secret. A file asset becomes its path and
+    content hash: the engine, too, compares assets by their hash."""
+    if isinstance(value, pulumi.FileAsset):
+        return {"path": value.path, "sha256": hashlib.sha256(Path(value.path).read_bytes()).hexdigest()}, False
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == SECRET_VALUE:
+            inner, _ = _unwrap(value.get("value"))
+            return inner, True
+        pairs = {key: _unwrap(item) for key, item in value.items()}
+        return {key: item for key, (item, _) in pairs.items()}, any(flag for _, flag in pairs.values())
+    if isinstance(value, list):
+        pairs_list = [_unwrap(item) for item in value]
+        return [item for item, _ in pairs_list], any(flag for _, flag in pairs_list)
+    return value, False
+
+
+class RecordingMonitor(runtime_mocks.MockMonitor):
+    """The mock engine, also keeping what the real engine would get: dependencies and options."""
+
+    def __init__(self, mocks: ProgramMocks):
+        super().__init__(mocks)
+        self.recorded: dict[str, Registered] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        raw = rpc.deserialize_properties(request.object, keep_internal=True)
+        inputs: dict[str, Any] = {}
+        secret_inputs: set[str] = set()
+        for key, value in (raw or {}).items():
+            plain, is_secret = _unwrap(value)
+            inputs[key] = plain
+            if is_secret:
+                secret_inputs.add(key)
+        timeouts = request.customTimeouts
+        self.recorded[response.urn] = Registered(
+            type=request.type,
+            name=request.name,
+            urn=response.urn,
+            parent=request.parent,
+            inputs=inputs,
+            secret_inputs=secret_inputs,
+            dependencies=list(request.dependencies),
+            ignore_changes=list(request.ignoreChanges),
+            replacement_trigger=json_format.MessageToDict(request.replacement_trigger)
+            if request.HasField("replacement_trigger")
+            else None,
+            protect=request.protect if request.HasField("protect") else None,
+            retain_on_delete=request.retainOnDelete if request.HasField("retainOnDelete") else None,
+            custom_timeouts={"create": timeouts.create, "update": timeouts.update, "delete": timeouts.delete},
+        )
+        return response
+
+
+def config_values(config: dict[str, Any]) -> dict[str, str]:
+    """Stack config as the CLI hands it to a program: `project:key` → text (JSON for lists and maps)."""
+    return {f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+
+
+def run_program(
+    config: dict[str, Any] | None = None,
+    *,
+    secret_keys: tuple[str, ...] = (),
+    state: MockState | None = None,
+    stack: str = "dev",
+    program: Path = PROJECT_ROOT / "__main__.py",
+    before: Callable[[], None] | None = None,
+    expect_error: bool = False,
+) -> ProgramRun:
+    """Evaluate the program once, as `pulumi up` would (not preview: every output is known)."""
+    state = state or MockState()
+    mocks = ProgramMocks(state)
+    monitor = RecordingMonitor(mocks)
+    # A fresh stack for each run: set_mocks reuses an existing root resource, and with it its outputs.
+    pulumi_settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config_values(config or {}), secret_keys=[f"{PROJECT}:{key}" for key in secret_keys])
+    if before:
+        before()
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+    except Exception as error:  # noqa: BLE001 — handed to the caller that expects it
+        if not expect_error:
+            raise
+        return ProgramRun(dict(monitor.recorded), {}, set(), mocks.invokes, error=error)
+    if expect_error:
+        raise AssertionError("the program was expected to fail, and did not")
+
+    outputs: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
+    root = pulumi.runtime.get_root_resource()
+    for key, value in getattr(root, "outputs", {}).items():
+        output = pulumi.Output.from_input(value)
+        outputs[key] = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            secret_outputs.add(key)
+    return ProgramRun(resources=dict(monitor.recorded), outputs=outputs, secret_outputs=secret_outputs, invokes=mocks.invokes)
