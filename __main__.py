@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pulumi
 
+from components.backups import BackupBucket, BackupBucketArgs
 from components.catalog import monthly_cost_usd
+from components.data import DataVolume, DataVolumeArgs
 from components.host import encode_user_data, plan_host, render_user_data
 from components.keys import SshKey, SshKeyArgs
 from components.network import WebSecurityGroup, WebSecurityGroupArgs
@@ -29,7 +31,13 @@ name = settings.app.name
 tags = standard_tags(settings.project, settings.stack, f"{settings.project}-{settings.stack}")
 plan = plan_host(settings)
 
-# 2. The doors, the key and the server.
+# 2. The data (it outlives any server), the doors, the key and the server.
+data = DataVolume(name, DataVolumeArgs(settings.data_volume_gb, settings.retain_data_volume, tags))
+backups = (
+    BackupBucket(name, BackupBucketArgs(settings.backup_bucket, settings.backup_retention_days, tags))
+    if settings.backup_bucket
+    else None
+)
 firewall = WebSecurityGroup(name, WebSecurityGroupArgs(settings.open_ports, settings.ssh_allowed_cidrs, tags))
 ssh_key = SshKey(name, SshKeyArgs(settings.ssh_public_key, settings.ssh_private_key or None, tags))
 user_data = render_user_data(plan)
@@ -45,9 +53,12 @@ server = WebServer(
         key_name=ssh_key.key_pair.key_name,
         security_group_id=firewall.group.id,
         root_volume_gb=settings.root_volume_gb,
+        availability_zone=data.availability_zone,
+        instance_profile=backups.instance_profile.name if backups else None,
         tags=tags,
     ),
 )
+data_attachment = data.attach_to(name, server.instance.id)
 
 # 3. Secrets, then the site itself over SSH.
 secrets = AppSecrets(name)
@@ -65,7 +76,7 @@ site = SiteProvisioner(
         db_password=secrets.db_password_value,
         admin_password=secrets.admin_password_value,
         app_env=app_env,
-        server_ready=[server.eip_association],
+        server_ready=[server.eip_association, data_attachment],
     ),
 )
 
@@ -82,4 +93,7 @@ pulumi.export("adminPassword", secrets.admin_password_value)
 if ssh_key.generated is not None:
     pulumi.export("sshPrivateKey", ssh_key.private_key)
 pulumi.export("releaseId", release.id)
-pulumi.export("monthlyCostUsd", monthly_cost_usd(settings.instance_type, settings.root_volume_gb))
+pulumi.export("dataVolumeId", data.volume.id)
+if backups:
+    pulumi.export("backupBucket", backups.bucket.id)
+pulumi.export("monthlyCostUsd", monthly_cost_usd(settings.instance_type, settings.root_volume_gb + settings.data_volume_gb))

@@ -20,6 +20,8 @@ class WebServerArgs:
     key_name: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
     root_volume_gb: int
+    availability_zone: pulumi.Input[str]  # the data volume's zone: the instance must sit beside it
+    instance_profile: pulumi.Input[str] | None  # IAM instance profile name (backups to S3), or none
     tags: dict[str, str]
 
 
@@ -51,6 +53,8 @@ class WebServer(pulumi.ComponentResource):
             instance_type=args.instance_type,
             key_name=args.key_name,
             vpc_security_group_ids=[args.security_group_id],
+            availability_zone=args.availability_zone,
+            iam_instance_profile=args.instance_profile,
             user_data=None if args.user_data_gzip_base64 else args.user_data,
             user_data_base64=args.user_data_gzip_base64,
             user_data_replace_on_change=False,

@@ -33,6 +33,12 @@ DEFAULTS: dict[str, Any] = {
     "tlsEmail": "",  # with domain: Let's Encrypt account e-mail, turns HTTPS on
     "rootVolumeGb": 10,
     "gunicornWorkers": 0,  # 0 = 2 × vCPU + 1 (the seed's 3 on one vCPU)
+    "dataVolumeGb": 8,  # PostgreSQL and media on their own encrypted gp3 volume, kept across servers
+    "retainDataVolume": True,  # `pulumi destroy` leaves the data volume in the account (delete it by hand)
+    "keepReleases": 5,  # releases kept on the server for instant rollback
+    "backupBucket": "",  # S3 bucket to create for off-server backups; empty = local backups only
+    "backupRetentionDays": 7,  # days of nightly backups kept (locally and in S3)
+    "backupSchedule": "*-*-* 03:30:00",  # systemd OnCalendar for the nightly backup (server time, UTC)
     "adminUser": "admin",
     "adminEmail": "admin@example.com",
     "app": {},  # object; its keys and defaults are APP_DEFAULTS
@@ -55,6 +61,7 @@ NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 PY_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+BUCKET = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # A value in the env file must mean the same to systemd (EnvironmentFile) and to a shell that sources it,
 # so it is written single-quoted: quotes, backslashes and newlines cannot be represented faithfully.
@@ -103,6 +110,12 @@ class Settings:
     tls_email: str
     root_volume_gb: int
     gunicorn_workers: int
+    data_volume_gb: int
+    retain_data_volume: bool
+    keep_releases: int
+    backup_bucket: str
+    backup_retention_days: int
+    backup_schedule: str
     admin_user: str
     admin_email: str
     app: AppSettings
@@ -148,6 +161,14 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             self.fail(key, value, f"expected a whole number from {low} to {high}")
             return low
+        return value
+
+    def boolean(self, key: str, value: Any) -> bool:
+        if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            self.fail(key, value, "expected true or false")
+            return False
         return value
 
     def json_value(self, key: str, value: Any, kind: type) -> Any:
@@ -241,6 +262,17 @@ def load_settings(
     root_volume_gb = check.integer("rootVolumeGb", value["rootVolumeGb"], 8, 1024)
     workers = check.integer("gunicornWorkers", value["gunicornWorkers"], 0, 64)
 
+    data_volume_gb = check.integer("dataVolumeGb", value["dataVolumeGb"], 1, 16384)
+    retain_data_volume = check.boolean("retainDataVolume", value["retainDataVolume"])
+    keep_releases = check.integer("keepReleases", value["keepReleases"], 2, 50)
+    backup_bucket = check.string("backupBucket", value["backupBucket"])
+    if backup_bucket and not BUCKET.match(backup_bucket):
+        check.fail("backupBucket", backup_bucket, "an S3 bucket name: 3–63 lower-case letters, digits, dots and hyphens")
+    backup_days = check.integer("backupRetentionDays", value["backupRetentionDays"], 1, 3650)
+    backup_schedule = check.string("backupSchedule", value["backupSchedule"])
+    if not re.fullmatch(r"[\w*:,./ ~-]{1,60}", backup_schedule):
+        check.fail("backupSchedule", backup_schedule, "a systemd OnCalendar expression such as *-*-* 03:30:00 or daily")
+
     admin_user = check.string("adminUser", value["adminUser"])
     if not re.fullmatch(r"[\w.@+-]{1,150}", admin_user):
         check.fail("adminUser", admin_user, "a Django user name: letters, digits and @.+-_ (1–150)")
@@ -267,6 +299,12 @@ def load_settings(
         tls_email=tls_email,
         root_volume_gb=root_volume_gb,
         gunicorn_workers=workers,
+        data_volume_gb=data_volume_gb,
+        retain_data_volume=retain_data_volume,
+        keep_releases=keep_releases,
+        backup_bucket=backup_bucket,
+        backup_retention_days=backup_days,
+        backup_schedule=backup_schedule,
         admin_user=admin_user,
         admin_email=admin_email,
         app=app,

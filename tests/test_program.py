@@ -14,12 +14,18 @@ INSTANCE = "aws:ec2/instance:Instance"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
-AWS_TAGGED = ("aws:ec2/instance:Instance", "aws:ec2/securityGroup:SecurityGroup", "aws:ec2/eip:Eip", "aws:ec2/keyPair:KeyPair")
+AWS_TAGGED = ("aws:ec2/instance:Instance", "aws:ec2/securityGroup:SecurityGroup", "aws:ec2/eip:Eip",
+              "aws:ec2/keyPair:KeyPair", "aws:ebs/volume:Volume", "aws:s3/bucket:Bucket", "aws:iam/role:Role")
 
 
 @pytest.fixture(scope="module")
 def default_run() -> ProgramRun:
     return run_program({})
+
+
+def ami_lookup(run: ProgramRun) -> dict:
+    (args,) = [args for token, args in run.invokes if token == "aws:ec2/getAmi:getAmi"]
+    return args
 
 
 def ingress(run: ProgramRun) -> dict[int, dict]:
@@ -72,14 +78,14 @@ def test_instance_defaults_imdsv2_encryption_and_pinned_image(default_run):
     # A newer AMI upstream must never replace the server; choosing another image on purpose must.
     assert "ami" in instance.ignore_changes and "userData" in instance.ignore_changes
     assert instance.replacement_trigger == "ubuntu-24.04|"
-    token, args = default_run.invokes[0]
-    assert token == "aws:ec2/getAmi:getAmi" and args["owners"] == ["099720109477"]
+    args = ami_lookup(default_run)
+    assert args["owners"] == ["099720109477"]
     assert "ubuntu-noble-24.04-amd64-server" in args["filters"][0]["values"][0]
 
 
 def test_debian_image_and_pinned_ami():
     run = run_program({"image": "debian-12", "instanceType": "t2.nano"})
-    assert run.invokes[0][1]["owners"] == ["136693071363"]
+    assert ami_lookup(run)["owners"] == ["136693071363"]
     assert all(step.inputs["connection"]["user"] == "admin" for step in run.steps())
     pinned = run_program({"amiId": "ami-0abcdef1234567890"})
     assert pinned.one(INSTANCE).inputs["ami"] == "ami-0abcdef1234567890"
@@ -87,9 +93,11 @@ def test_debian_image_and_pinned_ami():
     assert pinned.one(INSTANCE).replacement_trigger == "ubuntu-24.04|ami-0abcdef1234567890"
 
 
-def test_every_aws_resource_is_tagged(default_run):
+def test_every_aws_resource_is_tagged():
+    run = run_program({"backupBucket": "photofeed-backups-example"})
     for type_ in AWS_TAGGED:
-        for resource in default_run.of_type(type_):
+        assert run.of_type(type_), type_
+        for resource in run.of_type(type_):
             tags = resource.inputs["tags"]
             assert tags["Project"] == "djangoship" and tags["Stack"] == "dev" and tags["Name"], resource.name
 
@@ -105,6 +113,49 @@ def test_elastic_ip_is_the_host_of_every_connection(default_run):
         assert step.inputs["connection"]["dialErrorLimit"] == -1
         assert default_run.depends_on(step, eip)
     assert default_run.depends_on(steps[0], association)
+
+
+# --- data -----------------------------------------------------------------------------------------------
+
+def test_data_volume_is_encrypted_retained_and_beside_the_instance(default_run):
+    volume = default_run.one("aws:ebs/volume:Volume")
+    assert volume.inputs["encrypted"] is True and volume.inputs["type"] == "gp3" and volume.inputs["size"] == 8
+    assert volume.retain_on_delete is True and "availabilityZone" in volume.ignore_changes
+    instance = default_run.one(INSTANCE)
+    assert instance.inputs["availabilityZone"] == volume.inputs["availabilityZone"] == "us-east-1a"
+    attachment = default_run.one("aws:ec2/volumeAttachment:VolumeAttachment")
+    assert attachment.inputs["stopInstanceBeforeDetaching"] is True
+    assert default_run.depends_on(attachment, instance) and default_run.depends_on(attachment, volume)
+    # The first step waits for the attachment: the first boot mounts the volume.
+    assert default_run.depends_on(default_run.steps()[0], attachment)
+    assert run_program({"retainDataVolume": False}).one("aws:ebs/volume:Volume").retain_on_delete is False
+
+
+def test_no_backup_bucket_by_default(default_run):
+    assert not default_run.of_type("aws:s3/bucket:Bucket")
+    assert not default_run.one(INSTANCE).inputs.get("iamInstanceProfile")
+
+
+def test_backup_bucket_private_versioned_encrypted_and_only_writable_by_the_instance():
+    run = run_program({"backupBucket": "photofeed-backups-example", "backupRetentionDays": 30})
+    bucket = run.one("aws:s3/bucket:Bucket")
+    assert bucket.inputs["bucket"] == "photofeed-backups-example" and bucket.retain_on_delete is True
+    block = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(block[key] for key in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    assert run.one("aws:s3/bucketVersioning:BucketVersioning").inputs["versioningConfiguration"]["status"] == "Enabled"
+    sse = run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs
+    assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+    lifecycle = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"][0]
+    assert lifecycle["expiration"]["days"] == 30
+    import json
+
+    policy = json.loads(run.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
+    resources = {resource for statement in policy["Statement"] for resource in [statement["Resource"]]}
+    assert resources == {"arn:aws:s3:::photofeed-backups-example", "arn:aws:s3:::photofeed-backups-example/*"}
+    actions = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert actions == {"s3:ListBucket", "s3:PutObject", "s3:GetObject"}, "no delete: a compromised server cannot erase backups"
+    profile = run.one("aws:iam/instanceProfile:InstanceProfile")
+    assert run.one(INSTANCE).inputs["iamInstanceProfile"] == "photofeed-instance-profile" == profile.name
 
 
 # --- remote commands -----------------------------------------------------------------------------------
@@ -175,8 +226,8 @@ def test_outputs_and_their_secrecy(default_run):
     assert outputs["sshCommand"] == "ssh -i photofeed-key.pem ubuntu@203.0.113.10"
     assert {"adminPassword", "sshPrivateKey"} <= default_run.secret_outputs
     assert outputs["sshPrivateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
-    # t2.micro $0.0116/h + public IPv4 $0.005/h, 730 h; 10 GB gp3 at $0.08
-    assert outputs["monthlyCostUsd"] == pytest.approx(0.0166 * 730 + 0.8, abs=0.01)
+    # t2.micro $0.0116/h + public IPv4 $0.005/h, 730 h; 10 GB root + 8 GB data, gp3 at $0.08
+    assert outputs["monthlyCostUsd"] == pytest.approx(0.0166 * 730 + 18 * 0.08, abs=0.01)
     plain = {key: value for key, value in outputs.items() if key not in default_run.secret_outputs}
     assert not any("PRIVATE KEY" in str(value) for value in plain.values())
 

@@ -141,6 +141,14 @@ class ProgramMocks(pulumi.runtime.Mocks):
             return self.state.instance_id, outputs | {"publicIp": "198.51.100.7", "arn": f"arn:aws:ec2:::instance/{self.state.instance_id}"}
         if typ == "aws:ec2/eip:Eip":
             return "eipalloc-0123456789", outputs | {"publicIp": self.state.public_ip, "allocationId": "eipalloc-0123456789"}
+        if typ == "aws:ebs/volume:Volume":
+            return "vol-0123456789abcdef0", outputs
+        if typ == "aws:s3/bucket:Bucket":
+            return args.inputs.get("bucket", args.name), outputs | {"arn": f"arn:aws:s3:::{args.inputs.get('bucket', args.name)}"}
+        if typ == "aws:iam/role:Role":
+            return args.name, outputs | {"name": args.name, "arn": f"arn:aws:iam::123456789012:role/{args.name}"}
+        if typ == "aws:iam/instanceProfile:InstanceProfile":
+            return args.name, outputs | {"name": args.name}
         if typ == "aws:ec2/keyPair:KeyPair":
             return f"{args.name}", outputs | {"keyName": args.name}
         if typ == "tls:index/privateKey:PrivateKey":
@@ -154,6 +162,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         self.invokes.append((args.token, dict(args.args)))
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"], "zoneIds": ["use1-az1", "use1-az2", "use1-az4"]}
         if args.token == "aws:ec2/getAmi:getAmi":
             return {"id": self.state.ami_id, "name": "mock-image", "architecture": "x86_64"}
         return {}

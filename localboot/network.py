@@ -1,0 +1,189 @@
+"""A private bridge network for local guests, torn down completely afterwards.
+
+Why: each guest (a systemd-nspawn container with its own network namespace) gets a veth on
+this bridge and a static address in its subnet, so tests reach it at its own address, the
+way a deployer reaches an EC2 instance. Guests reach the package mirrors through a
+masquerade rule, as an instance in a public subnet would.
+
+What is changed on the host, and undone on exit (also on exceptions):
+  * a bridge interface (default ``lbr0``) with the gateway address,
+  * ``net.ipv4.ip_forward`` (set to 1; the previous value is restored),
+  * an nft table of its own (``ip localboot_<bridge>``): teardown deletes the whole table
+    and touches no other rule of the host.
+
+A lock file per bridge name keeps two processes from sharing (and tearing down) the same
+bridge; under that lock, a bridge or table of the same name is a leftover of a crashed run
+and is removed first. The subnet must not overlap any route the host already has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._util import FileLock, run
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+STATE_DIR = Path("/run/localboot")
+
+
+class BridgeNetwork:
+    """A live bridge: its gateway address, subnet, and an allocator for guest addresses."""
+
+    def __init__(self, name: str, interface: ipaddress.IPv4Interface) -> None:
+        self.name = name
+        self.interface = interface
+        self._lock = threading.Lock()
+        self._hosts = (h for h in interface.network.hosts() if h != interface.ip)
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's own address: the guests' default gateway."""
+        return str(self.interface.ip)
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return self.interface.network
+
+    @property
+    def prefixlen(self) -> int:
+        return self.interface.network.prefixlen
+
+    @property
+    def nft_table(self) -> str:
+        return nft_table_name(self.name)
+
+    def allocate(self) -> str:
+        """A fresh guest address in the subnet (never the gateway, never reused)."""
+        with self._lock:
+            try:
+                return str(next(self._hosts))
+            except StopIteration:
+                raise RuntimeError(f"no free address left in {self.network}") from None
+
+
+def nft_table_name(bridge: str) -> str:
+    """The name of the nft table (family ``ip``) that belongs to ``bridge``."""
+    return "localboot_" + re.sub(r"[^A-Za-z0-9_]", "_", bridge)
+
+
+def _validate_name(name: str) -> None:
+    # Linux interface names are at most 15 bytes.
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_-]{0,14}", name):
+        raise ValueError(f"not a usable bridge name: {name!r}")
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def nft_table_exists(table: str) -> bool:
+    proc = run(["nft", "list", "table", "ip", table], check=False, timeout=30)
+    return proc.returncode == 0
+
+
+def _check_subnet_free(network: ipaddress.IPv4Network, bridge: str) -> None:
+    """Refuse a subnet that overlaps a route the host already uses (except our own bridge)."""
+    routes = json.loads(run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or b"[]")
+    for route in routes:
+        dst = route.get("dst", "")
+        if dst in ("default", "") or route.get("dev") == bridge:
+            continue
+        if route.get("type") in ("local", "broadcast", "multicast"):
+            continue
+        try:
+            other = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if isinstance(other, ipaddress.IPv4Network) and other.overlaps(network):
+            raise RuntimeError(
+                f"subnet {network} overlaps the host route {dst} on {route.get('dev')}; "
+                "pick another cidr"
+            )
+
+
+def _nft_ruleset(table: str, network: ipaddress.IPv4Network) -> str:
+    """Masquerade traffic leaving the subnet; nothing else."""
+    return (
+        f"table ip {table} {{\n"
+        f"  chain postrouting {{\n"
+        f"    type nat hook postrouting priority srcnat; policy accept;\n"
+        f"    ip saddr {network} ip daddr != {network} masquerade\n"
+        f"  }}\n"
+        f"}}\n"
+    )
+
+
+#: Set as the bridge's interface alias, so that only bridges made here are ever deleted.
+BRIDGE_ALIAS = "localboot"
+
+
+def _is_our_bridge(name: str) -> bool:
+    sysfs = Path("/sys/class/net", name)
+    try:
+        alias = (sysfs / "ifalias").read_text().strip()
+    except OSError:
+        return False
+    return (sysfs / "bridge").is_dir() and alias == BRIDGE_ALIAS
+
+
+def _remove_leftovers(name: str, table: str) -> None:
+    """Delete the nft table and the bridge of that name (ours only: see BRIDGE_ALIAS)."""
+    if nft_table_exists(table):
+        run(["nft", "delete", "table", "ip", table])
+    if link_exists(name):
+        if not _is_our_bridge(name):
+            raise RuntimeError(f"interface {name} exists and was not made by localboot")
+        run(["ip", "link", "delete", name, "type", "bridge"])
+
+
+def _state_file(name: str) -> Path:
+    return STATE_DIR / f"net-{name}.ip_forward"
+
+
+def _original_ip_forward(name: str) -> str:
+    """ip_forward as it was before any localboot run changed it.
+
+    A crashed run leaves its saved value behind; that value, not the current (changed) one,
+    is what must be restored.
+    """
+    saved = _state_file(name)
+    if saved.is_file():
+        value = saved.read_text().strip()
+        if value in ("0", "1"):
+            return value
+    value = IP_FORWARD.read_text().strip()
+    saved.write_text(value + "\n")
+    return value
+
+
+@contextlib.contextmanager
+def bridge_network(name: str = "lbr0", cidr: str = "10.77.0.1/24") -> Iterator[BridgeNetwork]:
+    """Create the bridge ``name`` with gateway address ``cidr``, forwarding and masquerade;
+    yield a :class:`BridgeNetwork`; undo everything on exit."""
+    _validate_name(name)
+    interface = ipaddress.IPv4Interface(cidr)
+    table = nft_table_name(name)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with FileLock(STATE_DIR / f"net-{name}.lock", timeout=5), contextlib.ExitStack() as undo:
+        _remove_leftovers(name, table)
+        _check_subnet_free(interface.network, name)
+
+        previous = _original_ip_forward(name)
+        undo.callback(_state_file(name).unlink, missing_ok=True)
+        undo.callback(IP_FORWARD.write_text, previous + "\n")
+
+        undo.callback(_remove_leftovers, name, table)
+        run(["ip", "link", "add", name, "type", "bridge"])
+        run(["ip", "link", "set", name, "alias", BRIDGE_ALIAS])
+        run(["ip", "addr", "add", str(interface), "dev", name])
+        run(["ip", "link", "set", name, "up"])
+
+        IP_FORWARD.write_text("1\n")
+        run(["nft", "-f", "-"], input=_nft_ruleset(table, interface.network).encode())
+        yield BridgeNetwork(name, interface)

@@ -1,0 +1,287 @@
+"""Boots a real Debian 12 guest with localboot and checks what a deployer relies on:
+cloud-init runs the user-data and reports its outcome, SSH as ``admin`` with the key pair
+from the metadata, passwordless sudo, reboots, a host folder standing in for a data volume,
+and a teardown that leaves nothing behind on the host.
+
+Needs root, systemd-nspawn, debootstrap, nft, ip and overlayfs (see localboot.check_host);
+skipped when they are missing, except under CI=true where that is a failure. The first run
+builds the cached root file system (~1.5 min).
+
+Network: the guests live on a private bridge (10.77.0.0/24); the tests only connect to the
+guests' own addresses there, in loops bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from localboot import (
+    BridgeNetwork,
+    Guest,
+    GuestError,
+    boot_guest,
+    bridge_network,
+    check_host,
+    ensure_rootfs,
+    generate_ed25519_keypair,
+    nft_table_name,
+)
+from localboot._util import mounts_under
+from localboot.guest import RUN_ROOT
+from localboot.network import STATE_DIR, link_exists, nft_table_exists
+
+pytestmark = pytest.mark.localboot
+
+BRIDGE = "lbr0"
+CIDR = "10.77.0.1/24"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+MARKER = "/etc/localboot-test/marker"
+RUNCMD_FLAG = "/var/lib/localboot-test-runcmd"
+
+USER_DATA = b"""#cloud-config
+write_files:
+  - path: /etc/localboot-test/marker
+    permissions: '0644'
+    content: |
+      written by cloud-init
+packages:
+  - jq
+runcmd:
+  - [touch, /var/lib/localboot-test-runcmd]
+"""
+
+FAILING_USER_DATA = b"""#cloud-config
+runcmd:
+  - [sh, -c, 'echo about to fail; exit 3']
+"""
+
+
+def _require_host() -> None:
+    problems = check_host()
+    if not problems:
+        return
+    reason = "localboot cannot boot guests here: " + "; ".join(problems)
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass
+class Lab:
+    stack: contextlib.ExitStack
+    network: BridgeNetwork
+    guest: Guest
+    private_key: str
+    data_dir: Path
+    ip_forward_before: str
+    ssh_up_s: float
+    nspawn_pid: int
+    init_pid: int
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    _require_host()
+    rootfs = ensure_rootfs("bookworm")
+    private_key, public_key = generate_ed25519_keypair("localboot-test")
+    data_dir = tmp_path_factory.mktemp("data-volume")
+    (data_dir / "from-host.txt").write_text("the host wrote this\n")
+    # A crashed earlier run leaves ip_forward changed and its original value saved; the
+    # bridge restores that original, so that is what "before" means.
+    saved = STATE_DIR / f"net-{BRIDGE}.ip_forward"
+    ip_forward_before = (saved if saved.is_file() else IP_FORWARD).read_text().strip()
+
+    stack = contextlib.ExitStack()
+    try:
+        network = stack.enter_context(bridge_network(BRIDGE, CIDR))
+        guest = stack.enter_context(
+            boot_guest(
+                network,
+                "lbtest",
+                USER_DATA,
+                {"public-keys": [public_key]},
+                rootfs=rootfs,
+                ssh_key=private_key,
+                binds=[(data_dir, "/srv/data")],
+            )
+        )
+        ssh_up = guest.wait_for_ssh(timeout=120)
+        print(f"\n[localboot] guest {guest.ip}: SSH up {ssh_up:.1f}s after start")
+        nspawn_pid = guest.nspawn_pid
+        assert nspawn_pid is not None
+        lab = Lab(
+            stack,
+            network,
+            guest,
+            private_key,
+            data_dir,
+            ip_forward_before,
+            ssh_up,
+            nspawn_pid,
+            guest.init_pid,
+        )
+    except BaseException:
+        stack.close()
+        raise
+    with stack:
+        yield lab
+
+
+def test_ssh_as_admin_with_the_metadata_key(lab: Lab) -> None:
+    client = lab.guest.ssh("admin", lab.private_key)
+    try:
+        _, stdout, _ = client.exec_command("id -un", timeout=30)
+        assert stdout.read().strip() == b"admin"
+    finally:
+        client.close()
+    other_key, _ = generate_ed25519_keypair("not-authorized")
+    with pytest.raises(paramiko.AuthenticationException):
+        lab.guest.ssh("admin", other_key).close()
+
+
+def test_passwordless_sudo(lab: Lab) -> None:
+    code, out, err = lab.guest.run("sudo -n true && sudo -n id -u", timeout=30)
+    assert (code, out, err) == (0, b"0\n", b"")
+
+
+def test_cloud_init_finishes_the_user_data(lab: Lab) -> None:
+    code, out, err = lab.guest.run("cloud-init status --wait --long", timeout=600)
+    done_s = time.monotonic() - (lab.guest.boot_started_at or 0)
+    print(f"\n[localboot] cloud-init done {done_s:.1f}s after start")
+    assert code == 0, out.decode() + err.decode()
+    assert b"status: done" in out
+    assert lab.guest.run(f"cat {MARKER}").stdout == b"written by cloud-init\n"
+    assert lab.guest.run(f"test -f {RUNCMD_FLAG}").exit_code == 0
+    code, out, _ = lab.guest.run("jq -n '1+1'")
+    assert (code, out) == (0, b"2\n")
+
+
+def test_stdin_reaches_the_command_exactly(lab: Lab) -> None:
+    payload = bytes(range(256)) * 1024
+    code, out, _ = lab.guest.run("sha256sum", stdin=payload, timeout=60)
+    assert code == 0
+    assert out.split()[0].decode() == hashlib.sha256(payload).hexdigest()
+
+
+def test_guest_address_is_on_the_bridge(lab: Lab) -> None:
+    guest = lab.guest
+    assert guest.ip in {str(h) for h in lab.network.network.hosts()}
+    addrs = json.loads(
+        guest.exec(["ip", "-j", "-4", "addr", "show", "dev", "host0"], check=True).stdout
+    )
+    assert {(a["local"], a["prefixlen"]) for a in addrs[0]["addr_info"]} == {(guest.ip, 24)}
+    assert f"vb-{guest.name}" in os.listdir(f"/sys/class/net/{BRIDGE}/brif")
+
+
+def test_exec_enters_the_guest(lab: Lab) -> None:
+    guest = lab.guest
+    assert guest.exec(["cat", "/proc/1/comm"], check=True).stdout == b"systemd\n"
+    assert guest.exec(["hostname"], check=True).stdout == b"lbtest\n"
+    assert guest.exec(["cat"], input=b"exact \x00 bytes", check=True).stdout == b"exact \x00 bytes"
+    assert guest.exec(["sh", "-c", "exit 7"]).returncode == 7
+
+
+def test_put_uploads_a_directory(lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "app"
+    (src / "sub").mkdir(parents=True)
+    (src / "run.sh").write_text("#!/bin/sh\necho ok\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "sub" / "data.txt").write_text("data\n")
+    lab.guest.put(src, "/home/admin/app")
+    code, out, err = lab.guest.run("/home/admin/app/run.sh && cat /home/admin/app/sub/data.txt")
+    assert (code, out) == (0, b"ok\ndata\n"), err
+
+
+def test_bind_mounted_folder_is_shared_with_the_host(lab: Lab) -> None:
+    guest = lab.guest
+    assert guest.run("sudo -n cat /srv/data/from-host.txt").stdout == b"the host wrote this\n"
+    code, _, err = guest.run(
+        "echo guest wrote this | sudo -n tee /srv/data/from-guest.txt >/dev/null"
+    )
+    assert code == 0, err
+    assert (lab.data_dir / "from-guest.txt").read_text() == "guest wrote this\n"
+
+
+def test_reboot_keeps_state_and_ssh_comes_back(lab: Lab) -> None:
+    guest = lab.guest
+    boots, old_init = guest.boot_count, guest.init_pid
+    seconds = guest.reboot_and_wait(timeout=120)
+    print(f"\n[localboot] reboot: SSH back after {seconds:.1f}s")
+    assert guest.boot_count == boots + 1
+    assert guest.init_pid != old_init
+    assert guest.run(f"cat {MARKER}").stdout == b"written by cloud-init\n"
+    assert guest.run("sudo -n cat /srv/data/from-guest.txt").stdout == b"guest wrote this\n"
+    code, out, _ = guest.run("cloud-init status --wait", timeout=300)
+    assert code == 0, out
+    lab.nspawn_pid, lab.init_pid = guest.nspawn_pid or 0, guest.init_pid
+
+
+def test_failing_runcmd_makes_cloud_init_status_fail(lab: Lab) -> None:
+    private_key, public_key = generate_ed25519_keypair()
+    with boot_guest(
+        lab.network, "lbfail", FAILING_USER_DATA, {"public-keys": [public_key]}, ssh_key=private_key
+    ) as guest:
+        guest.wait_for_ssh(timeout=120)
+        code, out, err = guest.run("cloud-init status --wait --long", timeout=300)
+        rundir = guest.rundir
+    assert code != 0, out
+    assert b"status: error" in out
+    assert b"scripts-user" in out + err
+    assert not rundir.exists()
+
+
+def test_failed_start_cleans_up(lab: Lab, tmp_path: Path) -> None:
+    before = set(RUN_ROOT.iterdir())
+    with (
+        pytest.raises(GuestError, match="not a root file system"),
+        boot_guest(lab.network, "lbbad", b"#cloud-config\n", rootfs=tmp_path),
+    ):
+        pass
+    assert set(RUN_ROOT.iterdir()) == before
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (e.g. a guest's run directory)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    return pids
+
+
+def test_teardown_leaves_nothing_behind(lab: Lab) -> None:
+    rundir = lab.guest.rundir
+    lab.stack.close()
+    assert lab.guest.nspawn_pid is None
+    for pid in (lab.nspawn_pid, lab.init_pid):
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} still there"
+    assert _processes_mentioning(str(rundir)) == []
+    assert mounts_under(RUN_ROOT) == []
+    assert not rundir.exists()
+    assert not link_exists(BRIDGE)
+    assert not link_exists(f"vb-{lab.guest.name}")
+    assert not nft_table_exists(nft_table_name(BRIDGE))
+    assert IP_FORWARD.read_text().strip() == lab.ip_forward_before
+
+
+def test_bridge_network_cleans_up_after_an_exception(lab: Lab) -> None:
+    before = IP_FORWARD.read_text().strip()
+    with pytest.raises(RuntimeError, match="boom"), bridge_network(BRIDGE, CIDR) as network:
+        assert link_exists(BRIDGE) and nft_table_exists(network.nft_table)
+        assert IP_FORWARD.read_text().strip() == "1"
+        raise RuntimeError("boom")
+    assert not link_exists(BRIDGE)
+    assert not nft_table_exists(nft_table_name(BRIDGE))
+    assert IP_FORWARD.read_text().strip() == before

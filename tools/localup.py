@@ -1,0 +1,158 @@
+"""Boot the program's exact first-boot document on a local Debian guest, then deploy with its own steps.
+
+    sudo .venv/bin/python -m tools.localup [--stack dev] [--release bookworm|trixie]
+
+Try the whole site before paying for EC2 (Linux, root): the program runs under Pulumi's mocks with the
+guest's address standing in for the Elastic IP; the guest (systemd-nspawn, see localboot/) is seeded with
+the rendered user-data byte for byte, and the remote steps run over real SSH with the generated key.
+It prints the site's address and admin password, and tears everything down on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import gzip
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from localboot import Guest
+from localboot.keys import generate_ed25519_keypair
+from localboot.network import BridgeNetwork, bridge_network
+from tools.mockrun import PROJECT, PROJECT_ROOT, MockState, ProgramRun, run_program
+from tools.replay import ReplayState, StepResult, replay
+
+# Debian release of the guest → the program's `image` setting that matches it.
+IMAGES = {"bookworm": "debian-12", "trixie": "debian-13"}
+
+
+def user_data_bytes(run: ProgramRun) -> bytes:
+    """Exactly what EC2 would hand to cloud-init (decompressed as cloud-init itself would)."""
+    inputs = run.one("aws:ec2/instance:Instance").inputs
+    if inputs.get("userDataBase64"):
+        return gzip.decompress(base64.b64decode(inputs["userDataBase64"]))
+    return inputs["userData"].encode()
+
+
+def http_get(url: str, host: str | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def wait_for_200(url: str, timeout: float = 60) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http_get(url, timeout=5)[0] == 200:
+                return time.monotonic()
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
+        time.sleep(0.5)
+
+
+@dataclass
+class LocalSite:
+    """A deployed site on a guest, and what is needed to run `pulumi up` against it again."""
+
+    guest: Guest
+    config: dict[str, Any]
+    state: MockState
+    run: ProgramRun
+    replay_state: ReplayState = field(default_factory=ReplayState)
+    first_boot_seconds: float = 0.0
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.guest.ip}"
+
+    def up(self, config: dict[str, Any] | None = None) -> list[StepResult]:
+        """`pulumi up` again, with the same state: runs only the steps whose inputs changed."""
+        if config is not None:
+            self.config = config
+        self.run = run_program(self.config, state=self.state)
+        self.steps = replay(self.run, self.guest, self.replay_state)
+        return self.steps
+
+
+def guest_config(config: dict[str, Any], release: str) -> dict[str, Any]:
+    return {**config, "image": IMAGES[release]}
+
+
+@contextlib.contextmanager
+def local_site(
+    network: BridgeNetwork,
+    name: str,
+    config: dict[str, Any] | None = None,
+    *,
+    release: str = "bookworm",
+    binds: tuple[tuple[str, str], ...] = (),
+) -> Iterator[LocalSite]:
+    """Boot a guest from the program's user-data, replay the program's steps, yield the live site."""
+    config = guest_config(config or {}, release)
+    ip = network.allocate()
+    private_key, public_key = generate_ed25519_keypair(comment=f"localboot-{name}")
+    state = MockState(public_ip=ip, instance_id=f"i-local-{name}", random_passwords=True,
+                      generated_key=(private_key, public_key))
+    run = run_program(config, state=state)
+    key_line = run.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"].strip()
+    meta_data = {"instance-id": state.instance_id, "local-hostname": name, "public-keys": [key_line]}
+    with Guest(network, name, user_data_bytes(run), meta_data, ip=ip, release=release, binds=binds,
+               ssh_key=private_key) as guest:
+        site = LocalSite(guest=guest, config=config, state=state, run=run)
+        site.steps = replay(run, guest, site.replay_state)
+        served = wait_for_200(site.url + "/")
+        assert guest.boot_started_at is not None
+        site.first_boot_seconds = served - guest.boot_started_at
+        yield site
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """This project's keys from Pulumi.<stack>.yaml, without the namespace."""
+    path = PROJECT_ROOT / f"Pulumi.{stack}.yaml"
+    values = (yaml.safe_load(path.read_text()) or {}).get("config", {}) if path.exists() else {}
+    prefix = f"{PROJECT}:"
+    return {key[len(prefix):]: value for key, value in values.items() if key.startswith(prefix)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", default="dev", help="take the config from Pulumi.<stack>.yaml (default dev)")
+    parser.add_argument("--release", default="bookworm", choices=sorted(IMAGES), help="Debian release of the guest")
+    parser.add_argument("--data", type=Path, help="a host folder to keep the guest's data in (stands in for the data volume)")
+    args = parser.parse_args()
+    config = stack_config(args.stack)
+    config.pop("instanceType", None)  # the guest has the host's CPUs and memory; keep the default sizing
+    with bridge_network() as network, local_site(network, "localup", config, release=args.release) as site:
+        for step in site.steps:
+            print(f"  {step.name:<28} {step.seconds:6.1f} s")
+        print(f"\nfirst boot → first 200 through nginx: {site.first_boot_seconds:.1f} s")
+        print(f"site:  {site.url}/\nadmin: {site.url}/admin/  user {site.run.outputs['adminUser']}, "
+              f"password {site.run.outputs['adminPassword']}")
+        print("Ctrl-C tears the guest down.")
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

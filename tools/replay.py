@@ -1,0 +1,99 @@
+"""Replay the program's own remote steps on a real host over SSH, as pulumi-command would run them.
+
+The steps come from `tools/mockrun.py`: the exact `create` text, `stdin` and uploaded files that
+`pulumi up` would send. Nothing here knows what the steps do — there is no second copy of the deploy logic.
+What this adds is the engine's bookkeeping: a step whose inputs are unchanged since its last successful
+run does not run again; a failed step stops the run and runs again next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tools.mockrun import ProgramRun, Registered
+
+
+class Host(Protocol):
+    """What replay needs from a machine: SSH exec with stdin, and SFTP upload (localboot.Guest has both)."""
+
+    ip: str
+
+    def run(self, cmd: str, stdin: bytes | None = None, timeout: float = 600, user: str = "admin", key: Any = None) -> Any: ...
+
+    def put(self, local_path: Any, remote_path: str, user: str = "admin", key: Any = None) -> None: ...
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, step: str, exit_code: int, stdout: str, stderr: str):
+        self.step, self.exit_code, self.stdout, self.stderr = step, exit_code, stdout, stderr
+        super().__init__(f"step {step} failed with exit code {exit_code}:\n{stderr[-4000:] or stdout[-4000:]}")
+
+
+@dataclass
+class StepResult:
+    name: str
+    ran: bool
+    seconds: float = 0.0
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
+class ReplayState:
+    """The part of Pulumi's state that decides whether a step runs: its inputs at its last success."""
+
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+def fingerprint(step: Registered) -> str:
+    return hashlib.sha256(json.dumps(step.inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _timeout_seconds(step: Registered) -> float:
+    text = step.custom_timeouts.get("create") or "30m"
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]]
+
+
+def replay(run: ProgramRun, host: Host, state: ReplayState | None = None, log: Any = print) -> list[StepResult]:
+    state = state if state is not None else ReplayState()
+    results: list[StepResult] = []
+    for step in run.steps():
+        connection = step.inputs["connection"]
+        if connection["host"] != host.ip:
+            raise AssertionError(f"{step.name} connects to {connection['host']}, not to the host {host.ip}")
+        mark = fingerprint(step)
+        if state.fingerprints.get(step.name) == mark:
+            results.append(StepResult(step.name, ran=False))
+            continue
+        started = time.monotonic()
+        user, key = connection["user"], connection["privateKey"]
+        if step.type == "command:remote:CopyToRemote":
+            remote_path = step.inputs["remotePath"]
+            # pulumi-command creates the parent directories itself.
+            host.run(f"mkdir -p {posixpath.dirname(remote_path)}", user=user, key=key)
+            host.put(Path(step.inputs["source"]["path"]), remote_path, user=user, key=key)
+            result = StepResult(step.name, ran=True, seconds=time.monotonic() - started)
+        else:
+            stdin = step.inputs.get("stdin")
+            outcome = host.run(
+                step.inputs["create"],
+                stdin=stdin.encode() if stdin else None,
+                timeout=_timeout_seconds(step),
+                user=user,
+                key=key,
+            )
+            stdout, stderr = outcome.stdout.decode(errors="replace"), outcome.stderr.decode(errors="replace")
+            if outcome.exit_code != 0:
+                raise StepFailed(step.name, outcome.exit_code, stdout, stderr)
+            result = StepResult(step.name, True, time.monotonic() - started, stdout, stderr)
+        state.fingerprints[step.name] = mark
+        log(f"[replay] {step.name}: {result.seconds:.1f} s")
+        results.append(result)
+    return results
