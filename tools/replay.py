@@ -61,6 +61,24 @@ def _timeout_seconds(step: Registered) -> float:
     return float(text[:-1]) * units[text[-1]]
 
 
+def dial(host: Host, user: str, key: Any, timeout: float, log: Any) -> None:
+    """pulumi-command with dial_error_limit=-1: keep connecting until sshd answers and accepts the key
+    (a booting server refuses, then rejects keys until cloud-init installed them), within the step's time."""
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            host.run("true", user=user, key=key, timeout=30)
+            return
+        except Exception as error:  # noqa: BLE001 — any dial error is retried, as the provider does
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not connect as {user}@{host.ip} within {timeout:.0f} s: {error}") from error
+            if attempts == 1:
+                log(f"[replay] waiting for SSH on {host.ip} ({type(error).__name__})")
+            time.sleep(1)
+
+
 def replay(run: ProgramRun, host: Host, state: ReplayState | None = None, log: Any = print) -> list[StepResult]:
     state = state if state is not None else ReplayState()
     results: list[StepResult] = []
@@ -74,6 +92,7 @@ def replay(run: ProgramRun, host: Host, state: ReplayState | None = None, log: A
             continue
         started = time.monotonic()
         user, key = connection["user"], connection["privateKey"]
+        dial(host, user, key, _timeout_seconds(step), log)
         if step.type == "command:remote:CopyToRemote":
             remote_path = step.inputs["remotePath"]
             # pulumi-command creates the parent directories itself.

@@ -1,0 +1,298 @@
+"""The real first boot: the program's own user-data and remote steps on a Debian guest, checked over HTTP.
+
+The guest (localboot/) is seeded with exactly the user-data the program renders under mocks; the program's
+remote steps run over real SSH with the generated key (tools/replay.py); then everything is checked as a
+visitor and as an operator would: through nginx → gunicorn → Django → PostgreSQL, and on the host itself.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import io
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import skip_or_fail
+from tools.localup import http_get, local_site
+
+pytestmark = pytest.mark.localboot
+ROOT = Path(__file__).resolve().parent.parent
+APP = "photofeed"
+
+
+@pytest.fixture(scope="session")
+def network():
+    from localboot.requirements import check_host
+
+    missing = check_host()
+    if missing:
+        skip_or_fail("; ".join(missing))
+    from localboot.network import bridge_network
+
+    with bridge_network() as net:
+        yield net
+
+
+@pytest.fixture(scope="module")
+def site(network):
+    with local_site(network, "web1") as live:
+        print(f"\n[first boot] guest start → first 200 through nginx: {live.first_boot_seconds:.1f} s")
+        for step in live.steps:
+            print(f"[first boot]   {step.name}: {step.seconds:.1f} s")
+        yield live
+
+
+def sh(site, command: str, check: bool = True) -> str:
+    result = site.guest.exec(["bash", "-c", command], timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command!r} failed ({result.returncode}): {result.stderr.decode()}{result.stdout.decode()}")
+    return result.stdout.decode()
+
+
+class Browser:
+    """A visitor with cookies, speaking to the guest's address."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect)
+
+    def request(self, path: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
+        request = urllib.request.Request(self.base + path, data=data, headers=headers or {})
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def csrf(self, path: str) -> str:
+        status, _, body = self.request(path)
+        assert status == 200, (path, status, body[:300])
+        return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def png_bytes() -> bytes:
+    """A real 8×8 PNG, made without Pillow on the host (zlib + struct)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + bytes([200, 30, 30]) * 8 for _ in range(8))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = io.BytesIO()
+    for name, value in fields.items():
+        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, data, kind) in files.items():
+        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                   f"Content-Type: {kind}\r\n\r\n".encode() + data + b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    return body.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def upload_photo(site, title: str) -> str:
+    """Upload through the app's own form; returns the /media/ URL the home page shows for it."""
+    browser = Browser(site.url)
+    token = browser.csrf("/")
+    body, kind = multipart({"csrfmiddlewaretoken": token, "title": title}, {"image": ("dot.png", png_bytes(), "image/png")})
+    status, headers, _ = browser.request("/upload/", body, {"Content-Type": kind, "Referer": site.url + "/"})
+    assert status in (302, 303), status
+    _, _, page = browser.request("/")
+    match = re.search(rb'src="(/media/[^"]+)"', page)
+    assert title.encode() in page and match, page[:500]
+    return match.group(1).decode()
+
+
+# --- the first boot ------------------------------------------------------------------------------------
+
+def test_cloud_init_finished_without_errors(site):
+    status = sh(site, "cloud-init status --long")
+    assert "status: done" in status, status
+    assert "errors: []" in status or "errors" not in status, status
+    assert sh(site, "systemctl --failed --no-legend --plain") .strip() == ""
+
+
+def test_every_step_ran_once_in_order(site):
+    assert [step.name for step in site.steps] == [f"{APP}-{name}" for name in ("boot", "configure", "upload", "deploy", "superuser")]
+    assert all(step.ran for step in site.steps)
+
+
+def test_healthz_and_home_page_read_from_postgresql(site):
+    assert http_get(site.url + "/healthz")[0] == 200
+    title = f"row-from-postgres-{uuid.uuid4().hex[:8]}"
+    sh(site, f"{APP}-manage shell -c \"from feed.models import Photo; Photo.objects.create(title='{title}', image='photos/none.png')\"")
+    status, _, body = http_get(site.url + "/")
+    assert status == 200 and title.encode() in body
+    engine = sh(site, f"{APP}-manage shell -c \"from django.db import connection; print(connection.vendor)\"")
+    assert engine.strip().splitlines()[-1] == "postgresql"
+
+
+def test_upload_is_served_from_media_by_nginx(site):
+    media_url = upload_photo(site, "uploaded-through-the-app")
+    status, headers, body = http_get(site.url + media_url)
+    assert status == 200 and body == png_bytes()
+    assert headers.get("X-Content-Type-Options") == "nosniff"
+    assert headers["Content-Type"] == "image/png"
+
+
+def test_static_files_come_from_nginx_not_django(site):
+    _, _, page = http_get(site.url + "/")
+    css = re.search(rb'href="(/static/feed/site\.[0-9a-f]{12}\.css)"', page).group(1).decode()
+    sh(site, "systemctl stop gunicorn.service gunicorn.socket")
+    try:
+        status, headers, body = http_get(site.url + css)
+        assert status == 200 and b"{" in body, "nginx serves /static/ by itself, with gunicorn stopped"
+        assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        request = urllib.request.Request(site.url + css, headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Encoding"] == "gzip"  # the .gz made at deploy time
+    finally:
+        sh(site, "systemctl start gunicorn.socket gunicorn.service")
+    assert http_get(site.url + "/healthz")[0] == 200
+
+
+def test_admin_logs_in_with_the_generated_password(site):
+    browser = Browser(site.url)
+    token = browser.csrf("/admin/login/")
+    form = urllib.parse.urlencode({
+        "csrfmiddlewaretoken": token, "username": site.run.outputs["adminUser"],
+        "password": site.run.outputs["adminPassword"], "next": "/admin/",
+    }).encode()
+    status, headers, _ = browser.request("/admin/login/?next=/admin/", form, {"Referer": site.url + "/admin/login/"})
+    assert status == 302 and headers["Location"] == "/admin/", status
+    status, _, page = browser.request("/admin/")
+    assert status == 200 and b"Site administration" in page
+
+
+def test_unknown_host_gets_no_answer(site):
+    with pytest.raises(Exception):
+        http_get(site.url + "/", host="scanner.invalid")
+
+
+# --- the host --------------------------------------------------------------------------------------------
+
+def test_services_enabled_and_active(site):
+    for unit in ("nginx.service", "postgresql.service", "gunicorn.socket", "gunicorn.service", "unattended-upgrades.service"):
+        assert sh(site, f"systemctl is-active {unit}").strip() == "active", unit
+    for unit in ("nginx.service", "postgresql.service", "gunicorn.socket"):
+        assert sh(site, f"systemctl is-enabled {unit}").strip() == "enabled", unit
+
+
+def test_only_ssh_and_http_listen_on_the_network(site):
+    listening = sh(site, "ss -H -ltn")
+    exposed = set()
+    for line in listening.splitlines():
+        address, port = line.split()[3].rsplit(":", 1)
+        if not address.startswith(("127.", "[::1]")):
+            exposed.add(int(port))
+    assert exposed == {22, 80}, listening
+    postgres = sh(site, "ss -H -ltnp | grep postgres")
+    assert postgres and all(re.search(r"(127\.0\.0\.1|\[::1\]):5432", line) for line in postgres.splitlines()), postgres
+    assert f"/run/{APP}/gunicorn.sock" in sh(site, "ss -H -lx")
+
+
+def test_env_file_holds_the_secrets_and_user_data_none(site):
+    assert sh(site, f"stat -c %a:%U:%G /etc/{APP}/env").strip() == f"640:root:{APP}"
+    env_file = sh(site, f"cat /etc/{APP}/env")
+    secrets = list(site.state.passwords.values())
+    assert secrets and all(secret in env_file for secret in (site.state.passwords[f"{APP}-db-password"],))
+    user_data = sh(site, "cat /var/lib/cloud/instance/user-data.txt")
+    assert user_data.startswith("#cloud-config")
+    for secret in secrets + [site.state.generated_key[0]]:
+        assert secret not in user_data
+
+
+def test_app_runs_as_its_own_user(site):
+    users = set(sh(site, "ps -o user= -C gunicorn").split())
+    assert users == {APP}, users
+    assert sh(site, f"getent passwd {APP}").strip().endswith(":/usr/sbin/nologin")
+
+
+# --- resilience --------------------------------------------------------------------------------------------
+
+def test_gunicorn_master_killed_serves_again_within_10_s(site):
+    pid = sh(site, "systemctl show -p MainPID --value gunicorn.service").strip()
+    sh(site, f"kill -9 {pid}")
+    started = time.monotonic()
+    while time.monotonic() - started < 10:
+        try:
+            if http_get(site.url + "/healthz", timeout=2)[0] == 200 and \
+                    sh(site, "systemctl show -p MainPID --value gunicorn.service").strip() not in (pid, "0"):
+                break
+        except OSError:
+            pass
+        time.sleep(0.3)
+    else:
+        pytest.fail("not serving 10 s after kill -9 of the gunicorn master")
+    print(f"\n[resilience] serving again {time.monotonic() - started:.1f} s after kill -9")
+
+
+def test_second_up_with_no_change_runs_nothing(site):
+    steps = site.up()
+    assert [step.name for step in steps if step.ran] == []
+
+
+def test_reboot_keeps_site_and_data(site):
+    media_url = upload_photo(site, "before-reboot")
+    seconds = site.guest.reboot_and_wait(timeout=180)
+    started = time.monotonic()
+    while http_get(site.url + "/healthz", timeout=5)[0] != 200:
+        assert time.monotonic() - started < 60, "site not back after reboot"
+        time.sleep(0.5)
+    status, _, page = http_get(site.url + "/")
+    assert status == 200 and b"before-reboot" in page
+    assert http_get(site.url + media_url)[0] == 200
+    print(f"\n[resilience] reboot → SSH in {seconds:.1f} s, site back {time.monotonic() - started:.1f} s later")
+
+
+# --- a git source ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def git_daemon(network, tmp_path_factory):
+    """The example app as a git repository, served by `git daemon` on the bridge address only."""
+    base = tmp_path_factory.mktemp("git")
+    work = base / "work"
+    shutil.copytree(ROOT / "examples" / APP, work, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"))
+    git = ["git", "-C", str(work), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "photofeed"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(base / f"{APP}.git")], check=True)
+    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}",
+                               f"--listen={network.gateway}", "--port=9418", str(base)])
+    time.sleep(0.5)
+    yield f"git://{network.gateway}/{APP}.git"
+    daemon.terminate()
+    daemon.wait(timeout=10)
+
+
+def test_deploy_from_a_git_repository(network, git_daemon):
+    config = {"app": {"source": git_daemon, "ref": "main"}}
+    with local_site(network, "web2", config) as live:
+        print(f"\n[first boot, git source] guest start → first 200: {live.first_boot_seconds:.1f} s")
+        assert [step.name for step in live.steps] == [f"{APP}-{name}" for name in ("boot", "configure", "deploy", "superuser")]
+        commit = live.run.outputs["releaseId"]
+        revision = live.guest.exec(["cat", f"/srv/{APP}/current/REVISION"], check=True).stdout.decode()
+        assert revision.startswith(commit)
+        assert http_get(live.url + "/healthz")[0] == 200
+        status, _, page = http_get(live.url + "/")
+        assert status == 200 and b"site." in page
