@@ -21,6 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Key → default. The same defaults are declared in Pulumi.yaml (a test keeps the two in step); the CLI
 # fills them in there, but the code must not rely on it (mocks, older CLIs), so they live here too.
 DEFAULTS: dict[str, Any] = {
+    "profile": "single",  # "single": one server; "scaled": RDS + load-balanced app servers + S3/CloudFront
     "instanceType": "t2.micro",  # the seed tutorial's size; t2.nano works too (swap is added)
     "image": "ubuntu-24.04",  # current Ubuntu LTS; "debian-12" / "debian-13" are the alternatives
     "amiId": "",  # pin an exact AMI instead of looking one up
@@ -39,6 +40,14 @@ DEFAULTS: dict[str, Any] = {
     "backupBucket": "",  # S3 bucket to create for off-server backups; empty = local backups only
     "backupRetentionDays": 7,  # days of nightly backups kept (locally and in S3)
     "backupSchedule": "*-*-* 03:30:00",  # systemd OnCalendar for the nightly backup (server time, UTC)
+    "dbInstanceClass": "db.t4g.micro",  # scaled: RDS for PostgreSQL instance class
+    "dbAllocatedStorageGb": 20,  # scaled: RDS storage (gp3, encrypted)
+    "dbMultiAz": False,  # scaled: a standby in a second zone (doubles the DB cost)
+    "dbBackupRetentionDays": 7,  # scaled: RDS automated backups
+    "dbDeletionProtection": True,  # scaled: RDS refuses deletion until this is turned off
+    "appMinSize": 2,  # scaled: app servers in the Auto Scaling group
+    "appMaxSize": 4,
+    "appDesiredCapacity": 2,
     "adminUser": "admin",
     "adminEmail": "admin@example.com",
     "app": {},  # object; its keys and defaults are APP_DEFAULTS
@@ -55,6 +64,7 @@ APP_DEFAULTS: dict[str, Any] = {
     "env": {},  # extra environment for the app; secret values via `config set --secret --path`
 }
 
+PROFILES = ("single", "scaled")
 SECRET_CAPABLE_KEYS = {"sshPrivateKey", "app"}
 GIT_URL = re.compile(r"^(https://|http://|git://|ssh://|git@[\w.-]+:)\S+$")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -116,6 +126,15 @@ class Settings:
     backup_bucket: str
     backup_retention_days: int
     backup_schedule: str
+    profile: str
+    db_instance_class: str
+    db_allocated_storage_gb: int
+    db_multi_az: bool
+    db_backup_retention_days: int
+    db_deletion_protection: bool
+    app_min_size: int
+    app_max_size: int
+    app_desired_capacity: int
     admin_user: str
     admin_email: str
     app: AppSettings
@@ -273,6 +292,22 @@ def load_settings(
     if not re.fullmatch(r"[\w*:,./ ~-]{1,60}", backup_schedule):
         check.fail("backupSchedule", backup_schedule, "a systemd OnCalendar expression such as *-*-* 03:30:00 or daily")
 
+    profile = check.string("profile", value["profile"])
+    if profile not in PROFILES:
+        check.fail("profile", profile, f"one of {', '.join(PROFILES)}")
+    db_instance_class = check.string("dbInstanceClass", value["dbInstanceClass"])
+    if not re.fullmatch(r"db\.[a-z0-9]+\.[a-z0-9]+", db_instance_class):
+        check.fail("dbInstanceClass", db_instance_class, "an RDS instance class such as db.t4g.micro")
+    db_storage = check.integer("dbAllocatedStorageGb", value["dbAllocatedStorageGb"], 20, 65536)
+    db_multi_az = check.boolean("dbMultiAz", value["dbMultiAz"])
+    db_backup_days = check.integer("dbBackupRetentionDays", value["dbBackupRetentionDays"], 1, 35)
+    db_deletion_protection = check.boolean("dbDeletionProtection", value["dbDeletionProtection"])
+    app_min = check.integer("appMinSize", value["appMinSize"], 1, 100)
+    app_max = check.integer("appMaxSize", value["appMaxSize"], 1, 100)
+    app_desired = check.integer("appDesiredCapacity", value["appDesiredCapacity"], 1, 100)
+    if not app_min <= app_desired <= app_max:
+        check.fail("appDesiredCapacity", app_desired, f"between appMinSize ({app_min}) and appMaxSize ({app_max})")
+
     admin_user = check.string("adminUser", value["adminUser"])
     if not re.fullmatch(r"[\w.@+-]{1,150}", admin_user):
         check.fail("adminUser", admin_user, "a Django user name: letters, digits and @.+-_ (1–150)")
@@ -305,6 +340,15 @@ def load_settings(
         backup_bucket=backup_bucket,
         backup_retention_days=backup_days,
         backup_schedule=backup_schedule,
+        profile=profile,
+        db_instance_class=db_instance_class,
+        db_allocated_storage_gb=db_storage,
+        db_multi_az=db_multi_az,
+        db_backup_retention_days=db_backup_days,
+        db_deletion_protection=db_deletion_protection,
+        app_min_size=app_min,
+        app_max_size=app_max,
+        app_desired_capacity=app_desired,
         admin_user=admin_user,
         admin_email=admin_email,
         app=app,

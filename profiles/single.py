@@ -1,0 +1,100 @@
+"""Profile `single`: the whole site on one EC2 instance — PostgreSQL, gunicorn and nginx side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.backups import BackupBucket, BackupBucketArgs
+from components.catalog import monthly_cost_usd
+from components.data import DataVolume, DataVolumeArgs
+from components.host import encode_user_data, plan_host, render_user_data
+from components.keys import SshKey, SshKeyArgs
+from components.network import WebSecurityGroup, WebSecurityGroupArgs
+from components.provisioning import SiteProvisioner, SiteProvisionerArgs
+from components.release import Release
+from components.secrets import AppSecrets
+from components.server import WebServer, WebServerArgs
+from components.settings import Settings
+from components.tagging import standard_tags
+
+
+def build(settings: Settings, release: Release) -> dict[str, Any]:
+    """Declare the single-server site; returns the stack outputs."""
+    name = settings.app.name
+    tags = standard_tags(settings.project, settings.stack, f"{settings.project}-{settings.stack}")
+    plan = plan_host(settings)
+
+    # 1. The data (it outlives any server), the doors, the key and the server.
+    data = DataVolume(name, DataVolumeArgs(settings.data_volume_gb, settings.retain_data_volume, tags))
+    backups = (
+        BackupBucket(name, BackupBucketArgs(settings.backup_bucket, settings.backup_retention_days, tags))
+        if settings.backup_bucket
+        else None
+    )
+    firewall = WebSecurityGroup(name, WebSecurityGroupArgs(settings.open_ports, settings.ssh_allowed_cidrs, tags))
+    ssh_key = SshKey(name, SshKeyArgs(settings.ssh_public_key, settings.ssh_private_key or None, tags))
+    user_data = render_user_data(plan)
+    encoded, gzipped = encode_user_data(user_data)
+    server = WebServer(
+        name,
+        WebServerArgs(
+            instance_type=settings.instance_type,
+            image=settings.image,
+            ami_id=settings.ami_id,
+            user_data=user_data,
+            user_data_gzip_base64=encoded if gzipped else None,
+            key_name=ssh_key.key_pair.key_name,
+            security_group_id=firewall.group.id,
+            root_volume_gb=settings.root_volume_gb,
+            availability_zone=data.availability_zone,
+            instance_profile=backups.instance_profile.name if backups else None,
+            tags=tags,
+        ),
+    )
+    data_attachment = data.attach_to(name, server.instance.id)
+
+    # 2. Secrets, then the site itself over SSH.
+    secrets = AppSecrets(name)
+    app_env = (
+        pulumi.Output.secret(settings.app.env) if settings.app.env_is_secret else pulumi.Output.from_input(settings.app.env)
+    )
+    SiteProvisioner(
+        name,
+        SiteProvisionerArgs(
+            settings=settings,
+            plan=plan,
+            release=release,
+            public_ip=server.public_ip,
+            instance_id=server.instance.id,
+            private_key=ssh_key.private_key,
+            secret_key=secrets.django_secret_key_value,
+            db_password=secrets.db_password_value,
+            admin_password=secrets.admin_password_value,
+            app_env=app_env,
+            server_ready=[server.eip_association, data_attachment],
+        ),
+    )
+
+    # 3. What the operator needs.
+    if settings.domain:
+        base_url: pulumi.Input[str] = f"{'https' if settings.tls else 'http'}://{settings.domain}"
+    else:
+        base_url = server.public_ip.apply(lambda ip: f"http://{ip}")
+    outputs: dict[str, Any] = {
+        "url": base_url,
+        "adminUrl": pulumi.Output.concat(base_url, "/admin/"),
+        "publicIp": server.public_ip,
+        "sshCommand": server.public_ip.apply(lambda ip: f"ssh -i {name}-key.pem {settings.ssh_user}@{ip}"),
+        "adminUser": settings.admin_user,
+        "adminPassword": secrets.admin_password_value,
+        "releaseId": release.id,
+        "dataVolumeId": data.volume.id,
+        "monthlyCostUsd": monthly_cost_usd(settings.instance_type, settings.root_volume_gb + settings.data_volume_gb),
+    }
+    if ssh_key.generated is not None:
+        outputs["sshPrivateKey"] = ssh_key.private_key
+    if backups:
+        outputs["backupBucket"] = backups.bucket.id
+    return outputs
