@@ -61,6 +61,12 @@ class HostPlan:
     env_file: str = ""
     socket_path: str = ""
     upload_dir: str = ""
+    data_dir: str = "/data"  # the data volume's mount point
+    backup_dir: str = "/data/backups"
+    backup_bucket: str = ""
+    backup_region: str = ""
+    backup_retention_days: int = 7
+    backup_schedule: str = "*-*-* 03:30:00"
     pg: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -112,6 +118,10 @@ def plan_host(settings: Settings) -> HostPlan:
         socket_path=f"/run/{app}/gunicorn.sock",
         upload_dir=f"/var/tmp/{app}-uploads",
         pg=postgres_memory(size.memory_mib),
+        keep_releases=settings.keep_releases,
+        backup_bucket=settings.backup_bucket,
+        backup_retention_days=settings.backup_retention_days,
+        backup_schedule=settings.backup_schedule,
     )
 
 
@@ -129,6 +139,7 @@ def render_user_data(plan: HostPlan) -> str:
         gunicorn_service=render("systemd/gunicorn.service.j2", plan),
         placeholder_site=render("nginx/placeholder.conf.j2", plan),
         firstboot_script=render("scripts/firstboot.sh.j2", plan),
+        data_volume_script=render("scripts/data-volume.sh.j2", plan),
     )
 
 

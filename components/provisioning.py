@@ -32,6 +32,7 @@ from .release import Release
 from .settings import Settings
 
 BOOT_TIMEOUT_SECONDS = 1500
+HEALTH_PATH = "/healthz"  # the app's health view: 200 for any Host header (README, "environment contract")
 STEP_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m")
 
 
@@ -87,6 +88,12 @@ class SiteProvisioner(pulumi.ComponentResource):
                 manage_script=render("scripts/manage.sh.j2", plan),
                 nginx_site_http=render_nginx_site(plan, https=False, hosts=hosts),
                 nginx_site_https=render_nginx_site(plan, https=True, hosts=hosts) if plan.tls else "",
+                activate_script=render("scripts/activate.sh.j2", plan, health_path=HEALTH_PATH, health_host=hosts[0]),
+                backup_script=render("backup/backup.sh.j2", plan),
+                restore_script=render("backup/restore.sh.j2", plan),
+                s3backup_script=render("backup/s3backup.py.j2", plan) if plan.backup_bucket else "",
+                backup_service=render("backup/backup.service.j2", plan),
+                backup_timer=render("backup/backup.timer.j2", plan),
             )
 
         configure_text = args.public_ip.apply(configure_script)
@@ -121,22 +128,18 @@ class SiteProvisioner(pulumi.ComponentResource):
             )
             deploy_after = [self.upload]
 
-        deploy_text = args.public_ip.apply(
-            lambda public_ip: remote_script(
-                "deploy",
-                plan,
-                release_id=release.id,
-                source_kind="archive" if release.archive is not None else "git",
-                git_url=release.git_url,
-                git_ref=release.git_ref,
-                git_commit=release.git_commit,
-                health_path="/healthz",
-                health_host=site_hosts(plan, public_ip)[0],
-            )
+        deploy_text = remote_script(
+            "deploy",
+            plan,
+            release_id=release.id,
+            source_kind="archive" if release.archive is not None else "git",
+            git_url=release.git_url,
+            git_ref=release.git_ref,
+            git_commit=release.git_commit,
         )
         self.deploy = step(
             "deploy",
-            deploy_text.apply(lambda text: as_root(text, f"deploy-{release.id}")),
+            as_root(deploy_text, f"deploy-{release.id}"),
             [release.id],
             deploy_after,
         )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 from components.backups import BackupBucket, BackupBucketArgs
 from components.catalog import monthly_cost_usd
@@ -25,6 +27,9 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     name = settings.app.name
     tags = standard_tags(settings.project, settings.stack, f"{settings.project}-{settings.stack}")
     plan = plan_host(settings)
+    if settings.backup_bucket:
+        # The bucket is created in the stack's region; the server's backup script must address it there.
+        plan = dataclasses.replace(plan, backup_region=aws.get_region().region)
 
     # 1. The data (it outlives any server), the doors, the key and the server.
     data = DataVolume(name, DataVolumeArgs(settings.data_volume_gb, settings.retain_data_volume, tags))

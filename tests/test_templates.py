@@ -84,6 +84,7 @@ PROGRAMS: dict[str, dict[str, Any]] = {
     "https": CONFIGS["domain-https"],
     "git": {"app": {"source": "https://github.com/example/photofeed.git", "ref": "0123456789abcdef" * 2 + "01234567"}},
     "platzi": CONFIGS["platzi-prefix"],
+    "backups": {"backupBucket": "photofeed-backups-example"},
 }
 # The programs whose config is also one of CONFIGS: (program, config id).
 PROGRAM_CONFIGS = [("http", "ubuntu-24.04-t2.micro"), ("https", "domain-https"), ("platzi", "platzi-prefix")]
@@ -1034,7 +1035,42 @@ SENT_SCRIPTS = {
     "manage": ("http", "configure-host:MANAGE"),
     "manage-platzi": ("platzi", "configure-host:MANAGE"),
     "letsencrypt-renewal-hook": ("https", "configure-host:HOOK"),
+    "activate-http": ("http", "configure-host:ACTIVATE"),
+    "activate-https": ("https", "configure-host:ACTIVATE"),
+    "backup-local": ("http", "configure-host:BACKUP"),
+    "backup-s3": ("backups", "configure-host:BACKUP"),
+    "restore-local": ("http", "configure-host:RESTORE"),
+    "restore-s3": ("backups", "configure-host:RESTORE"),
+    "configure-host-backups": ("backups", "configure-host"),
 }
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_shellcheck_data_volume_script(config_id: str, tmp_path: Path) -> None:
+    """The bootcmd that mounts the data volume before any package is installed."""
+    (command,) = user_data_doc(config_id)["bootcmd"]
+    assert command[:2] == ["bash", "-c"] and command[3] == f"{plan_for(config_id).app}-data-volume"
+    assert command[2] == render("scripts/data-volume.sh.j2", plan_for(config_id))
+    check_shell(command[2], tmp_path)
+
+
+def test_s3_backup_helper_is_python(sent: dict[str, Sent]) -> None:
+    script = script_from(sent, "backups", "configure-host:BACKUP_UPLOADER")
+    compile(script, "s3backup.py", "exec")
+    assert "photofeed-backups-example" not in script or "s3://" in script
+    conf = script_from(sent, "backups", "configure-host:BACKUP_CONF")
+    assert conf == "BUCKET=photofeed-backups-example\nREGION=us-east-1\n"
+
+
+@pytest.mark.parametrize("unit", ["BACKUP_SERVICE", "BACKUP_TIMER"])
+def test_backup_units_are_well_formed(unit: str, sent: dict[str, Sent]) -> None:
+    text = script_from(sent, "http", f"configure-host:{unit}")
+    sections = unit_sections(text)
+    if unit == "BACKUP_TIMER":
+        assert unit_value(sections, "Timer", "OnCalendar") == "*-*-* 03:30:00"
+        assert unit_value(sections, "Timer", "Persistent") == "true"
+    else:
+        assert unit_value(sections, "Service", "ExecStart") == "/usr/local/sbin/photofeed-backup"
 
 
 def script_from(sent: dict[str, Sent], program: str, where: str) -> str:

@@ -137,6 +137,74 @@ class ProgramMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         typ = args.typ
+        # --- profile "scaled" (components/scaled/): what those providers report after create -------------
+        if typ == "aws:s3/bucket:Bucket" and args.name.endswith(("-assets", "-artifacts")):
+            bucket = args.inputs.get("bucket", args.name)
+            return bucket, outputs | {
+                "arn": f"arn:aws:s3:::{bucket}",
+                "bucketRegionalDomainName": f"{bucket}.s3.us-east-1.amazonaws.com",
+            }
+        if typ == "aws:ec2/vpc:Vpc":
+            return "vpc-0123456789abcdef0", outputs | {
+                "arn": "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-0123456789abcdef0"
+            }
+        if typ == "aws:ec2/subnet:Subnet":
+            return f"subnet-{args.name}", outputs
+        if typ == "aws:lb/loadBalancer:LoadBalancer":
+            arn = f"arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/{args.name}/50dc6c495c0c9188"
+            return arn, outputs | {
+                "arn": arn,
+                "dnsName": f"{args.name}-1234567890.us-east-1.elb.amazonaws.com",
+                "zoneId": "Z35SXDOTRQ7X7K",
+            }
+        if typ == "aws:lb/targetGroup:TargetGroup":
+            arn = f"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/{args.name}/73e2d6bc24d8a067"
+            return arn, outputs | {"arn": arn}
+        if typ == "aws:cloudfront/distribution:Distribution":
+            return "E2QWRUHAPOMQZL", outputs | {
+                "arn": "arn:aws:cloudfront::123456789012:distribution/E2QWRUHAPOMQZL",
+                "domainName": "d111111abcdef8.cloudfront.net",
+                "hostedZoneId": "Z2FDTNDATAQYW2",
+            }
+        if typ == "aws:rds/instance:Instance":
+            address = f"{args.name}.c9akciq32.us-east-1.rds.amazonaws.com"
+            return f"db-{args.name}", outputs | {
+                "address": address,
+                "port": 5432,
+                "endpoint": f"{address}:5432",
+                "arn": f"arn:aws:rds:us-east-1:123456789012:db:{args.name}",
+            }
+        if typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            return "lt-0123456789abcdef0", outputs | {
+                "latestVersion": 1,
+                "arn": "arn:aws:ec2:us-east-1:123456789012:launch-template/lt-0123456789abcdef0",
+            }
+        if typ == "aws:ssm/parameter:Parameter":
+            name = args.inputs.get("name", args.name)
+            return name, outputs | {"arn": f"arn:aws:ssm:us-east-1:123456789012:parameter{name}", "version": 1}
+        if typ == "aws:kms/key:Key":
+            key_id = "1234abcd-12ab-34cd-56ef-1234567890ab"
+            return key_id, outputs | {"keyId": key_id, "arn": f"arn:aws:kms:us-east-1:123456789012:key/{key_id}"}
+        if typ == "aws:acm/certificate:Certificate":
+            domain = args.inputs.get("domainName", "")
+            region = args.inputs.get("region") or "us-east-1"
+            arn = f"arn:aws:acm:{region}:123456789012:certificate/{args.name}"
+            record = {
+                "domainName": domain,
+                "resourceRecordName": f"_3b2a1f0e9d8c7b6a.{domain}.",
+                "resourceRecordType": "CNAME",
+                "resourceRecordValue": "_0f1e2d3c4b5a6978.mhbtsbpdnt.acm-validations.aws.",
+            }
+            return arn, outputs | {"arn": arn, "domainValidationOptions": [record], "status": "PENDING_VALIDATION"}
+        if typ == "aws:cloudfront/originAccessControl:OriginAccessControl":
+            return "E1OAC2EXAMPLE3", outputs
+        if typ == "aws:autoscaling/group:Group":
+            name = f"{args.inputs.get('namePrefix', args.name + '-')}20260101000000000000000001"
+            return name, outputs | {
+                "name": name,
+                "arn": f"arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:uuid:autoScalingGroupName/{name}",
+            }
+        # --- end of profile "scaled" ------------------------------------------------------------------------
         if typ == "aws:ec2/instance:Instance":
             return self.state.instance_id, outputs | {"publicIp": "198.51.100.7", "arn": f"arn:aws:ec2:::instance/{self.state.instance_id}"}
         if typ == "aws:ec2/eip:Eip":
@@ -164,8 +232,18 @@ class ProgramMocks(pulumi.runtime.Mocks):
         self.invokes.append((args.token, dict(args.args)))
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"], "zoneIds": ["use1-az1", "use1-az2", "use1-az4"]}
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"name": "us-east-1", "region": "us-east-1", "id": "us-east-1"}
         if args.token == "aws:ec2/getAmi:getAmi":
             return {"id": self.state.ami_id, "name": "mock-image", "architecture": "x86_64"}
+        # profile "scaled"
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "id": "123456789012",
+                "accountId": "123456789012",
+                "arn": "arn:aws:iam::123456789012:user/operator",
+                "userId": "AIDAEXAMPLEOPERATOR",
+            }
         return {}
 
 

@@ -1,0 +1,264 @@
+"""Day 2 on a real guest: releases in place without dropped requests, failed releases that change nothing,
+rollback without a rebuild, data that outlives the server, backups to disk and to S3 (moto), restore.
+
+One guest (web3) keeps its data in a host folder that stands in for the EBS data volume; a second, fresh
+guest (web4) is then given the same folder, as a replaced instance is given the same volume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from test_local_boot import APP, sh, upload_photo
+from tools.localup import http_get, local_site, wait_for_200
+from tools.replay import StepFailed
+
+pytestmark = pytest.mark.localboot
+ROOT = Path(__file__).resolve().parent.parent
+BUCKET = "photofeed-backups-test"
+
+
+@pytest.fixture(scope="module")
+def s3(network):
+    """moto's S3 server on the bridge address: the guest's backups go there instead of AWS."""
+    import boto3
+
+    port = 5057
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", network.gateway, "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://{network.gateway}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket=BUCKET)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    yield endpoint, client
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("day2")
+    app = base / APP
+    shutil.copytree(ROOT / "examples" / APP, app,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"))
+    data = base / "data-volume"
+    data.mkdir()
+    return base, app, data
+
+
+@pytest.fixture(scope="module")
+def site(network, workdir, s3):
+    _, app, data = workdir
+    config = {"app": {"source": str(app)}, "backupBucket": BUCKET, "keepReleases": 3}
+    with local_site(network, "web3", config, binds=((str(data), "/data"),)) as live:
+        endpoint, _ = s3
+        # Where the real server uses its instance role against AWS, the guest uses moto.
+        sh(live, f"printf 'ENDPOINT_URL={endpoint}\\nACCESS_KEY_ID=testing\\nSECRET_ACCESS_KEY=testing\\n' "
+                 f"> /etc/{APP}/backup.local.conf")
+        yield live
+
+
+def change_home_page(app: Path, marker: str) -> None:
+    """A one-line change to the page's content block: a new release of the app."""
+    template = app / "feed" / "templates" / "feed" / "home.html"
+    lines = [line for line in template.read_text().splitlines(keepends=True) if "<!-- release:" not in line]
+    at = next(i for i, line in enumerate(lines) if "{% block content %}" in line) + 1
+    lines.insert(at, f"<!-- release:{marker} -->\n")
+    template.write_text("".join(lines))
+
+
+class RequestLoop:
+    """GET / as fast as one client can, until stopped (bounded: 300 s at most), counting failures."""
+
+    def __init__(self, url: str):
+        self.url, self.ok, self.failed, self.errors = url, 0, 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status = http_get(self.url, timeout=30)[0]
+            except OSError as error:
+                status = repr(error)
+            if status == 200:
+                self.ok += 1
+            else:
+                self.failed += 1
+                self.errors.append(status)
+
+    def __enter__(self) -> "RequestLoop":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def live_release(site) -> str:
+    return Path(sh(site, f"readlink -f /srv/{APP}/current").strip()).name
+
+
+def deploy_output(site) -> str:
+    return next(step.stdout for step in site.steps if step.name == f"{APP}-deploy")
+
+
+# --- releases ---------------------------------------------------------------------------------------------
+
+def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
+    _, app, _ = workdir
+    before = live_release(site)
+    instance = sh(site, "cat /var/lib/cloud/data/instance-id").strip()
+    change_home_page(app, "v2")
+    with RequestLoop(site.url + "/") as loop:
+        started = time.monotonic()
+        steps = site.up()
+        took = time.monotonic() - started
+        time.sleep(1)
+    print(f"\n[day 2] one-line change deployed in {took:.1f} s under load: {loop.ok} ok, {loop.failed} failed")
+    assert [step.name for step in steps if step.ran] == [f"{APP}-upload", f"{APP}-deploy"]
+    assert loop.failed == 0, loop.errors[:5]
+    assert loop.ok > 10, "the request loop did not run"
+    assert "requirements unchanged: reusing" in deploy_output(site), "a one-line change must not reinstall packages"
+    assert live_release(site) != before and sh(site, "cat /var/lib/cloud/data/instance-id").strip() == instance
+    assert b"release:v2" in http_get(site.url + "/")[2]
+
+
+@pytest.mark.parametrize("breakage", ["import-error", "failing-migration"])
+def test_broken_release_fails_and_the_previous_keeps_serving(site, workdir, breakage):
+    _, app, _ = workdir
+    title = f"kept-{uuid.uuid4().hex[:6]}"
+    sh(site, f"{APP}-manage shell -c \"from feed.models import Photo; Photo.objects.create(title='{title}', image='x.png')\"")
+    good = live_release(site)
+    snapshot = {path: path.read_text() for path in (app / "feed").rglob("*.py")}
+    if breakage == "import-error":
+        (app / "feed" / "views.py").write_text("import no_such_module_anywhere\n" + snapshot[app / "feed" / "views.py"])
+        expected = "does not pass 'manage.py check'"
+    else:
+        (app / "feed" / "migrations" / "0002_broken.py").write_text(
+            "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n"
+            "    dependencies = [('feed', '0001_initial')]\n"
+            "    operations = [migrations.RunSQL('SELECT no_such_column FROM feed_photo')]\n")
+        expected = "migrations failed"
+    try:
+        with RequestLoop(site.url + "/") as loop, pytest.raises(StepFailed) as failure:
+            site.up()
+        assert expected in failure.value.stderr, failure.value.stderr[-2000:]
+        assert loop.failed == 0 and loop.ok > 0, loop.errors[:5]
+        assert live_release(site) == good
+        status, _, page = http_get(site.url + "/")
+        assert status == 200 and title.encode() in page, "the previous release serves, data intact"
+    finally:
+        (app / "feed" / "migrations" / "0002_broken.py").unlink(missing_ok=True)
+        for path, text in snapshot.items():
+            path.write_text(text)
+    # Back to the good code: the deploy's inputs are those of its last successful run (as in Pulumi, a
+    # failed update leaves the previous inputs in the state), so it does not run, and need not: the good
+    # release never stopped serving. Only the upload, which had succeeded with the broken archive, re-runs.
+    assert [step.name for step in site.up() if step.ran] == [f"{APP}-upload"]
+    assert live_release(site) == good
+
+
+def test_rollback_without_rebuild(site, workdir):
+    _, app, _ = workdir
+    template = app / "feed" / "templates" / "feed" / "home.html"
+    first, first_text = live_release(site), template.read_text()
+    change_home_page(app, "v3")
+    site.up()
+    assert b"release:v3" in http_get(site.url + "/")[2]
+
+    # 1. The Pulumi way: put the old code (or app.ref) back; the kept release is switched to, not rebuilt.
+    template.write_text(first_text)
+    started = time.monotonic()
+    site.up()
+    print(f"\n[day 2] rollback by deploying the previous code again: {time.monotonic() - started:.1f} s")
+    assert "already built: switching to it without a rebuild" in deploy_output(site)
+    assert live_release(site) == first and b"release:v3" not in http_get(site.url + "/")[2]
+
+    # 2. The operator's one-liner on the server, e.g. at night: back to the release before the current one.
+    started = time.monotonic()
+    sh(site, f"{APP}-activate --previous")
+    print(f"[day 2] rollback with {APP}-activate --previous: {time.monotonic() - started:.1f} s")
+    assert b"release:v3" in http_get(site.url + "/")[2]
+    sh(site, f"{APP}-activate {first}")
+    assert live_release(site) == first
+
+
+def test_old_releases_are_pruned(site, workdir):
+    _, app, _ = workdir
+    for n in range(4):
+        change_home_page(app, f"prune-{n}")
+        site.up()
+    releases = sh(site, f"ls /srv/{APP}/releases").split()
+    assert len(releases) == 3, releases  # keepReleases = 3
+    assert len(sh(site, f"ls /srv/{APP}/venvs").split()) == 1
+
+
+def test_app_env_change_reruns_only_configure(site):
+    config = {**site.config, "app": {**site.config["app"], "env": {"DJANGO_CONN_MAX_AGE": "60"}}}
+    steps = site.up(config)
+    assert [step.name for step in steps if step.ran] == [f"{APP}-configure"]
+    assert "DJANGO_CONN_MAX_AGE='60'" in sh(site, f"cat /etc/{APP}/env")
+    wait_for_200(site.url + "/healthz", timeout=30)
+
+
+# --- data -----------------------------------------------------------------------------------------------
+
+def test_backup_damage_restore_round_trip(site, s3):
+    _, client = s3
+    upload_photo(site, "in-the-backup")
+    sh(site, f"rm -f /data/backups/*; {APP}-backup")
+    dumps = sh(site, "ls /data/backups").split()
+    assert any(name.startswith("db-") for name in dumps) and any(name.startswith("media-") for name in dumps)
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert {f"backups/{name}" for name in dumps} <= set(keys), keys
+
+    sh(site, f"{APP}-manage shell -c \"from feed.models import Photo; Photo.objects.all().delete()\"")
+    sh(site, f"rm -rf /srv/{APP}/media/photos")
+    assert b"in-the-backup" not in http_get(site.url + "/")[2]
+
+    stamp = dumps[0].split("-", 1)[1].split(".")[0]
+    sh(site, "rm -f /data/backups/*")  # the server's copies are gone: restore from S3
+    sh(site, f"{APP}-restore {stamp}")
+    wait_for_200(site.url + "/healthz", timeout=30)
+    status, _, page = http_get(site.url + "/")
+    assert status == 200 and b"in-the-backup" in page
+    media = page.split(b'src="/media/')[1].split(b'"')[0].decode()
+    assert http_get(f"{site.url}/media/{media}")[0] == 200
+
+
+def test_backup_timer_is_scheduled(site):
+    assert sh(site, f"systemctl is-enabled {APP}-backup.timer").strip() == "enabled"
+    assert "03:30:00" in sh(site, f"systemctl show -p TimersCalendar --value {APP}-backup.timer")
+
+
+def test_replaced_server_finds_the_same_rows_and_files(network, site, workdir):
+    """A new guest (a new instance) given the same data folder (the same EBS volume)."""
+    _, _, data = workdir
+    media_url = upload_photo(site, "survives-the-server")
+    site.guest.stop()  # the old server is gone (its volume detached after a clean stop)
+    config = {key: value for key, value in site.config.items() if key != "image"}
+    with local_site(network, "web4", config, binds=((str(data), "/data"),)) as replacement:
+        status, _, page = http_get(replacement.url + "/")
+        assert status == 200 and b"survives-the-server" in page and b"in-the-backup" in page
+        assert http_get(replacement.url + media_url)[0] == 200
+        print(f"\n[day 2] replacement server: first boot → 200 in {replacement.first_boot_seconds:.1f} s, same data")
