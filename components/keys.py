@@ -12,7 +12,7 @@ import pulumi_tls as tls
 @dataclass
 class SshKeyArgs:
     public_key: str  # OpenSSH line; empty = generate an ed25519 key
-    private_key: pulumi.Input[str] | None  # the operator's private key (secret) when public_key is given
+    private_key: str  # the operator's private key (a secret config value) when public_key is given
     tags: dict[str, str]
 
 
@@ -22,12 +22,12 @@ class SshKey(pulumi.ComponentResource):
         self.generated: tls.PrivateKey | None = None
         if args.public_key:
             public_key: pulumi.Input[str] = args.public_key
-            private_key = pulumi.Output.secret(args.private_key)
+            private_key: pulumi.Output[str] = pulumi.Output.secret(args.private_key)
         else:
             self.generated = tls.PrivateKey(f"{name}-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self))
             public_key = self.generated.public_key_openssh
             private_key = pulumi.Output.secret(self.generated.private_key_openssh)
-        self.private_key: pulumi.Output[str] = private_key
+        self.private_key = private_key
         self.key_pair = aws.ec2.KeyPair(
             f"{name}-keypair",
             public_key=public_key,

@@ -39,7 +39,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         else None
     )
     firewall = WebSecurityGroup(name, WebSecurityGroupArgs(settings.open_ports, settings.ssh_allowed_cidrs, tags))
-    ssh_key = SshKey(name, SshKeyArgs(settings.ssh_public_key, settings.ssh_private_key or None, tags))
+    ssh_key = SshKey(name, SshKeyArgs(settings.ssh_public_key, settings.ssh_private_key, tags))
     user_data = render_user_data(plan)
     encoded, gzipped = encode_user_data(user_data)
     server = WebServer(
