@@ -163,14 +163,16 @@ def _original_ip_forward(name: str) -> str:
 
 
 @contextlib.contextmanager
-def bridge_network(name: str = "lbr0", cidr: str = "10.77.0.1/24") -> Iterator[BridgeNetwork]:
+def bridge_network(
+    name: str = "lbr0", cidr: str = "10.77.0.1/24", lock_wait: float = 5
+) -> Iterator[BridgeNetwork]:
     """Create the bridge ``name`` with gateway address ``cidr``, forwarding and masquerade;
     yield a :class:`BridgeNetwork`; undo everything on exit."""
     _validate_name(name)
     interface = ipaddress.IPv4Interface(cidr)
     table = nft_table_name(name)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with FileLock(STATE_DIR / f"net-{name}.lock", timeout=5), contextlib.ExitStack() as undo:
+    with FileLock(STATE_DIR / f"net-{name}.lock", timeout=lock_wait), contextlib.ExitStack() as undo:
         _remove_leftovers(name, table)
         _check_subnet_free(interface.network, name)
 

@@ -36,5 +36,6 @@ def network():
         skip_or_fail("; ".join(missing))
     from localboot.network import bridge_network
 
-    with bridge_network() as net:
+    # Another run on this machine (a benchmark, a second pytest) may hold the bridge: wait for it, bounded.
+    with bridge_network(lock_wait=1800) as net:
         yield net

@@ -262,3 +262,7 @@ def test_replaced_server_finds_the_same_rows_and_files(network, site, workdir):
         assert status == 200 and b"survives-the-server" in page and b"in-the-backup" in page
         assert http_get(replacement.url + media_url)[0] == 200
         print(f"\n[day 2] replacement server: first boot → 200 in {replacement.first_boot_seconds:.1f} s, same data")
+        # PostgreSQL's configuration is on the volume: it must come back after a reboot too.
+        replacement.guest.reboot_and_wait(timeout=180)
+        wait_for_200(replacement.url + "/healthz", timeout=60)
+        assert b"survives-the-server" in http_get(replacement.url + "/")[2]

@@ -165,6 +165,20 @@ STORAGES = {
     },
 }
 
+# The deployer's scaled-out profile keeps uploads in S3, served by CloudFront under /media/ (each app server
+# has its own disk, replaced with every release). requirements/scaled.txt adds django-storages for that.
+if env("MEDIA_BUCKET"):
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("MEDIA_BUCKET"),
+            "location": "media",
+            "custom_domain": env("MEDIA_DOMAIN") or None,
+            "querystring_auth": False,  # CloudFront reads the bucket itself (Origin Access Control)
+            "file_overwrite": False,
+        },
+    }
+
 # nginx (another user) reads uploads straight from MEDIA_ROOT; don't let a
 # strict service umask make new upload directories unreadable to it.
 FILE_UPLOAD_PERMISSIONS = 0o644
