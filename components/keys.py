@@ -24,7 +24,9 @@ class SshKey(pulumi.ComponentResource):
             public_key: pulumi.Input[str] = args.public_key
             private_key: pulumi.Output[str] = pulumi.Output.secret(args.private_key)
         else:
-            self.generated = tls.PrivateKey(f"{name}-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self))
+            self.generated = tls.PrivateKey(
+                f"{name}-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self)
+            )
             public_key = self.generated.public_key_openssh
             private_key = pulumi.Output.secret(self.generated.private_key_openssh)
         self.private_key = private_key

@@ -64,8 +64,13 @@ class SiteProvisioner(pulumi.ComponentResource):
             per_dial_timeout=15,
         )
 
-        def step(label: str, create: pulumi.Input[str], triggers: list[pulumi.Input[str]], after: list[pulumi.Resource],
-                 stdin: pulumi.Input[str] | None = None) -> remote.Command:
+        def step(
+            label: str,
+            create: pulumi.Input[str],
+            triggers: list[pulumi.Input[str]],
+            after: list[pulumi.Resource],
+            stdin: pulumi.Input[str] | None = None,
+        ) -> remote.Command:
             return remote.Command(
                 f"{name}-{label}",
                 connection=connection,

@@ -16,8 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Never shipped: local state, caches, build output, and local secrets.
-EXCLUDED_NAMES = {".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", "media", "staticfiles",
-                  ".pytest_cache", ".mypy_cache", ".ruff_cache", "db.sqlite3", ".env", ".DS_Store"}
+EXCLUDED_NAMES = {
+    ".git",
+    ".hg",
+    ".venv",
+    "venv",
+    "__pycache__",
+    "node_modules",
+    "media",
+    "staticfiles",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "db.sqlite3",
+    ".env",
+    ".DS_Store",
+}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
 BUILD_DIR = Path(__file__).resolve().parent.parent / ".build" / "releases"
 

@@ -49,9 +49,7 @@ def run(
         stderr = proc.stderr.decode(errors="replace").strip()
         stdout = proc.stdout.decode(errors="replace").strip()
         detail = stderr or stdout
-        raise CommandError(
-            f"command failed with exit {proc.returncode}: {args!r}\n{detail[-4000:]}"
-        )
+        raise CommandError(f"command failed with exit {proc.returncode}: {args!r}\n{detail[-4000:]}")
     return proc
 
 

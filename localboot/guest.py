@@ -279,9 +279,7 @@ class Guest:
             self._mount_overlay(Path(lower))
             self._write_seed()
             self.boot_started_at = time.monotonic()
-            self._thread = threading.Thread(
-                target=self._supervise, name=f"localboot-{self.name}", daemon=True
-            )
+            self._thread = threading.Thread(target=self._supervise, name=f"localboot-{self.name}", daemon=True)
             self._thread.start()
             self._wait_for_boot(1, timeout=30)
         except BaseException:
@@ -386,12 +384,8 @@ class Guest:
             ],
         }
         # JSON is YAML, and needs no YAML library here.
-        self._write_private(
-            seed / "meta-data", json.dumps(self.meta_data, indent=2).encode() + b"\n"
-        )
-        self._write_private(
-            seed / "network-config", json.dumps(network_config, indent=2).encode() + b"\n"
-        )
+        self._write_private(seed / "meta-data", json.dumps(self.meta_data, indent=2).encode() + b"\n")
+        self._write_private(seed / "network-config", json.dumps(network_config, indent=2).encode() + b"\n")
         self._write_private(seed / "user-data", self.user_data)
 
     @staticmethod
@@ -438,9 +432,7 @@ class Guest:
                 if self._stopping or self.boot_count >= MAX_BOOTS:
                     return
                 with open(self.console_log, "ab") as log:
-                    log.write(
-                        f"\n=== localboot: boot {self.boot_count + 1} of {self.name} ===\n".encode()
-                    )
+                    log.write(f"\n=== localboot: boot {self.boot_count + 1} of {self.name} ===\n".encode())
                     log.flush()
                     proc = subprocess.Popen(
                         argv,
@@ -489,9 +481,7 @@ class Guest:
             return self._proc is not None and not self._stopping
 
     def _fail(self, message: str) -> GuestError:
-        return GuestError(
-            f"{message}\n--- console of {self.name} (tail) ---\n{self.console_tail()}"
-        )
+        return GuestError(f"{message}\n--- console of {self.name} (tail) ---\n{self.console_tail()}")
 
     def console_tail(self, chars: int = 3000) -> str:
         """The end of the console log (for error messages)."""
@@ -507,9 +497,7 @@ class Guest:
         while time.monotonic() < deadline:
             with self._cond:
                 exited = self.boot_count >= boot and self._proc is None and not self._stopping
-                if exited and (
-                    self.last_exit_code != REBOOT_EXIT_CODE or self.boot_count >= MAX_BOOTS
-                ):
+                if exited and (self.last_exit_code != REBOOT_EXIT_CODE or self.boot_count >= MAX_BOOTS):
                     raise self._fail(f"systemd-nspawn exited with {self.last_exit_code}")
                 if self._stopping:
                     raise GuestError(f"guest {self.name} is being stopped")
@@ -583,9 +571,7 @@ class Guest:
                 keys.append(f"{parts[0]} {parts[1]}")
         return keys
 
-    def ssh(
-        self, user: str = "admin", key: KeyLike | None = None, timeout: float = 30
-    ) -> paramiko.SSHClient:
+    def ssh(self, user: str = "admin", key: KeyLike | None = None, timeout: float = 30) -> paramiko.SSHClient:
         """A new SSH connection (key auth only; the guest's host key is verified).
 
         The caller owns the returned client and should close it.

@@ -102,8 +102,7 @@ def _check_subnet_free(network: ipaddress.IPv4Network, bridge: str) -> None:
             continue
         if isinstance(other, ipaddress.IPv4Network) and other.overlaps(network):
             raise RuntimeError(
-                f"subnet {network} overlaps the host route {dst} on {route.get('dev')}; "
-                "pick another cidr"
+                f"subnet {network} overlaps the host route {dst} on {route.get('dev')}; pick another cidr"
             )
 
 
@@ -163,9 +162,7 @@ def _original_ip_forward(name: str) -> str:
 
 
 @contextlib.contextmanager
-def bridge_network(
-    name: str = "lbr0", cidr: str = "10.77.0.1/24", lock_wait: float = 5
-) -> Iterator[BridgeNetwork]:
+def bridge_network(name: str = "lbr0", cidr: str = "10.77.0.1/24", lock_wait: float = 5) -> Iterator[BridgeNetwork]:
     """Create the bridge ``name`` with gateway address ``cidr``, forwarding and masquerade;
     yield a :class:`BridgeNetwork`; undo everything on exit."""
     _validate_name(name)

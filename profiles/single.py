@@ -63,7 +63,9 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     # 2. Secrets, then the site itself over SSH.
     secrets = AppSecrets(name)
     app_env = (
-        pulumi.Output.secret(settings.app.env) if settings.app.env_is_secret else pulumi.Output.from_input(settings.app.env)
+        pulumi.Output.secret(settings.app.env)
+        if settings.app.env_is_secret
+        else pulumi.Output.from_input(settings.app.env)
     )
     SiteProvisioner(
         name,

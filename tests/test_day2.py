@@ -7,7 +7,6 @@ guest (web4) is then given the same folder, as a replaced instance is given the 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_local_boot import APP, create_row, sh, upload_photo
 
-from test_local_boot import APP, sh, upload_photo
 from tools.localup import http_get, local_site, wait_for_200
 from tools.replay import StepFailed
 
@@ -33,11 +32,19 @@ def s3(network):
     import boto3
 
     port = 5057
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", network.gateway, "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", network.gateway, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://{network.gateway}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -56,8 +63,11 @@ def s3(network):
 def workdir(tmp_path_factory):
     base = tmp_path_factory.mktemp("day2")
     app = base / APP
-    shutil.copytree(ROOT / "examples" / APP, app,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"))
+    shutil.copytree(
+        ROOT / "examples" / APP,
+        app,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"),
+    )
     data = base / "data-volume"
     data.mkdir()
     return base, app, data
@@ -70,8 +80,11 @@ def site(network, workdir, s3):
     with local_site(network, "web3", config, binds=((str(data), "/data"),)) as live:
         endpoint, _ = s3
         # Where the real server uses its instance role against AWS, the guest uses moto.
-        sh(live, f"printf 'ENDPOINT_URL={endpoint}\\nACCESS_KEY_ID=testing\\nSECRET_ACCESS_KEY=testing\\n' "
-                 f"> /etc/{APP}/backup.local.conf")
+        sh(
+            live,
+            f"printf 'ENDPOINT_URL={endpoint}\\nACCESS_KEY_ID=testing\\nSECRET_ACCESS_KEY=testing\\n' "
+            f"> /etc/{APP}/backup.local.conf",
+        )
         yield live
 
 
@@ -105,7 +118,7 @@ class RequestLoop:
                 self.failed += 1
                 self.errors.append(status)
 
-    def __enter__(self) -> "RequestLoop":
+    def __enter__(self) -> RequestLoop:
         self._thread.start()
         return self
 
@@ -123,6 +136,7 @@ def deploy_output(site) -> str:
 
 
 # --- releases ---------------------------------------------------------------------------------------------
+
 
 def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
     _, app, _ = workdir
@@ -147,7 +161,7 @@ def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
 def test_broken_release_fails_and_the_previous_keeps_serving(site, workdir, breakage):
     _, app, _ = workdir
     title = f"kept-{uuid.uuid4().hex[:6]}"
-    sh(site, f"{APP}-manage shell -c \"from feed.models import Photo; Photo.objects.create(title='{title}', image='x.png')\"")
+    create_row(site, title, "x.png")
     good = live_release(site)
     snapshot = {path: path.read_text() for path in (app / "feed").rglob("*.py")}
     if breakage == "import-error":
@@ -157,7 +171,8 @@ def test_broken_release_fails_and_the_previous_keeps_serving(site, workdir, brea
         (app / "feed" / "migrations" / "0002_broken.py").write_text(
             "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n"
             "    dependencies = [('feed', '0001_initial')]\n"
-            "    operations = [migrations.RunSQL('SELECT no_such_column FROM feed_photo')]\n")
+            "    operations = [migrations.RunSQL('SELECT no_such_column FROM feed_photo')]\n"
+        )
         expected = "migrations failed"
     try:
         with RequestLoop(site.url + "/") as loop, pytest.raises(StepFailed) as failure:
@@ -223,6 +238,7 @@ def test_app_env_change_reruns_only_configure(site):
 
 # --- data -----------------------------------------------------------------------------------------------
 
+
 def test_backup_damage_restore_round_trip(site, s3):
     _, client = s3
     upload_photo(site, "in-the-backup")
@@ -232,7 +248,7 @@ def test_backup_damage_restore_round_trip(site, s3):
     keys = [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     assert {f"backups/{name}" for name in dumps} <= set(keys), keys
 
-    sh(site, f"{APP}-manage shell -c \"from feed.models import Photo; Photo.objects.all().delete()\"")
+    sh(site, f'{APP}-manage shell -c "from feed.models import Photo; Photo.objects.all().delete()"')
     sh(site, f"rm -rf /srv/{APP}/media/photos")
     assert b"in-the-backup" not in http_get(site.url + "/")[2]
 

@@ -176,9 +176,7 @@ def test_stdin_reaches_the_command_exactly(lab: Lab) -> None:
 def test_guest_address_is_on_the_bridge(lab: Lab) -> None:
     guest = lab.guest
     assert guest.ip in {str(h) for h in lab.network.network.hosts()}
-    addrs = json.loads(
-        guest.exec(["ip", "-j", "-4", "addr", "show", "dev", "host0"], check=True).stdout
-    )
+    addrs = json.loads(guest.exec(["ip", "-j", "-4", "addr", "show", "dev", "host0"], check=True).stdout)
     assert {(a["local"], a["prefixlen"]) for a in addrs[0]["addr_info"]} == {(guest.ip, 24)}
     assert f"vb-{guest.name}" in os.listdir(f"/sys/class/net/{BRIDGE}/brif")
 
@@ -205,9 +203,7 @@ def test_put_uploads_a_directory(lab: Lab, tmp_path: Path) -> None:
 def test_bind_mounted_folder_is_shared_with_the_host(lab: Lab) -> None:
     guest = lab.guest
     assert guest.run("sudo -n cat /srv/data/from-host.txt").stdout == b"the host wrote this\n"
-    code, _, err = guest.run(
-        "echo guest wrote this | sudo -n tee /srv/data/from-guest.txt >/dev/null"
-    )
+    code, _, err = guest.run("echo guest wrote this | sudo -n tee /srv/data/from-guest.txt >/dev/null")
     assert code == 0, err
     assert (lab.data_dir / "from-guest.txt").read_text() == "guest wrote this\n"
 

@@ -14,8 +14,15 @@ INSTANCE = "aws:ec2/instance:Instance"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
-AWS_TAGGED = ("aws:ec2/instance:Instance", "aws:ec2/securityGroup:SecurityGroup", "aws:ec2/eip:Eip",
-              "aws:ec2/keyPair:KeyPair", "aws:ebs/volume:Volume", "aws:s3/bucket:Bucket", "aws:iam/role:Role")
+AWS_TAGGED = (
+    "aws:ec2/instance:Instance",
+    "aws:ec2/securityGroup:SecurityGroup",
+    "aws:ec2/eip:Eip",
+    "aws:ec2/keyPair:KeyPair",
+    "aws:ebs/volume:Volume",
+    "aws:s3/bucket:Bucket",
+    "aws:iam/role:Role",
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +53,7 @@ def all_secrets(state: MockState, run: ProgramRun) -> list[str]:
 
 # --- network -------------------------------------------------------------------------------------------
 
+
 def test_default_ports_are_the_seed_tutorials(default_run):
     rules = ingress(default_run)
     assert sorted(rules) == [22, 80, 8000]
@@ -68,6 +76,7 @@ def test_https_adds_443_and_no_database_port_is_ever_open():
 
 
 # --- the server ----------------------------------------------------------------------------------------
+
 
 def test_instance_defaults_imdsv2_encryption_and_pinned_image(default_run):
     instance = default_run.one(INSTANCE)
@@ -117,6 +126,7 @@ def test_elastic_ip_is_the_host_of_every_connection(default_run):
 
 # --- data -----------------------------------------------------------------------------------------------
 
+
 def test_data_volume_is_encrypted_retained_and_beside_the_instance(default_run):
     volume = default_run.one("aws:ebs/volume:Volume")
     assert volume.inputs["encrypted"] is True and volume.inputs["type"] == "gp3" and volume.inputs["size"] == 8
@@ -141,7 +151,9 @@ def test_backup_bucket_private_versioned_encrypted_and_only_writable_by_the_inst
     bucket = run.one("aws:s3/bucket:Bucket")
     assert bucket.inputs["bucket"] == "photofeed-backups-example" and bucket.retain_on_delete is True
     block = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
-    assert all(block[key] for key in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    assert all(
+        block[key] for key in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
     assert run.one("aws:s3/bucketVersioning:BucketVersioning").inputs["versioningConfiguration"]["status"] == "Enabled"
     sse = run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs
     assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
@@ -153,18 +165,26 @@ def test_backup_bucket_private_versioned_encrypted_and_only_writable_by_the_inst
     resources = {resource for statement in policy["Statement"] for resource in [statement["Resource"]]}
     assert resources == {"arn:aws:s3:::photofeed-backups-example", "arn:aws:s3:::photofeed-backups-example/*"}
     actions = {action for statement in policy["Statement"] for action in statement["Action"]}
-    assert actions == {"s3:ListBucket", "s3:PutObject", "s3:GetObject"}, "no delete: a compromised server cannot erase backups"
+    assert actions == {"s3:ListBucket", "s3:PutObject", "s3:GetObject"}, (
+        "no delete: a compromised server cannot erase backups"
+    )
     profile = run.one("aws:iam/instanceProfile:InstanceProfile")
     assert run.one(INSTANCE).inputs["iamInstanceProfile"] == "photofeed-instance-profile" == profile.name
 
 
 # --- remote commands -----------------------------------------------------------------------------------
 
+
 def test_commands_run_in_order_each_after_the_previous(default_run):
     assert step_names(default_run) == [
-        "photofeed-boot", "photofeed-configure", "photofeed-upload", "photofeed-deploy", "photofeed-superuser"]
+        "photofeed-boot",
+        "photofeed-configure",
+        "photofeed-upload",
+        "photofeed-deploy",
+        "photofeed-superuser",
+    ]
     steps = default_run.steps()
-    for before, after in zip(steps, steps[1:]):
+    for before, after in zip(steps, steps[1:], strict=False):
         assert default_run.depends_on(after, before), f"{after.name} must depend on {before.name}"
     for step in steps:
         assert "delete" not in step.inputs, "destroy must not need the server alive"
@@ -245,6 +265,7 @@ def test_own_public_key_generates_nothing():
 
 # --- what re-runs ----------------------------------------------------------------------------------------
 
+
 def step_inputs(run: ProgramRun) -> dict[str, dict]:
     """What pulumi-command compares between runs: all of a step's inputs (create, stdin, triggers, …)."""
     return {step.name: step.inputs for step in run.steps()}
@@ -261,7 +282,9 @@ def app_copy(tmp_path: Path) -> Path:
 
     source = Path(__file__).resolve().parent.parent / "examples" / "photofeed"
     target = tmp_path / "photofeed"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"))
+    shutil.copytree(
+        source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles")
+    )
     return target
 
 

@@ -70,7 +70,9 @@ def test_all_problems_are_reported_at_once():
 
 def test_secret_env_values_are_never_echoed():
     with pytest.raises(ConfigError) as caught:
-        load_settings({"app": {"env": {"API_TOKEN": "tok'en-123"}}}, project="p", stack="s", secret_keys=frozenset({"app"}))
+        load_settings(
+            {"app": {"env": {"API_TOKEN": "tok'en-123"}}}, project="p", stack="s", secret_keys=frozenset({"app"})
+        )
     assert "tok'en-123" not in str(caught.value)
 
 

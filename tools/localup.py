@@ -17,9 +17,10 @@ import gzip
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -111,13 +112,15 @@ def local_site(
     config = guest_config(config or {}, release)
     ip = network.allocate()
     private_key, public_key = generate_ed25519_keypair(comment=f"localboot-{name}")
-    state = MockState(public_ip=ip, instance_id=f"i-local-{name}", random_passwords=True,
-                      generated_key=(private_key, public_key))
+    state = MockState(
+        public_ip=ip, instance_id=f"i-local-{name}", random_passwords=True, generated_key=(private_key, public_key)
+    )
     run = run_program(config, state=state)
     key_line = run.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"].strip()
     meta_data = {"instance-id": state.instance_id, "local-hostname": name, "public-keys": [key_line]}
-    with Guest(network, name, user_data_bytes(run), meta_data, ip=ip, release=release, binds=binds,
-               ssh_key=private_key) as guest:
+    with Guest(
+        network, name, user_data_bytes(run), meta_data, ip=ip, release=release, binds=binds, ssh_key=private_key
+    ) as guest:
         site = LocalSite(guest=guest, config=config, state=state, run=run)
         site.steps = replay(run, guest, site.replay_state)
         served = wait_for_200(site.url + "/")
@@ -131,14 +134,16 @@ def stack_config(stack: str) -> dict[str, Any]:
     path = PROJECT_ROOT / f"Pulumi.{stack}.yaml"
     values = (yaml.safe_load(path.read_text()) or {}).get("config", {}) if path.exists() else {}
     prefix = f"{PROJECT}:"
-    return {key[len(prefix):]: value for key, value in values.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in values.items() if key.startswith(prefix)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="dev", help="take the config from Pulumi.<stack>.yaml (default dev)")
     parser.add_argument("--release", default="bookworm", choices=sorted(IMAGES), help="Debian release of the guest")
-    parser.add_argument("--data", type=Path, help="a host folder to keep the guest's data in (stands in for the data volume)")
+    parser.add_argument(
+        "--data", type=Path, help="a host folder to keep the guest's data in (stands in for the data volume)"
+    )
     args = parser.parse_args()
     config = stack_config(args.stack)
     config.pop("instanceType", None)  # the guest has the host's CPUs and memory; keep the default sizing
@@ -146,8 +151,10 @@ def main() -> None:
         for step in site.steps:
             print(f"  {step.name:<28} {step.seconds:6.1f} s")
         print(f"\nfirst boot → first 200 through nginx: {site.first_boot_seconds:.1f} s")
-        print(f"site:  {site.url}/\nadmin: {site.url}/admin/  user {site.run.outputs['adminUser']}, "
-              f"password {site.run.outputs['adminPassword']}")
+        print(
+            f"site:  {site.url}/\nadmin: {site.url}/admin/  user {site.run.outputs['adminUser']}, "
+            f"password {site.run.outputs['adminPassword']}"
+        )
         print("Ctrl-C tears the guest down.")
         with contextlib.suppress(KeyboardInterrupt):
             while True:

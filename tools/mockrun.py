@@ -14,9 +14,10 @@ import hashlib
 import json
 import runpy
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pulumi
 from google.protobuf import json_format
@@ -120,7 +121,7 @@ class MockState:
         path.chmod(0o600)
 
     @classmethod
-    def load(cls, path: Path) -> "MockState":
+    def load(cls, path: Path) -> MockState:
         data = json.loads(path.read_text())
         if data.get("generated_key"):
             data["generated_key"] = tuple(data["generated_key"])
@@ -206,13 +207,21 @@ class ProgramMocks(pulumi.runtime.Mocks):
             }
         # --- end of profile "scaled" ------------------------------------------------------------------------
         if typ == "aws:ec2/instance:Instance":
-            return self.state.instance_id, outputs | {"publicIp": "198.51.100.7", "arn": f"arn:aws:ec2:::instance/{self.state.instance_id}"}
+            return self.state.instance_id, outputs | {
+                "publicIp": "198.51.100.7",
+                "arn": f"arn:aws:ec2:::instance/{self.state.instance_id}",
+            }
         if typ == "aws:ec2/eip:Eip":
-            return "eipalloc-0123456789", outputs | {"publicIp": self.state.public_ip, "allocationId": "eipalloc-0123456789"}
+            return "eipalloc-0123456789", outputs | {
+                "publicIp": self.state.public_ip,
+                "allocationId": "eipalloc-0123456789",
+            }
         if typ == "aws:ebs/volume:Volume":
             return "vol-0123456789abcdef0", outputs
         if typ == "aws:s3/bucket:Bucket":
-            return args.inputs.get("bucket", args.name), outputs | {"arn": f"arn:aws:s3:::{args.inputs.get('bucket', args.name)}"}
+            return args.inputs.get("bucket", args.name), outputs | {
+                "arn": f"arn:aws:s3:::{args.inputs.get('bucket', args.name)}"
+            }
         if typ == "aws:iam/role:Role":
             return args.name, outputs | {"name": args.name, "arn": f"arn:aws:iam::123456789012:role/{args.name}"}
         if typ == "aws:iam/instanceProfile:InstanceProfile":
@@ -231,7 +240,10 @@ class ProgramMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         self.invokes.append((args.token, dict(args.args)))
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"], "zoneIds": ["use1-az1", "use1-az2", "use1-az4"]}
+            return {
+                "names": ["us-east-1a", "us-east-1b", "us-east-1c"],
+                "zoneIds": ["use1-az1", "use1-az2", "use1-az4"],
+            }
         if args.token == "aws:index/getRegion:getRegion":
             return {"name": "us-east-1", "region": "us-east-1", "id": "us-east-1"}
         if args.token == "aws:ec2/getAmi:getAmi":
@@ -258,7 +270,9 @@ def _fixed_test_key() -> tuple[str, str]:
         private = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
         ).decode()
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        public = (
+            key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        )
         _TEST_KEY = (private, public)
     return _TEST_KEY
 
@@ -364,4 +378,6 @@ def run_program(
         outputs[key] = _sync_await(output.future())
         if _sync_await(output.is_secret()):
             secret_outputs.add(key)
-    return ProgramRun(resources=dict(monitor.recorded), outputs=outputs, secret_outputs=secret_outputs, invokes=mocks.invokes)
+    return ProgramRun(
+        resources=dict(monitor.recorded), outputs=outputs, secret_outputs=secret_outputs, invokes=mocks.invokes
+    )

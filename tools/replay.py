@@ -24,7 +24,9 @@ class Host(Protocol):
 
     ip: str
 
-    def run(self, cmd: str, stdin: bytes | None = None, timeout: float = 600, user: str = "admin", key: Any = None) -> Any: ...
+    def run(
+        self, cmd: str, stdin: bytes | None = None, timeout: float = 600, user: str = "admin", key: Any = None
+    ) -> Any: ...
 
     def put(self, local_path: Any, remote_path: str, user: str = "admin", key: Any = None) -> None: ...
 

@@ -9,9 +9,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 from django.test import TestCase, override_settings
-from PIL import Image
-
 from photofeed.settings import database_from_url
+from PIL import Image
 
 from .models import Photo
 

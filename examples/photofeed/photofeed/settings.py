@@ -4,6 +4,7 @@ Everything deploy-specific comes from the environment (the deployer writes a
 systemd EnvironmentFile); see README.md for the full contract. Variables use
 the prefix below, which is the deployer's default.
 """
+
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -34,7 +35,7 @@ def env_int(name, default):
     try:
         return int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{ENV_PREFIX}{name} must be an integer, got {value!r}")
+        raise ImproperlyConfigured(f"{ENV_PREFIX}{name} must be an integer, got {value!r}") from None
 
 
 def env_list(name):

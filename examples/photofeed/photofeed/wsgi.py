@@ -1,4 +1,5 @@
 """WSGI entry point: gunicorn runs `photofeed.wsgi` (callable `application`)."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application
