@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from .buckets import PrivateBucket, PrivateBucketArgs
+from .iam import EC2_ASSUME_ROLE_POLICY
+
 
 @dataclass
 class BackupBucketArgs:
@@ -22,62 +25,24 @@ class BackupBucket(pulumi.ComponentResource):
         super().__init__("djangoship:index:BackupBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Backups are kept on `pulumi destroy`: deleting them is a separate, deliberate act.
-        self.bucket = aws.s3.Bucket(
+        storage = PrivateBucket(
             f"{name}-backups",
-            bucket=args.bucket_name,
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
-        )
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-backups-private",
-            bucket=self.bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
+            PrivateBucketArgs(
+                sse_algorithm="aws:kms",
+                noncurrent_days=args.retention_days,
+                keep_on_destroy=True,
+                tags=args.tags,
+                bucket_name=args.bucket_name,
+                expire_days=args.retention_days,
+            ),
             opts=child,
         )
-        aws.s3.BucketVersioning(
-            f"{name}-backups-versioning",
-            bucket=self.bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-backups-encryption",
-            bucket=self.bucket.id,
-            rules=[
-                {"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"}, "bucket_key_enabled": True}
-            ],
-            opts=child,
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-backups-lifecycle",
-            bucket=self.bucket.id,
-            rules=[
-                {
-                    "id": "expire-old-backups",
-                    "status": "Enabled",
-                    "filter": {"prefix": ""},
-                    "expiration": {"days": args.retention_days},
-                    "noncurrent_version_expiration": {"noncurrent_days": args.retention_days},
-                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
-                }
-            ],
-            opts=child,
-        )
+        self.bucket = storage.bucket
 
         # The instance's identity: it may put and read backups in this bucket, nothing else.
         self.role = aws.iam.Role(
             f"{name}-instance-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
+            assume_role_policy=EC2_ASSUME_ROLE_POLICY,
             tags=args.tags,
             opts=child,
         )

@@ -69,9 +69,11 @@ def monthly_cost_usd(instance_type: str, volume_gb_total: int) -> float:
 
 def default_workers(instance_type: str) -> int:
     """Gunicorn's rule, 2 × vCPU + 1 (the seed's 3 on a one-vCPU t2), capped at one sync worker per
-    160 MiB so that a 512 MiB t3.nano/t4g.nano does not get 5 workers next to PostgreSQL."""
+    200 MiB: a Django worker is ~45–55 MiB, and on 512 MiB (t2/t3/t4g.nano) 2 workers keep the idle stack
+    (PostgreSQL, gunicorn, nginx, PgBouncer) at 240 MiB RSS / 136 MiB PSS where 3 took 299 / 172 — with no
+    loss of throughput on one vCPU (86 vs 67 req/s, p99 304 vs 442 ms; docs/performance.md)."""
     size = INSTANCE_TYPES[instance_type]
-    return max(2, min(2 * size.vcpus + 1, size.memory_mib // 160))
+    return max(2, min(2 * size.vcpus + 1, size.memory_mib // 200))
 
 
 def swap_mib(instance_type: str) -> int:

@@ -68,6 +68,10 @@ class HostPlan:
     backup_retention_days: int = 7
     backup_schedule: str = "*-*-* 03:30:00"
     pg: dict[str, str] = field(default_factory=dict)
+    # PgBouncer between the app and PostgreSQL (dbPooler): loopback only, session pooling.
+    db_pooler: bool = True
+    pooler_port: int = 6432
+    pool_size: int = 5  # server connections per database/user pair: one per sync worker + management commands
 
     @property
     def tls(self) -> bool:
@@ -95,6 +99,11 @@ def plan_host(settings: Settings) -> HostPlan:
     size = INSTANCE_TYPES[settings.instance_type]
     app = settings.app.name
     base = f"/srv/{app}"
+    workers = settings.gunicorn_workers or default_workers(settings.instance_type)
+    pg = postgres_memory(size.memory_mib)
+    # Room for every worker's connection (or PgBouncer's pool and its reserve), the deploy's migrate beside
+    # them, and PostgreSQL's 3 superuser slots (backups, the operator), whatever gunicornWorkers says.
+    pg["max_connections"] = str(max(int(pg["max_connections"]), pool_size(workers) + 1 + 5))
     return HostPlan(
         app=app,
         ssh_user=settings.ssh_user,
@@ -104,7 +113,7 @@ def plan_host(settings: Settings) -> HostPlan:
         env_prefix=settings.app.env_prefix,
         memory_mib=size.memory_mib,
         vcpus=size.vcpus,
-        workers=settings.gunicorn_workers or default_workers(settings.instance_type),
+        workers=workers,
         swap_mib=swap_mib(settings.instance_type),
         domain=settings.domain,
         tls_email=settings.tls_email,
@@ -117,12 +126,21 @@ def plan_host(settings: Settings) -> HostPlan:
         env_file=f"/etc/{app}/env",
         socket_path=f"/run/{app}/gunicorn.sock",
         upload_dir=f"/var/tmp/{app}-uploads",
-        pg=postgres_memory(size.memory_mib),
+        pg=pg,
         keep_releases=settings.keep_releases,
         backup_bucket=settings.backup_bucket,
         backup_retention_days=settings.backup_retention_days,
         backup_schedule=settings.backup_schedule,
+        db_pooler=settings.db_pooler,
+        pool_size=pool_size(workers),
     )
+
+
+def pool_size(workers: int) -> int:
+    """PgBouncer's server connections for the app: each sync worker holds at most one at a time, plus two
+    for what runs beside them (migrate during a deploy, the superuser step, `<app>-manage shell`). A client
+    beyond the pool waits in PgBouncer's queue; it does not fail."""
+    return workers + 2
 
 
 def render(template: str, plan: HostPlan, **extra: object) -> str:
@@ -166,6 +184,11 @@ def render_postgres_config(plan: HostPlan) -> str:
     return render("postgresql/djangoship.conf.j2", plan)
 
 
+def render_pgbouncer_config(plan: HostPlan) -> str:
+    """PgBouncer's settings (no secret in them); configure-host includes this same render."""
+    return render("pgbouncer/pgbouncer.ini.j2", plan)
+
+
 def remote_script(name: str, plan: HostPlan, **extra: object) -> str:
     """A script for one remote command, rendered; the command runs it as root with `bash -c`."""
     return render(f"scripts/{name}.sh.j2", plan, **extra)
@@ -192,20 +215,14 @@ def generated_env_names(prefix: str) -> list[str]:
     return sorted(RESERVED_ENV) + [prefix + name for name in RESERVED_SUFFIXES]
 
 
-def render_env_file(
-    plan: HostPlan,
-    *,
-    secret_key: str,
-    db_password: str,
-    hosts: list[str],
-    extra: dict[str, str],
-) -> str:
-    """The app's environment contract, as KEY='value' lines that systemd and a shell read alike.
-
-    Called inside an Output.apply with the secrets: the text stays in memory and travels on stdin."""
+def env_values(plan: HostPlan, *, secret_key: str, db_password: str, hosts: list[str]) -> dict[str, str]:
+    """The app's environment contract on one server, variable by variable (the scaled profile starts from
+    these too and points the database elsewhere)."""
     prefix = plan.env_prefix
-    db_host, db_port = "127.0.0.1", "5432"
-    values = {
+    # With the pooler on, the app talks to PgBouncer (loopback TCP, which every driver and URL parser takes);
+    # PgBouncer holds the connections to PostgreSQL on 127.0.0.1:5432.
+    db_host, db_port = "127.0.0.1", str(plan.pooler_port) if plan.db_pooler else "5432"
+    return {
         "DJANGO_SETTINGS_MODULE": plan.settings_module,
         "DATABASE_URL": f"postgres://{plan.app}:{db_password}@{db_host}:{db_port}/{plan.app}",
         f"{prefix}SECRET_KEY": secret_key,
@@ -219,6 +236,11 @@ def render_env_file(
         f"{prefix}STATIC_ROOT": plan.static_root,
         f"{prefix}MEDIA_ROOT": plan.media_root,
     }
+
+
+def format_env_file(values: dict[str, str], extra: dict[str, str]) -> str:
+    """KEY='value' lines that systemd (EnvironmentFile) and a shell read alike: the deployer's values, then
+    the app's own (`app.env`, which may not override the deployer's)."""
     clash = sorted(set(values) & set(extra))
     if clash:
         raise ValueError(f"app.env may not set {', '.join(clash)}: the deployer writes them")
@@ -228,6 +250,19 @@ def render_env_file(
         if "\n" in line or line.count("'") != 2 or "\\" in line:
             raise ValueError(f"{line.split('=', 1)[0]}: value cannot be written safely to the env file")
     return "\n".join(lines) + "\n"
+
+
+def render_env_file(
+    plan: HostPlan,
+    *,
+    secret_key: str,
+    db_password: str,
+    hosts: list[str],
+    extra: dict[str, str],
+) -> str:
+    """The app's environment file. Called inside an Output.apply with the secrets: the text stays in memory
+    and travels on stdin."""
+    return format_env_file(env_values(plan, secret_key=secret_key, db_password=db_password, hosts=hosts), extra)
 
 
 def site_hosts(plan: HostPlan, public_ip: str) -> list[str]:

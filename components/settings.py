@@ -10,11 +10,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from .catalog import IMAGES, INSTANCE_TYPES, DATABASE_PORTS
+from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "tlsEmail": "",  # with domain: Let's Encrypt account e-mail, turns HTTPS on
     "rootVolumeGb": 10,
     "gunicornWorkers": 0,  # 0 = 2 × vCPU + 1 (the seed's 3 on one vCPU)
+    "dbPooler": True,  # PgBouncer (session pooling) between the app and PostgreSQL; docs/performance.md
     "dataVolumeGb": 8,  # PostgreSQL and media on their own encrypted gp3 volume, kept across servers
     "retainDataVolume": True,  # `pulumi destroy` leaves the data volume in the account (delete it by hand)
     "keepReleases": 5,  # releases kept on the server for instant rollback
@@ -78,8 +80,18 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UNSAFE_ENV_VALUE = re.compile(r"['\\\n\r]")
 # Written by the deployer itself (see host.generated_env_names); app.env may not override them.
 RESERVED_ENV = {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}
-RESERVED_SUFFIXES = ("SECRET_KEY", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT", "ALLOWED_HOSTS",
-                     "CSRF_TRUSTED_ORIGINS", "STATIC_ROOT", "MEDIA_ROOT")
+RESERVED_SUFFIXES = (
+    "SECRET_KEY",
+    "DB_NAME",
+    "DB_USER",
+    "DB_PASSWORD",
+    "DB_HOST",
+    "DB_PORT",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "STATIC_ROOT",
+    "MEDIA_ROOT",
+)
 
 
 class ConfigError(Exception):
@@ -138,6 +150,7 @@ class Settings:
     admin_user: str
     admin_email: str
     app: AppSettings
+    db_pooler: bool = True
 
     @property
     def tls(self) -> bool:
@@ -217,6 +230,12 @@ def load_settings(
         check.fail(key, raw[key], f"unknown key; known keys are {', '.join(sorted(DEFAULTS))}")
     value = {key: raw.get(key, default) for key, default in DEFAULTS.items()}
 
+    profile = check.string("profile", value["profile"])
+    if profile not in PROFILES:
+        check.fail("profile", profile, f"one of {', '.join(PROFILES)}")
+    # One server is reached over SSH and serves on 80 itself; the scaled profile has neither (SSM, ALB).
+    single = profile == "single"
+
     instance_type = check.string("instanceType", value["instanceType"])
     if instance_type not in INSTANCE_TYPES:
         check.fail("instanceType", instance_type, f"one of {', '.join(INSTANCE_TYPES)}")
@@ -251,7 +270,7 @@ def load_settings(
         check.problems.append("sshPrivateKey is set without sshPublicKey: set both, or neither to generate a key")
 
     cidrs = check.json_value("sshAllowedCidrs", value["sshAllowedCidrs"], list)
-    if not cidrs and isinstance(value["sshAllowedCidrs"], (list, str)):
+    if single and not cidrs and isinstance(value["sshAllowedCidrs"], (list, str)):
         check.fail("sshAllowedCidrs", cidrs, "at least one CIDR: the remote commands deploy over SSH")
     for cidr in cidrs:
         try:
@@ -261,12 +280,13 @@ def load_settings(
 
     ports_raw = check.json_value("ingressPorts", value["ingressPorts"], list)
     ports = [check.integer("ingressPorts", port, 1, 65535) for port in ports_raw]
+    refused = ", ".join(map(str, sorted(DATABASE_PORTS)))
     for port in ports:
         if port in DATABASE_PORTS:
-            check.fail("ingressPorts", port, f"database ports ({', '.join(map(str, sorted(DATABASE_PORTS)))}) are never opened to the internet; PostgreSQL listens on localhost only")
-    if 22 not in ports:
+            check.fail("ingressPorts", port, f"database ports ({refused}) are never opened to the internet")
+    if single and 22 not in ports:
         check.fail("ingressPorts", ports_raw, "must include 22: the remote commands deploy over SSH")
-    if 80 not in ports:
+    if single and 80 not in ports:
         check.fail("ingressPorts", ports_raw, "must include 80: nginx serves the site (and the TLS challenge) there")
 
     domain = check.string("domain", value["domain"]).lower()
@@ -280,21 +300,21 @@ def load_settings(
 
     root_volume_gb = check.integer("rootVolumeGb", value["rootVolumeGb"], 8, 1024)
     workers = check.integer("gunicornWorkers", value["gunicornWorkers"], 0, 64)
+    db_pooler = check.boolean("dbPooler", value["dbPooler"])
 
     data_volume_gb = check.integer("dataVolumeGb", value["dataVolumeGb"], 1, 16384)
     retain_data_volume = check.boolean("retainDataVolume", value["retainDataVolume"])
     keep_releases = check.integer("keepReleases", value["keepReleases"], 2, 50)
     backup_bucket = check.string("backupBucket", value["backupBucket"])
     if backup_bucket and not BUCKET.match(backup_bucket):
-        check.fail("backupBucket", backup_bucket, "an S3 bucket name: 3–63 lower-case letters, digits, dots and hyphens")
+        check.fail(
+            "backupBucket", backup_bucket, "an S3 bucket name: 3–63 lower-case letters, digits, dots and hyphens"
+        )
     backup_days = check.integer("backupRetentionDays", value["backupRetentionDays"], 1, 3650)
     backup_schedule = check.string("backupSchedule", value["backupSchedule"])
     if not re.fullmatch(r"[\w*:,./ ~-]{1,60}", backup_schedule):
         check.fail("backupSchedule", backup_schedule, "a systemd OnCalendar expression such as *-*-* 03:30:00 or daily")
 
-    profile = check.string("profile", value["profile"])
-    if profile not in PROFILES:
-        check.fail("profile", profile, f"one of {', '.join(PROFILES)}")
     db_instance_class = check.string("dbInstanceClass", value["dbInstanceClass"])
     if not re.fullmatch(r"db\.[a-z0-9]+\.[a-z0-9]+", db_instance_class):
         check.fail("dbInstanceClass", db_instance_class, "an RDS instance class such as db.t4g.micro")
@@ -352,6 +372,7 @@ def load_settings(
         admin_user=admin_user,
         admin_email=admin_email,
         app=app,
+        db_pooler=db_pooler,
     )
 
 

@@ -1,14 +1,292 @@
-"""Profile `scaled`: RDS for PostgreSQL, app servers behind a load balancer, static and media on S3 + CloudFront."""
+"""Profile `scaled`: RDS for PostgreSQL, app servers behind a load balancer, static and media on S3 + CloudFront.
+
+The tutorial's advice for a site that outgrows one server, as the same program: the database on its own
+(managed) server, several app servers behind a load balancer, static files and uploads from a CDN. The app
+servers run the single server's own host templates and release scripts (components/scaled/boot.py). See
+docs/scaling-out.md for when to switch, what it costs and how to move the data.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
+from components.buckets import PrivateBucket, PrivateBucketArgs
+from components.catalog import INSTANCE_TYPES
+from components.host import HostPlan, encode_user_data
 from components.release import Release
-from components.settings import Settings
+from components.scaled.appservers import AppServers, AppServersArgs
+from components.scaled.artifacts import ReleaseArchive, ReleaseArchiveArgs
+from components.scaled.boot import (
+    HEALTH_PATH,
+    LIFECYCLE_HOOK,
+    BootValues,
+    artifact_key,
+    render_scaled_env_file,
+    render_scaled_user_data,
+    scaled_env_names,
+    scaled_plan,
+)
+from components.scaled.cdn import Cdn, CdnArgs
+from components.scaled.certificate import SiteCertificate, SiteCertificateArgs
+from components.scaled.database import Database, DatabaseArgs
+from components.scaled.firewalls import Firewalls, FirewallsArgs
+from components.scaled.identity import AppServerIdentity, AppServerIdentityArgs
+from components.scaled.loadbalancer import LoadBalancer, LoadBalancerArgs
+from components.scaled.network import Network, NetworkArgs
+from components.scaled.prices import DB_INSTANCE_CLASSES, monthly_cost_breakdown, monthly_cost_usd
+from components.scaled.secretstore import SecretStore, SecretStoreArgs, parameter_names
+from components.secrets import AppSecrets
+from components.settings import ConfigError, Settings
+from components.tagging import standard_tags
+
+VPC_CIDR = "10.20.0.0/16"
+CLOUDFRONT_CERTIFICATE_REGION = "us-east-1"  # CloudFront takes certificates from this region only
+
+
+def check(settings: Settings) -> None:
+    """What only this profile needs of the settings, checked before anything is declared."""
+    problems = []
+    if settings.db_instance_class not in DB_INSTANCE_CLASSES:
+        problems.append(
+            f"dbInstanceClass = {settings.db_instance_class!r} is invalid: one of {', '.join(DB_INSTANCE_CLASSES)}"
+        )
+    reserved = set(scaled_env_names(settings.app.env_prefix)) & set(settings.app.env)
+    for key in sorted(reserved):
+        problems.append(f"app.env.{key} = '…' is invalid: the scaled profile writes it itself")
+    if problems:
+        raise pulumi.RunError(str(ConfigError(problems)))
 
 
 def build(settings: Settings, release: Release) -> dict[str, Any]:
-    raise pulumi.RunError("profile = 'scaled' is not available yet")
+    """Declare the scaled-out site; returns the stack outputs."""
+    check(settings)
+    # AWS names (load balancers, RDS, buckets) take hyphens, not underscores: photo_feed → photo-feed.
+    name = settings.app.name.replace("_", "-")
+    tags = standard_tags(settings.project, settings.stack, f"{settings.project}-{settings.stack}")
+    region = aws.get_region().region
+    account_id = aws.get_caller_identity().account_id
+    plan = scaled_plan(settings)
+    domain = settings.domain
+
+    # 1. The network and its doors: internet → load balancer → app servers → database, nothing else.
+    network = Network(name, NetworkArgs(VPC_CIDR, tags))
+    doors = Firewalls(name, FirewallsArgs(network.vpc.id, VPC_CIDR, https=bool(domain), tags=tags))
+
+    # 2. The data: the database, the uploads and static files, the release archive.
+    secrets = AppSecrets(name)
+    database = Database(
+        name,
+        DatabaseArgs(
+            subnet_ids=network.private_subnet_ids,
+            security_group_id=doors.database.id,
+            instance_class=settings.db_instance_class,
+            storage_gb=settings.db_allocated_storage_gb,
+            multi_az=settings.db_multi_az,
+            backup_retention_days=settings.db_backup_retention_days,
+            deletion_protection=settings.db_deletion_protection,
+            db_name=plan.app,
+            password=secrets.db_password_value,
+            final_snapshot_identifier=f"{name}-{settings.stack}-final",
+            tags=tags,
+        ),
+    )
+    assets = PrivateBucket(f"{name}-assets", PrivateBucketArgs("AES256", 30, keep_on_destroy=True, tags=tags))
+    artifacts = PrivateBucket(f"{name}-artifacts", PrivateBucketArgs("aws:kms", 7, keep_on_destroy=False, tags=tags))
+    archive = (
+        ReleaseArchive(name, ReleaseArchiveArgs(artifacts, release, artifact_key(release), tags))
+        if release.archive is not None
+        else None
+    )
+
+    # 3. The front door: a certificate for the domain, the load balancer, CloudFront before both.
+    alb_certificate = cdn_certificate = None
+    if domain:
+        alb_certificate = SiteCertificate(f"{name}-cert", SiteCertificateArgs(domain, None, tags))
+        cdn_certificate = (
+            alb_certificate
+            if region == CLOUDFRONT_CERTIFICATE_REGION
+            else SiteCertificate(f"{name}-cdn-cert", SiteCertificateArgs(domain, CLOUDFRONT_CERTIFICATE_REGION, tags))
+        )
+    balancer = LoadBalancer(
+        name,
+        LoadBalancerArgs(
+            vpc_id=network.vpc.id,
+            subnet_ids=network.public_subnet_ids,
+            security_group_id=doors.load_balancer.id,
+            health_path=HEALTH_PATH,
+            certificate_arn=alb_certificate.arn if alb_certificate else None,
+            tags=tags,
+        ),
+    )
+    cdn = Cdn(
+        name,
+        CdnArgs(
+            load_balancer_dns=balancer.dns_name,
+            bucket_id=assets.bucket.id,
+            bucket_arn=assets.bucket.arn,
+            bucket_domain=assets.bucket.bucket_regional_domain_name,
+            bucket_ready=[assets.public_access_block],
+            domain=domain,
+            certificate_arn=cdn_certificate.arn if cdn_certificate else None,
+            tags=tags,
+        ),
+    )
+    public_host: pulumi.Output[str] = pulumi.Output.from_input(domain) if domain else cdn.domain_name
+
+    # 4. The app servers: their identity, their secrets (in SSM, never in user-data), then the servers.
+    prefix = f"/{settings.project}/{settings.stack}/{plan.app}"
+    group_name_prefix = f"{name}-app-"
+    identity = AppServerIdentity(
+        name,
+        AppServerIdentityArgs(
+            region=region,
+            account_id=account_id,
+            parameter_names=list(parameter_names(prefix)),
+            artifacts_bucket_arn=artifacts.bucket.arn,
+            assets_bucket_arn=assets.bucket.arn,
+            group_name_prefix=group_name_prefix,
+            tags=tags,
+        ),
+    )
+    env_file = app_environment(settings, plan, secrets, database, public_host, cdn, balancer, assets, region)
+    store = SecretStore(
+        name,
+        SecretStoreArgs(
+            prefix=prefix,
+            region=region,
+            account_id=account_id,
+            reader_role_arn=identity.role.arn,
+            env_file=env_file,
+            admin_password=secrets.admin_password_value,
+            tags=tags,
+        ),
+    )
+    user_data = pulumi.Output.all(
+        store.env_selector, store.admin_selector, artifacts.bucket.id, assets.bucket.id
+    ).apply(lambda values: first_boot(settings, plan, release, BootValues(region, *values)))
+    servers = AppServers(
+        name,
+        AppServersArgs(
+            image=settings.image,
+            ami_id=settings.ami_id,
+            instance_type=settings.instance_type,
+            root_volume_gb=settings.root_volume_gb,
+            instance_profile_name=identity.instance_profile.name,
+            security_group_id=doors.app_servers.id,
+            subnet_ids=network.private_subnet_ids,
+            target_group_arn=balancer.targets.arn,
+            user_data_base64=user_data,
+            min_size=settings.app_min_size,
+            max_size=settings.app_max_size,
+            desired_capacity=settings.app_desired_capacity,
+            group_name_prefix=group_name_prefix,
+            lifecycle_hook=LIFECYCLE_HOOK,
+            release_id=release.id,
+            ready=[
+                database.instance,
+                store.env_file,
+                store.admin_password,
+                *identity.ready,
+                *network.egress_ready,
+                *balancer.listeners,
+                *([archive.object] if archive else []),
+            ],
+            tags=tags,
+        ),
+    )
+
+    # 5. What the operator needs.
+    url = pulumi.Output.concat("https://", public_host)
+    outputs: dict[str, Any] = {
+        "url": url,
+        "adminUrl": pulumi.Output.concat(url, "/admin/"),
+        "loadBalancerDns": balancer.dns_name,
+        "cdnDomain": cdn.domain_name,
+        "databaseEndpoint": database.instance.endpoint,
+        "mediaBucket": assets.bucket.id,
+        "appServerGroup": servers.group.name,
+        "adminUser": settings.admin_user,
+        "adminPassword": secrets.admin_password_value,
+        "releaseId": release.id,
+        "monthlyCostUsd": monthly_cost_usd(
+            monthly_cost_breakdown(
+                instance_type=settings.instance_type,
+                app_servers=settings.app_desired_capacity,
+                root_volume_gb=settings.root_volume_gb,
+                db_instance_class=settings.db_instance_class,
+                db_storage_gb=settings.db_allocated_storage_gb,
+                db_multi_az=settings.db_multi_az,
+            )
+        ),
+    }
+    if alb_certificate and cdn_certificate:
+        # The CNAME records the operator creates (per certificate; ACM usually asks for the same one twice).
+        outputs["certificateValidationRecords"] = pulumi.Output.all(
+            alb_certificate.validation_records, cdn_certificate.validation_records
+        ).apply(lambda lists: sorted({tuple(sorted(r.items())): r for rs in lists for r in rs}.values(), key=str))
+    return outputs
+
+
+def app_environment(
+    settings: Settings,
+    plan: HostPlan,
+    secrets: AppSecrets,
+    database: Database,
+    public_host: pulumi.Output[str],
+    cdn: Cdn,
+    balancer: LoadBalancer,
+    assets: PrivateBucket,
+    region: str,
+) -> pulumi.Output[str]:
+    """The env file's text (secret): the single server's contract, pointing at RDS, plus the media bucket."""
+    app_env = (
+        pulumi.Output.secret(settings.app.env)
+        if settings.app.env_is_secret
+        else pulumi.Output.from_input(settings.app.env)
+    )
+    values = pulumi.Output.all(
+        secrets.django_secret_key_value,
+        secrets.db_password_value,
+        database.address,
+        database.port,
+        public_host,
+        cdn.domain_name,
+        balancer.dns_name,
+        assets.bucket.id,
+        app_env,
+    )
+    return pulumi.Output.secret(
+        values.apply(
+            lambda v: render_scaled_env_file(
+                plan,
+                secret_key=v[0],
+                db_password=v[1],
+                db_host=v[2],
+                db_port=v[3],
+                # Django answers for the site's name, CloudFront's, and the load balancer's (for operators).
+                hosts=list(dict.fromkeys([v[4], v[5], v[6]])),
+                csrf_origins=[f"https://{host}" for host in dict.fromkeys([v[4], v[5]])],
+                media_bucket=v[7],
+                media_domain=v[4],
+                region=region,
+                extra=v[8],
+            )
+        )
+    )
+
+
+def first_boot(settings: Settings, plan: HostPlan, release: Release, boot: BootValues) -> str:
+    """The app servers' user-data, base64 (gzip-compressed beyond EC2's 16 KiB, as on a single server)."""
+    document = render_scaled_user_data(
+        plan,
+        release,
+        boot,
+        arch=INSTANCE_TYPES[settings.instance_type].arch,
+        vpc_cidr=VPC_CIDR,
+        admin_user=settings.admin_user,
+        admin_email=settings.admin_email,
+    )
+    return encode_user_data(document)[0]

@@ -1,0 +1,1 @@
+"""Benchmarks on the local-boot harness (not tests: they print figures, never assert timings). bench/README.md."""

@@ -1,0 +1,149 @@
+"""Shared pieces of the benchmarks: the machine, wrk on the host, sampling inside a guest, medians.
+
+Every load generator here is bounded in time (wrk's -d, a subprocess timeout) and aimed only at a guest's
+own address on the local bridge, never anywhere else.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+APP = "photofeed"
+
+
+def machine() -> str:
+    """One line naming this machine, for the figures."""
+    cpu = "?"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())[1])
+    distro = "?"
+    with open("/etc/os-release") as release:
+        for line in release:
+            if line.startswith("PRETTY_NAME="):
+                distro = line.split("=", 1)[1].strip().strip('"')
+    return (
+        f"{os.cpu_count()} vCPU {cpu}, {mem_kib // 1024} MiB, {distro}, kernel {platform.release()}; "
+        f"guest Debian 12 (systemd-nspawn)"
+    )
+
+
+def header(title: str) -> None:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"# {title}\n# {now} — {machine()}\n", flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        sys.exit(f"{tool} is not installed on this machine (apt-get install {tool})")
+    return path
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx_3xx: int
+    socket_errors: int
+    transfer_per_second: str
+    raw: str
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: int,
+    threads: int = 2,
+    headers: dict[str, str] | None = None,
+    cpus: str | None = None,
+) -> WrkResult:
+    """`wrk --latency` from the host against a guest's URL, bounded by -d and a hard timeout."""
+    if not re.match(r"^http://(10\.|127\.)", url):
+        raise ValueError(f"benchmarks only load a guest on the local bridge or loopback, not {url}")
+    argv = [require("wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    for key, value in (headers or {}).items():
+        argv += ["-H", f"{key}: {value}"]
+    argv.append(url)
+    if cpus:
+        argv = ["taskset", "-c", cpus, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M)[1])
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M)[1])
+    requests = int(re.search(r"(\d+) requests in", out)[1])
+    non_ok = int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    errors = (
+        sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", m[0]))
+        if (m := re.search(r"Socket errors:.*", out))
+        else 0
+    )
+    transfer = re.search(r"Transfer/sec:\s+(\S+)", out)[1]
+    return WrkResult(rps, p50, p99, requests, non_ok, errors, transfer, out)
+
+
+def gsh(guest: Any, command: str, timeout: float = 300, check: bool = True) -> str:
+    """A shell command inside the guest, as root (nsenter)."""
+    result = guest.exec(["bash", "-c", command], timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"{command!r} failed ({result.returncode}): {result.stderr.decode()}{result.stdout.decode()}"
+        )
+    return result.stdout.decode()
+
+
+def write_file(guest: Any, path: str, content: str, mode: str = "0644") -> None:
+    q = shlex.quote(path)
+    result = guest.exec(
+        ["bash", "-c", f'mkdir -p "$(dirname {q})" && cat > {q} && chmod {mode} {q}'],
+        input=content.encode(),
+        timeout=30,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.decode())
+
+
+def seed_rows(guest: Any, count: int = 100) -> None:
+    """~count rows in the example app's table, through its own manage command."""
+    code = (
+        f"from feed.models import Photo\n"
+        f"missing = {count} - Photo.objects.count()\n"
+        f"rows = [Photo(title=f'bench row {{i}}', image='photos/none.png') for i in range(max(0, missing))]\n"
+        f"Photo.objects.bulk_create(rows)\n"
+        f"print(Photo.objects.count())\n"
+    )
+    gsh(guest, f"{APP}-manage shell <<'PY'\n{code}PY")
+
+
+def pin_guest(guest: Any, cpus: str) -> None:
+    """Every process of the guest (its systemd too, so services restarted later inherit it) on `cpus`."""
+    gsh(guest, f'for p in /proc/[0-9]*; do taskset -a -p -c {cpus} "${{p#/proc/}}" > /dev/null 2>&1 || true; done')

@@ -1,0 +1,105 @@
+"""Redeploy of a one-line change under a steady request loop: how long `pulumi up` takes, and failed requests.
+
+    sudo .venv/bin/python -m bench.redeploy [--rounds 3] [--clients 4]
+
+The example app is copied to a temporary folder (the app source), deployed on one guest, then its home
+page template gets a one-line change and `up` runs again (upload + deploy steps only: the virtualenv is
+reused) while `--clients` threads GET / back to back (each bounded to 300 s), counting anything but a 200.
+Repeated `--rounds` times on the same guest; median and every round printed. Also `wrk` during one round
+for the p99 while the release switches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.common import APP, ROOT, header, median
+from localboot.network import bridge_network
+from tools.localup import http_get, local_site
+
+
+class Loop:
+    def __init__(self, url: str, clients: int):
+        self.url, self.ok, self.failed, self.errors = url, 0, 0, []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                status = http_get(self.url, timeout=30)[0]
+            except OSError as error:
+                status = repr(error)
+            with self.lock:
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append(status)
+
+    def __enter__(self) -> Loop:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def change(app: Path, marker: str) -> None:
+    template = app / "feed" / "templates" / "feed" / "home.html"
+    lines = [line for line in template.read_text().splitlines(keepends=True) if "<!-- release:" not in line]
+    at = next(i for i, line in enumerate(lines) if "{% block content %}" in line) + 1
+    lines.insert(at, f"<!-- release:{marker} -->\n")
+    template.write_text("".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    header("bench/redeploy.py")
+    with tempfile.TemporaryDirectory(prefix="redeploy-") as work:
+        app = Path(work) / APP
+        shutil.copytree(
+            ROOT / "examples" / APP,
+            app,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"),
+        )
+        with bridge_network() as network, local_site(network, "benchrd", {"app": {"source": str(app)}}) as site:
+            rows = []
+            for index in range(args.rounds):
+                change(app, f"r{index}")
+                with Loop(site.url + "/", args.clients) as loop:
+                    started = time.monotonic()
+                    steps = site.up()
+                    took = time.monotonic() - started
+                    time.sleep(1)
+                ran = {step.name.removeprefix(f"{APP}-"): step.seconds for step in steps if step.ran}
+                served = http_get(site.url + "/")[2]
+                assert f"release:r{index}".encode() in served, "the new release is not live"
+                rows.append((took, ran, loop.ok, loop.failed, loop.errors[:3]))
+                print(
+                    f"round {index + 1}: up {took:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in ran.items())}); "
+                    f"requests ok {loop.ok}, failed {loop.failed} {loop.errors[:3] or ''}",
+                    flush=True,
+                )
+            print(
+                f"\nmedian `up` for a one-line change: {median([r[0] for r in rows]):.1f} s "
+                f"(target ≤ 15 s); failed requests in all rounds: {sum(r[3] for r in rows)} "
+                f"of {sum(r[2] + r[3] for r in rows)} (target 0); {args.clients} clients back to back"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The release, for the app servers to fetch when they boot: the app folder's reproducible archive
+(components/release.py) as an object in the private artifacts bucket. A git release needs none: the
+servers fetch the commit themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from ..buckets import PrivateBucket
+from ..release import Release
+
+
+@dataclass
+class ReleaseArchiveArgs:
+    bucket: PrivateBucket
+    release: Release
+    key: str
+    tags: dict[str, str]
+
+
+class ReleaseArchive(pulumi.ComponentResource):
+    """The app folder's reproducible archive (components/release.py) as an object the app servers fetch.
+
+    Kept when a newer release replaces it (retain_on_delete): an instance refresh that rolls back, or a
+    server launched later from an older launch template version, still finds its archive. Old archives stay
+    in the bucket (tens of kB each) until `pulumi destroy` empties it."""
+
+    def __init__(self, name: str, args: ReleaseArchiveArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("djangoship:scaled:ReleaseArchive", name, None, opts)
+        if args.release.archive is None:
+            raise ValueError("a git release has no archive: the app servers fetch the commit")
+        self.object = aws.s3.BucketObjectv2(
+            f"{name}-release",
+            bucket=args.bucket.bucket.id,
+            key=args.key,
+            source=pulumi.FileAsset(str(args.release.archive)),
+            content_type="application/gzip",
+            tags=args.tags | {"Release": args.release.id},
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+        self.register_outputs({"key": self.object.key})

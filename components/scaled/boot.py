@@ -1,0 +1,187 @@
+"""What an app server of the scaled profile receives, rendered by pure functions (no Pulumi here), like
+`components/host.py` for the single server — whose templates the app servers reuse unchanged.
+
+The first-boot document (`cloud-init/scaled/user-data.yaml.j2`) includes the single server's units, nginx
+placeholder, manage wrapper, deploy, activate, superuser and first-boot scripts, and adds four of its own:
+the boot script (environment from SSM, release from S3, deploy), the once-per-release gate for migrations,
+a thin manage wrapper that routes the deploy's `migrate` through that gate, and a small boto3 helper.
+Everything is byte-for-byte reproducible: the document is a launch template input, and a changed byte is a
+new launch template version, which rolls every app server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..host import HostPlan, digest, env_values, format_env_file, plan_host, render
+from ..release import Release
+from ..settings import Settings
+
+HEALTH_PATH = "/healthz"  # the app's health view (README, "environment contract"): 200 for any Host
+LIFECYCLE_HOOK = "release-installed"  # the Auto Scaling launch hook that the boot script completes
+GATE_ENV = "DJANGOSHIP_RELEASE_ID"  # set by the boot script for the deploy; named literally in the templates
+RELEASE_TABLE = "djangoship_release"  # where the gate records migrated releases, in the app's database
+LOCK_WAIT_SECONDS = 1500  # a server waits this long for another's migrations (the hook allows 1800 s)
+PG_SSLMODE = "require"  # RDS for PostgreSQL ≥ 15 refuses unencrypted connections (rds.force_ssl)
+
+
+@dataclass(frozen=True)
+class ServerPaths:
+    """Where the app server's programs live. One place, so the templates agree (and tests can move them)."""
+
+    aws: str
+    manage: str  # the wrapper on PATH, what the deploy and operators call
+    django_manage: str  # the single server's manage wrapper, unchanged
+    deploy: str
+    activate: str
+    release_once: str
+    superuser: str
+    firstboot: str
+    boot: str
+    admin_password: str  # root-only file: the superuser's password, from SSM
+
+    @classmethod
+    def for_app(cls, app: str) -> ServerPaths:
+        return cls(
+            aws=f"/usr/local/sbin/{app}-aws",
+            manage=f"/usr/local/bin/{app}-manage",
+            django_manage=f"/usr/local/lib/{app}/manage",
+            # The single server's deploy calls `{app}-activate` by name: it must be on PATH.
+            deploy=f"/usr/local/sbin/{app}-deploy",
+            activate=f"/usr/local/sbin/{app}-activate",
+            release_once=f"/usr/local/sbin/{app}-release-once",
+            superuser=f"/usr/local/sbin/{app}-create-superuser",
+            firstboot=f"/usr/local/sbin/{app}-firstboot",
+            boot=f"/usr/local/sbin/{app}-boot",
+            admin_password=f"/etc/{app}/admin-password",
+        )
+
+
+@dataclass(frozen=True)
+class BootValues:
+    """What the boot needs that exists only once AWS has created it (bucket names, parameter versions)."""
+
+    region: str
+    env_parameter: str  # "name:version": exactly the environment this launch template was rendered with
+    admin_parameter: str
+    artifacts_bucket: str
+    media_bucket: str
+
+
+def scaled_plan(settings: Settings) -> HostPlan:
+    """The single server's plan, minus what an app server behind a load balancer does not do itself:
+    TLS (the load balancer and CloudFront terminate it), backups (RDS and S3 versioning keep them) and
+    PgBouncer (a pool per app server would multiply, not bound, the database's connections)."""
+    return dataclasses.replace(plan_host(settings), tls_email="", backup_bucket="", db_pooler=False)
+
+
+def artifact_key(release: Release) -> str:
+    """The archive's key in the artifacts bucket; empty for a git release (the servers fetch the commit)."""
+    return f"releases/{release.id}.tar.gz" if release.archive is not None else ""
+
+
+def release_lock_key(app: str) -> int:
+    """The PostgreSQL advisory lock of the release gate: a stable positive bigint per app."""
+    return int(digest("djangoship-release", app)[:15], 16)
+
+
+def deb_arch(arch: str) -> str:
+    return "arm64" if arch == "arm64" else "amd64"
+
+
+def render_scaled_user_data(
+    plan: HostPlan,
+    release: Release,
+    boot: BootValues,
+    *,
+    arch: str,
+    vpc_cidr: str,
+    admin_user: str,
+    admin_email: str,
+    paths: ServerPaths | None = None,
+) -> str:
+    """The app servers' first-boot document, `#cloud-config`. Holds no secret at all."""
+    return render(
+        "scaled/user-data.yaml.j2",
+        plan,
+        **release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr, paths=paths),
+        admin_user=admin_user,
+        admin_email=admin_email,
+    )
+
+
+def release_context(
+    plan: HostPlan,
+    release: Release,
+    boot: BootValues,
+    *,
+    arch: str,
+    vpc_cidr: str,
+    paths: ServerPaths | None = None,
+) -> dict[str, object]:
+    """The template values beyond the host plan (also what tests render single scripts with)."""
+    return {
+        # the single server's deploy and activate scripts
+        "release_id": release.id,
+        "source_kind": "archive" if release.archive is not None else "git",
+        "git_url": release.git_url,
+        "git_ref": release.git_ref,
+        "git_commit": release.git_commit,
+        "health_path": HEALTH_PATH,
+        # The app answers the health path for any Host; "localhost" reaches nginx's default server.
+        "health_host": "localhost",
+        # the scaled profile's own
+        "paths": dataclasses.asdict(paths or ServerPaths.for_app(plan.app)),
+        "region": boot.region,
+        "env_parameter": boot.env_parameter,
+        "admin_parameter": boot.admin_parameter,
+        "artifacts_bucket": boot.artifacts_bucket,
+        "artifact_key": artifact_key(release),
+        "media_bucket": boot.media_bucket,
+        "lifecycle_hook": LIFECYCLE_HOOK,
+        "lock_key": release_lock_key(plan.app),
+        "lock_wait_seconds": LOCK_WAIT_SECONDS,
+        "pg_sslmode": PG_SSLMODE,
+        "deb_arch": deb_arch(arch),
+        "vpc_cidr": vpc_cidr,
+    }
+
+
+def scaled_env_names(prefix: str) -> list[str]:
+    """Variables the scaled profile writes beyond the single server's contract; `app.env` may not set them."""
+    return [f"{prefix}MEDIA_BUCKET", f"{prefix}MEDIA_DOMAIN", "AWS_DEFAULT_REGION"]
+
+
+def render_scaled_env_file(
+    plan: HostPlan,
+    *,
+    secret_key: str,
+    db_password: str,
+    db_host: str,
+    db_port: int | str,
+    hosts: list[str],
+    csrf_origins: list[str],
+    media_bucket: str,
+    media_domain: str,
+    region: str,
+    extra: dict[str, str],
+) -> str:
+    """The single server's environment contract, in the same form, pointing at RDS; plus where uploads go.
+
+    Built from `host.env_values` and `host.format_env_file` (so a variable added there reaches the app servers
+    too), with
+    the database's address, TLS to it, the CSRF origins of CloudFront and the domain, and the media bucket
+    that django-storages writes uploads to (docs/scaling-out.md). Called inside an Output.apply with the
+    secrets: the text goes only into the SecureString parameter."""
+    prefix = plan.env_prefix
+    values = env_values(plan, secret_key=secret_key, db_password=db_password, hosts=hosts)
+    user, name = values[f"{prefix}DB_USER"], values[f"{prefix}DB_NAME"]
+    values["DATABASE_URL"] = f"postgres://{user}:{db_password}@{db_host}:{db_port}/{name}?sslmode={PG_SSLMODE}"
+    values[f"{prefix}DB_HOST"] = db_host
+    values[f"{prefix}DB_PORT"] = str(db_port)
+    values[f"{prefix}CSRF_TRUSTED_ORIGINS"] = ",".join(csrf_origins)
+    values[f"{prefix}MEDIA_BUCKET"] = media_bucket
+    values[f"{prefix}MEDIA_DOMAIN"] = media_domain
+    values["AWS_DEFAULT_REGION"] = region
+    return format_env_file(values, extra)

@@ -1,0 +1,1133 @@
+"""Profile `scaled` (profiles/scaled.py) under Pulumi's mocks: the graph an operator cares about, and what the
+app servers receive, through the validators their own tools would apply.
+
+1. Exposure: nothing public but the load balancer and CloudFront; each security group admits only the one before.
+2. Data at rest: every store encrypted; the launch template IMDSv2-only.
+3. Secrets: never in user-data, only in the SSM SecureStrings (marked secret), readable by the app servers alone.
+4. The two profiles do not leak into each other; bad settings fail before anything is declared.
+5. Releases: a new one rolls the group (launch template version, instance refresh); migrations run once per
+   release — shown in the rendered scripts, and for real against a local PostgreSQL with two servers racing.
+6. The first-boot document and its scripts through `cloud-init schema`, `shellcheck`, `nginx -t`, `compile()`.
+7. Cost at the defaults, outputs, the policy pack.
+
+Host tools (skipped with the reason, failed with CI=true): cloud-init, shellcheck, nginx, PostgreSQL's
+initdb/pg_ctl/psql (the release gate test; run as root it starts the server as the `postgres` user).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gzip
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import skip_or_fail
+
+from components.host import render
+from components.release import Release
+from components.scaled.boot import (
+    GATE_ENV,
+    RELEASE_TABLE,
+    BootValues,
+    ServerPaths,
+    release_context,
+    release_lock_key,
+    scaled_plan,
+)
+from components.scaled.cdn import ALL_VIEWER_AND_CLOUDFRONT_HEADERS, CACHING_DISABLED, CACHING_OPTIMIZED
+from components.scaled.prices import monthly_cost_breakdown
+from components.settings import load_settings
+from tools.mockrun import MockState, ProgramRun, Registered, run_program
+
+ROOT = Path(__file__).resolve().parent.parent
+SCALED: dict[str, Any] = {"profile": "scaled"}
+DOMAIN = "shop.example.com"
+
+SG = "aws:ec2/securityGroup:SecurityGroup"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+GROUP = "aws:autoscaling/group:Group"
+RDS = "aws:rds/instance:Instance"
+BUCKET = "aws:s3/bucket:Bucket"
+PARAMETER = "aws:ssm/parameter:Parameter"
+DISTRIBUTION = "aws:cloudfront/distribution:Distribution"
+LISTENER = "aws:lb/listener:Listener"
+SUBNET = "aws:ec2/subnet:Subnet"
+# What the single-server profile declares and this one must not (and the reverse).
+SINGLE_ONLY = (
+    "aws:ec2/instance:Instance",
+    "aws:ec2/eipAssociation:EipAssociation",
+    "aws:ebs/volume:Volume",
+    "aws:ec2/volumeAttachment:VolumeAttachment",
+    "aws:ec2/keyPair:KeyPair",
+    "tls:index/privateKey:PrivateKey",
+    "command:remote:Command",
+    "command:remote:CopyToRemote",
+)
+SCALED_ONLY = (
+    "aws:ec2/vpc:Vpc",
+    "aws:ec2/natGateway:NatGateway",
+    "aws:lb/loadBalancer:LoadBalancer",
+    RDS,
+    LAUNCH_TEMPLATE,
+    GROUP,
+    DISTRIBUTION,
+    PARAMETER,
+    "aws:kms/key:Key",
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def state() -> MockState:
+    return MockState()
+
+
+@pytest.fixture(scope="module")
+def scaled(state: MockState) -> ProgramRun:
+    return run_program(SCALED, state=state)
+
+
+@pytest.fixture(scope="module")
+def with_domain() -> ProgramRun:
+    return run_program(SCALED | {"domain": DOMAIN})
+
+
+def decode_user_data(encoded: str) -> str:
+    raw = base64.b64decode(encoded)
+    return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
+
+
+def user_data(run: ProgramRun) -> str:
+    return decode_user_data(run.one(LAUNCH_TEMPLATE).inputs["userData"])
+
+
+def written_files(document: str) -> dict[str, str]:
+    """cloud-init's write_files, path → content."""
+    return {entry["path"]: entry["content"] for entry in yaml.safe_load(document)["write_files"]}
+
+
+def by_name(run: ProgramRun, name: str, type_: str | None = None) -> Registered:
+    """The resource of that name (of that type: a component and its main child may share a name)."""
+    found = [r for r in run.resources.values() if r.name == name and (type_ is None or r.type == type_)]
+    assert len(found) == 1, f"{name}: {[r.type for r in found]}"
+    return found[0]
+
+
+def group_id(run: ProgramRun, name: str) -> str:
+    """A security group's id as the mocks report it (the logical name + "-id")."""
+    by_name(run, name)  # it exists
+    return f"{name}-id"
+
+
+def secrets_of(state: MockState) -> list[str]:
+    values = list(state.passwords.values())
+    assert len(values) == 3, "expected the database password, the Django key and the admin password"
+    return values
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or next(
+        (str(p) for p in (Path("/usr/sbin") / tool, Path("/sbin") / tool) if p.exists()), None
+    )
+    if not path:
+        skip_or_fail(f"`{tool}` is not installed on this host")
+    return str(path)
+
+
+def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1. Exposure
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_nothing_public_but_the_load_balancer_and_cloudfront(scaled: ProgramRun) -> None:
+    template = scaled.one(LAUNCH_TEMPLATE).inputs
+    for interface in template["networkInterfaces"]:
+        assert interface.get("associatePublicIpAddress") in (None, "false"), interface
+    assert all(not subnet.inputs.get("mapPublicIpOnLaunch") for subnet in scaled.of_type(SUBNET))
+    balancer = scaled.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    assert balancer["internal"] is False and balancer["subnets"] == [
+        "subnet-photofeed-public-1",
+        "subnet-photofeed-public-2",
+    ]
+    database = scaled.one(RDS).inputs
+    assert database["publiclyAccessible"] is False
+    private = ["subnet-photofeed-private-1", "subnet-photofeed-private-2"]
+    assert scaled.one("aws:rds/subnetGroup:SubnetGroup").inputs["subnetIds"] == private
+    assert scaled.one(GROUP).inputs["vpcZoneIdentifiers"] == private
+    # No server of its own, no address of its own: the only Elastic IP is the NAT gateway's.
+    (address,) = scaled.of_type("aws:ec2/eip:Eip")
+    assert scaled.one("aws:ec2/natGateway:NatGateway").inputs["allocationId"] == "eipalloc-0123456789"
+    assert address.name == "photofeed-nat-eip"
+
+
+def test_app_servers_admit_http_from_the_load_balancer_only_and_nobody_has_ssh(scaled: ProgramRun) -> None:
+    alb_sg = group_id(scaled, "photofeed-alb-sg")
+    (rule,) = by_name(scaled, "photofeed-app-sg").inputs["ingress"]
+    assert (rule["fromPort"], rule["toPort"], rule["protocol"]) == (80, 80, "tcp")
+    assert rule["securityGroups"] == [alb_sg] and not rule.get("cidrBlocks") and not rule.get("ipv6CidrBlocks")
+    alb_rules = by_name(scaled, "photofeed-alb-sg").inputs["ingress"]
+    assert sorted(r["fromPort"] for r in alb_rules) == [80], "443 only with a domain"
+    for group in scaled.of_type(SG):
+        for rule in group.inputs.get("ingress") or []:
+            assert not rule["fromPort"] <= 22 <= rule["toPort"], f"{group.name} opens SSH"
+    assert not scaled.of_type("aws:ec2/keyPair:KeyPair")
+
+
+def test_database_admits_postgres_from_the_app_servers_only(scaled: ProgramRun) -> None:
+    (rule,) = by_name(scaled, "photofeed-db-sg").inputs["ingress"]
+    assert (rule["fromPort"], rule["toPort"], rule["protocol"]) == (5432, 5432, "tcp")
+    assert rule["securityGroups"] == [group_id(scaled, "photofeed-app-sg")]
+    assert not rule.get("cidrBlocks") and not rule.get("ipv6CidrBlocks")
+    assert scaled.one(RDS).inputs["vpcSecurityGroupIds"] == [group_id(scaled, "photofeed-db-sg")]
+    # 5432 appears in no other group.
+    for group in scaled.of_type(SG):
+        if group.name != "photofeed-db-sg":
+            assert all(not r["fromPort"] <= 5432 <= r["toPort"] for r in group.inputs.get("ingress") or [])
+
+
+def test_one_nat_gateway_and_a_free_s3_endpoint(scaled: ProgramRun) -> None:
+    nat = scaled.one("aws:ec2/natGateway:NatGateway")
+    assert nat.inputs["subnetId"] == "subnet-photofeed-public-1"
+    routes = {r.name: r.inputs for r in scaled.of_type("aws:ec2/route:Route")}
+    assert routes["photofeed-private-default"]["natGatewayId"] == "photofeed-nat-id"
+    assert routes["photofeed-public-default"]["gatewayId"] == "photofeed-igw-id"
+    endpoint = scaled.one("aws:ec2/vpcEndpoint:VpcEndpoint").inputs
+    assert endpoint["serviceName"] == "com.amazonaws.us-east-1.s3" and endpoint["vpcEndpointType"] == "Gateway"
+    assert endpoint["routeTableIds"] == ["photofeed-private-rt-id"]
+    zones = sorted({s.inputs["availabilityZone"] for s in scaled.of_type(SUBNET)})
+    assert zones == ["us-east-1a", "us-east-1b"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# 2. Data at rest, IMDSv2
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_every_store_is_encrypted(scaled: ProgramRun) -> None:
+    database = scaled.one(RDS).inputs
+    assert database["storageEncrypted"] is True and database["storageType"] == "gp3"
+    buckets = {b.name for b in scaled.of_type(BUCKET)}
+    assert buckets == {"photofeed-assets", "photofeed-artifacts"}
+    encryption = scaled.of_type(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
+    algorithms = {
+        e.inputs["bucket"]: e.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"]
+        for e in encryption
+    }
+    # SSE-S3 where CloudFront reads (OAC cannot use the aws/s3 KMS key), KMS elsewhere.
+    assert algorithms == {"photofeed-assets": "AES256", "photofeed-artifacts": "aws:kms"}
+    for block in scaled.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"):
+        assert all(
+            block.inputs[k]
+            for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+        )
+    versioning = {
+        v.inputs["bucket"]: v.inputs["versioningConfiguration"]["status"]
+        for v in scaled.of_type("aws:s3/bucketVersioning:BucketVersioning")
+    }
+    assert versioning == {"photofeed-assets": "Enabled", "photofeed-artifacts": "Enabled"}
+    devices = scaled.one(LAUNCH_TEMPLATE).inputs["blockDeviceMappings"]
+    assert devices and all(d["ebs"]["encrypted"] == "true" and d["ebs"]["volumeType"] == "gp3" for d in devices)
+    assert devices[0]["deviceName"] == "/dev/sda1"  # Ubuntu's root device: the settings apply to the root volume
+    for parameter in scaled.of_type(PARAMETER):
+        assert parameter.inputs["type"] == "SecureString"
+        assert (
+            parameter.inputs["keyId"] == "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        )
+    assert scaled.one("aws:kms/key:Key").inputs["enableKeyRotation"] is True
+
+
+def test_uploads_outlive_the_stack_and_the_database_keeps_a_final_snapshot(scaled: ProgramRun) -> None:
+    assert by_name(scaled, "photofeed-assets", BUCKET).retain_on_delete is True
+    assert by_name(scaled, "photofeed-assets", BUCKET).inputs["forceDestroy"] is False
+    assert by_name(scaled, "photofeed-artifacts", BUCKET).inputs["forceDestroy"] is True
+    database = scaled.one(RDS).inputs
+    assert database["skipFinalSnapshot"] is False and database["finalSnapshotIdentifier"] == "photofeed-dev-final"
+    assert database["deletionProtection"] is True and database["backupRetentionPeriod"] == 7
+    assert database["engine"] == "postgres" and database["engineVersion"] == "16"
+    assert (database["instanceClass"], database["allocatedStorage"], database["multiAz"]) == ("db.t4g.micro", 20, False)
+    custom = (
+        run_program(
+            SCALED
+            | {
+                "dbMultiAz": True,
+                "dbBackupRetentionDays": 14,
+                "dbDeletionProtection": False,
+                "dbAllocatedStorageGb": 50,
+            }
+        )
+        .one(RDS)
+        .inputs
+    )
+    assert (
+        custom["multiAz"],
+        custom["backupRetentionPeriod"],
+        custom["deletionProtection"],
+        custom["allocatedStorage"],
+    ) == (True, 14, False, 50)
+
+
+def test_launch_template_requires_imdsv2(scaled: ProgramRun) -> None:
+    options = scaled.one(LAUNCH_TEMPLATE).inputs["metadataOptions"]
+    assert options["httpTokens"] == "required" and options["httpPutResponseHopLimit"] == 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# 3. Secrets
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_secrets_are_only_in_the_ssm_parameters_and_marked_secret(scaled: ProgramRun, state: MockState) -> None:
+    secrets = secrets_of(state)
+    document = user_data(scaled)
+    template = json.dumps(scaled.one(LAUNCH_TEMPLATE).inputs)
+    for secret in secrets:
+        assert secret not in document and secret not in template
+    assert "PASSWORD='" not in document and "SECRET_KEY='" not in document
+    env = by_name(scaled, "photofeed-env")
+    admin = by_name(scaled, "photofeed-superuser")
+    assert "value" in env.secret_inputs and "value" in admin.secret_inputs
+    assert state.passwords["photofeed-db-password"] in env.inputs["value"]
+    assert state.passwords["photofeed-django-secret-key"] in env.inputs["value"]
+    assert admin.inputs["value"] == state.passwords["photofeed-admin-password"]
+    assert "password" in scaled.one(RDS).secret_inputs
+    assert "adminPassword" in scaled.secret_outputs
+    # Nowhere else: no other resource input carries a secret value.
+    holders = {
+        r.name
+        for r in scaled.resources.values()
+        for secret in secrets
+        if secret in json.dumps(r.inputs) and r.type != "random:index/randomPassword:RandomPassword"
+    }
+    assert holders == {"photofeed-env", "photofeed-superuser", "photofeed-db"}
+    # The boot reads exactly the parameter versions its launch template was rendered with.
+    assert "/usr/local/sbin/photofeed-aws get-parameter /djangoship/dev/photofeed/env:1 >" in document
+
+
+def test_only_the_app_servers_role_can_decrypt_the_parameters(scaled: ProgramRun) -> None:
+    key_policy = json.loads(scaled.one("aws:kms/key:Key").inputs["policy"])
+    decrypters = [s for s in key_policy["Statement"] if "kms:Decrypt" in json.dumps(s["Action"])]
+    assert [s["Principal"]["AWS"] for s in decrypters] == ["arn:aws:iam::123456789012:role/photofeed-app-role"]
+    assert decrypters[0]["Condition"]["StringEquals"]["kms:ViaService"] == "ssm.us-east-1.amazonaws.com"
+    role_policy = json.loads(by_name(scaled, "photofeed-app-policy").inputs["policy"])
+    statements = {s["Sid"]: s for s in role_policy["Statement"]}
+    assert statements["ReadOwnParameters"]["Resource"] == [
+        "arn:aws:ssm:us-east-1:123456789012:parameter/djangoship/dev/photofeed/env",
+        "arn:aws:ssm:us-east-1:123456789012:parameter/djangoship/dev/photofeed/superuser",
+    ]
+    assert statements["ReadReleases"]["Resource"] == "arn:aws:s3:::photofeed-artifacts/releases/*"
+    assert statements["CompleteLaunchHook"]["Resource"].endswith(":autoScalingGroupName/photofeed-app-*")
+    actions = [
+        a for s in role_policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    ]
+    assert not [a for a in actions if a.endswith("*")], "no wildcard actions"
+    attachment = scaled.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs
+    assert attachment["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    assert scaled.one(LAUNCH_TEMPLATE).inputs["iamInstanceProfile"]["name"] == "photofeed-app-profile"
+
+
+def test_env_contract_points_at_rds_in_the_same_form(scaled: ProgramRun, state: MockState) -> None:
+    text = by_name(scaled, "photofeed-env").inputs["value"]
+    env = dict(re.fullmatch(r"([A-Z_][A-Z0-9_]*)='([^']*)'", line).groups() for line in text.splitlines())  # type: ignore[union-attr]
+    single = run_program({}, state=MockState()).named("photofeed-configure").inputs["stdin"]
+    single_keys = {line.split("=", 1)[0] for line in single.splitlines()}
+    assert single_keys <= set(env), "every variable of the single server's contract"
+    host = "photofeed-db.c9akciq32.us-east-1.rds.amazonaws.com"
+    password = state.passwords["photofeed-db-password"]
+    assert env["DATABASE_URL"] == f"postgres://photofeed:{password}@{host}:5432/photofeed?sslmode=require"
+    assert (env["DJANGO_DB_HOST"], env["DJANGO_DB_PORT"], env["DJANGO_DB_NAME"], env["DJANGO_DB_USER"]) == (
+        host,
+        "5432",
+        "photofeed",
+        "photofeed",
+    )
+    assert env["DJANGO_ALLOWED_HOSTS"] == (
+        "d111111abcdef8.cloudfront.net,photofeed-alb-1234567890.us-east-1.elb.amazonaws.com"
+    )
+    assert env["DJANGO_CSRF_TRUSTED_ORIGINS"] == "https://d111111abcdef8.cloudfront.net"
+    assert env["DJANGO_MEDIA_BUCKET"] == "photofeed-assets"
+    assert env["DJANGO_MEDIA_DOMAIN"] == "d111111abcdef8.cloudfront.net"
+    assert env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert env["DJANGO_SETTINGS_MODULE"] == "photofeed.settings"
+    rds = scaled.one(RDS).inputs
+    assert (rds["dbName"], rds["username"]) == ("photofeed", "photofeed")
+
+
+def test_seed_prefix_and_extra_env_reach_the_parameter() -> None:
+    run = run_program(
+        SCALED | {"app": {"name": "platzi", "envPrefix": "PLATZI_", "env": {"PLATZI_CONN_MAX_AGE": "60"}}}
+    )
+    text = run.named("platzi-env").inputs["value"]
+    assert "PLATZI_DB_HOST='platzi-db." in text and "PLATZI_MEDIA_BUCKET='platzi-assets'" in text
+    assert text.endswith("PLATZI_CONN_MAX_AGE='60'\n")
+
+
+# --------------------------------------------------------------------------------------------------------
+# 4. Profiles apart, bad settings
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_single_server_resources_are_absent_here_and_scaled_ones_there(scaled: ProgramRun) -> None:
+    for type_ in SINGLE_ONLY:
+        assert not scaled.of_type(type_), type_
+    single = run_program({})
+    for type_ in SCALED_ONLY:
+        assert not single.of_type(type_), type_
+    assert not [r for r in single.resources.values() if r.type.startswith("djangoship:scaled:")]
+    assert not {"publicIp", "sshCommand", "sshPrivateKey", "dataVolumeId"} & set(scaled.outputs)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        pytest.param({"appDesiredCapacity": 5}, "appDesiredCapacity = 5 is invalid", id="desired-above-max"),
+        pytest.param(
+            {"appMinSize": 3, "appDesiredCapacity": 2}, "appDesiredCapacity = 2 is invalid", id="desired-below-min"
+        ),
+        pytest.param(
+            {"dbInstanceClass": "postgres-large"}, "dbInstanceClass = 'postgres-large' is invalid", id="class-form"
+        ),
+        pytest.param(
+            {"dbInstanceClass": "db.x9.mega"},
+            "dbInstanceClass = 'db.x9.mega' is invalid: one of db.t4g.micro",
+            id="class-unknown",
+        ),
+        pytest.param(
+            {"dbAllocatedStorageGb": 10}, "dbAllocatedStorageGb = 10 is invalid", id="storage-below-rds-minimum"
+        ),
+        pytest.param({"ingressPorts": [22, 80, 5432]}, "ingressPorts = 5432 is invalid", id="postgres-port"),
+        pytest.param({"app": {"env": {"DJANGO_MEDIA_BUCKET": "x"}}}, "app.env.DJANGO_MEDIA_BUCKET", id="reserved-env"),
+    ],
+)
+def test_bad_settings_fail_before_anything_is_declared(config: dict[str, Any], message: str) -> None:
+    result = run_program(SCALED | config, expect_error=True)
+    assert message in str(result.error)
+    assert not [r for r in result.resources.values() if r.type.startswith("aws:")], "declared before the check"
+
+
+# --------------------------------------------------------------------------------------------------------
+# 5. Releases: the roll, migrations once
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_group_rolls_new_launch_template_versions_gated_by_health(scaled: ProgramRun) -> None:
+    group = scaled.one(GROUP).inputs
+    assert group["launchTemplate"] == {"id": "lt-0123456789abcdef0", "version": "1"}
+    assert (group["minSize"], group["maxSize"], group["desiredCapacity"]) == (2, 4, 2)
+    assert group["healthCheckType"] == "ELB"
+    assert group["targetGroupArns"] == [
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/photofeed-tg/73e2d6bc24d8a067"
+    ]
+    refresh = group["instanceRefresh"]
+    assert refresh["strategy"] == "Rolling" and refresh["triggers"] == ["tag"]
+    assert refresh["preferences"]["minHealthyPercentage"] == 100, "launch before terminating"
+    assert refresh["preferences"]["maxHealthyPercentage"] > 100
+    (hook,) = group["initialLifecycleHooks"]
+    assert hook["lifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING" and hook["defaultResult"] == "ABANDON"
+    assert {t["key"]: t["value"] for t in group["tags"]}["Release"] == scaled.outputs["releaseId"]
+    health = scaled.one("aws:lb/targetGroup:TargetGroup").inputs["healthCheck"]
+    assert health["path"] == "/healthz" and health["matcher"] == "200"
+    # The group waits for the database, the parameters, the release and egress before any server boots.
+    depends = set(scaled.one(GROUP).dependencies)
+    for name, type_ in [
+        ("photofeed-db", RDS),
+        ("photofeed-env", PARAMETER),
+        ("photofeed-superuser", PARAMETER),
+        ("photofeed-release", "aws:s3/bucketObjectv2:BucketObjectv2"),
+        ("photofeed-private-default", "aws:ec2/route:Route"),
+    ]:
+        assert by_name(scaled, name, type_).urn in depends, name
+
+
+@pytest.fixture
+def app_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "photofeed"
+    shutil.copytree(
+        ROOT / "examples" / "photofeed",
+        target,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"),
+    )
+    return target
+
+
+def test_a_new_release_is_a_new_launch_template_version_and_nothing_else_changes(app_copy: Path) -> None:
+    state = MockState()
+    config = SCALED | {"app": {"source": str(app_copy)}}
+    before = run_program(config, state=state)
+    again = run_program(config, state=state)
+    assert user_data(before) == user_data(again), "nothing changed: the same launch template"
+    assert by_name(before, "photofeed-env").inputs == by_name(again, "photofeed-env").inputs
+    (app_copy / "feed" / "views.py").write_text((app_copy / "feed" / "views.py").read_text() + "\n# v2\n")
+    after = run_program(config, state=state)
+    release = after.outputs["releaseId"]
+    assert release != before.outputs["releaseId"]
+    assert user_data(after) != user_data(before) and f"DJANGOSHIP_RELEASE_ID={release} " in user_data(after)
+    assert by_name(after, "photofeed-release").inputs["key"] == f"releases/{release}.tar.gz"
+    assert by_name(after, "photofeed-release").retain_on_delete is True, "a rollback still finds the old archive"
+    assert by_name(after, "photofeed-env").inputs == by_name(before, "photofeed-env").inputs
+    changed = sorted(
+        r.name
+        for urn, r in after.resources.items()
+        if r.type.startswith("aws:") and before.resources[urn].inputs != r.inputs
+    )
+    assert changed == ["photofeed-app", "photofeed-app-lt", "photofeed-release"]
+
+
+def test_git_release_has_no_archive_and_the_servers_fetch_the_commit() -> None:
+    commit = "0123456789abcdef" * 2 + "01234567"
+    run = run_program(SCALED | {"app": {"source": "https://github.com/example/photofeed.git", "ref": commit}})
+    assert not run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
+    files = written_files(user_data(run))
+    assert "photofeed-aws fetch" not in files["/usr/local/sbin/photofeed-boot"]
+    assert (
+        "photofeed-aws fetch photofeed-artifacts releases/"
+        in written_files(user_data(run_program(SCALED)))["/usr/local/sbin/photofeed-boot"]
+    )
+    assert commit in files["/usr/local/sbin/photofeed-deploy"]
+
+
+def test_migrations_once_per_release_in_the_rendered_scripts(scaled: ProgramRun) -> None:
+    files = written_files(user_data(scaled))
+    boot = files["/usr/local/sbin/photofeed-boot"]
+    release = scaled.outputs["releaseId"]
+    # The boot installs the release through the single server's deploy, marking it as a release install…
+    assert f"{GATE_ENV}={release} /usr/local/sbin/photofeed-deploy" in boot
+    assert "photofeed-manage migrate --noinput" in files["/usr/local/sbin/photofeed-deploy"]
+    # …whose `migrate` the manage wrapper routes through the gate, and only then…
+    wrapper = files["/usr/local/bin/photofeed-manage"]
+    assert 'if [ "${1:-}" = migrate ] && [ -n "${DJANGOSHIP_RELEASE_ID:-}" ]; then' in wrapper
+    assert "exec /usr/local/sbin/photofeed-release-once" in wrapper
+    assert wrapper.rstrip().endswith('exec /usr/local/lib/photofeed/manage "$@"')
+    # …which migrates (and uploads static files) only if no server recorded the release, under one lock.
+    gate = files["/usr/local/sbin/photofeed-release-once"]
+    lock = release_lock_key("photofeed")
+    assert f"pg_advisory_lock({lock})" in gate and f"pg_advisory_unlock({lock})" in gate
+    assert f"CREATE TABLE IF NOT EXISTS {RELEASE_TABLE}" in gate and f"INSERT INTO {RELEASE_TABLE}" in gate
+    assert (
+        gate.index("pg_advisory_lock") < gate.index("sync-static") < gate.index('/usr/local/lib/photofeed/manage "$@"')
+    )
+    assert gate.index('/usr/local/lib/photofeed/manage "$@"') < gate.index("INSERT INTO")
+    assert 'sync-static "$release_dir/static" photofeed-assets static' in gate
+    # The boot completes the launch hook only at the end, and abandons the launch on any failure.
+    assert boot.rstrip().splitlines()[-2] == "/usr/local/sbin/photofeed-aws complete-lifecycle CONTINUE"
+    assert "complete-lifecycle ABANDON" in boot and "trap finish EXIT" in boot
+
+
+# --- the gate, for real: two app servers of the same release racing on a local PostgreSQL ----------------
+
+
+def _postgres_binary(name: str) -> str:
+    found = shutil.which(name) or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None
+    )
+    if not found:
+        skip_or_fail(f"PostgreSQL's `{name}` is not installed (Debian: postgresql)")
+    return str(found)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL on 127.0.0.1 (password auth, like RDS): the PG* settings to reach it."""
+    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
+    _postgres_binary("psql")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        if run(["id", "postgres"]).returncode != 0:
+            skip_or_fail("running as root and there is no `postgres` user to run the server")
+    work = Path(tempfile.mkdtemp(prefix="djangoship-pg-", dir="/tmp"))
+    try:
+        (work / "pw").write_text("gate-test-password\n")
+        if as_user:
+            shutil.chown(work, "postgres")
+            shutil.chown(work / "pw", "postgres")
+        port = str(_free_port())
+        result = run(
+            [
+                *as_user,
+                initdb,
+                "-D",
+                str(work / "data"),
+                "-A",
+                "scram-sha-256",
+                "-U",
+                "photofeed",
+                f"--pwfile={work / 'pw'}",
+                "--no-sync",
+            ]
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        options = f"-k {work} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        result = run(
+            [*as_user, pg_ctl, "-D", str(work / "data"), "-o", options, "-l", str(work / "log"), "-w", "start"]
+        )
+        assert result.returncode == 0, result.stdout + result.stderr + (work / "log").read_text()
+        yield {
+            "host": "127.0.0.1",
+            "port": port,
+            "user": "photofeed",
+            "password": "gate-test-password",
+            "db": "postgres",
+        }
+        run([*as_user, pg_ctl, "-D", str(work / "data"), "-m", "immediate", "stop"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fake(path: Path, body: str) -> str:
+    path.write_text("#!/bin/bash\nset -euo pipefail\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def render_gate(tmp: Path, postgres: dict[str, str], release_id: str, migrate_fails: bool = False) -> Path:
+    """The gate as an app server gets it, with its helpers replaced by recorders and the env file pointing at
+    the local PostgreSQL (plain TCP: the test server has no TLS)."""
+    plan = dataclasses.replace(
+        scaled_plan(load_settings(SCALED, project="djangoship", stack="dev")), env_file=str(tmp / "env")
+    )
+    (tmp / "env").write_text(
+        "".join(
+            f"DJANGO_DB_{k}='{v}'\n"
+            for k, v in {
+                "HOST": postgres["host"],
+                "PORT": postgres["port"],
+                "NAME": postgres["db"],
+                "USER": postgres["user"],
+                "PASSWORD": postgres["password"],
+            }.items()
+        )
+    )
+    log = tmp / "calls.log"
+    (tmp / "admin-password").write_text("admin-secret\n")
+    fail = "exit 3\n" if migrate_fails else ""
+    paths = ServerPaths(
+        aws=_fake(tmp / "aws", f'echo "aws $*" >> {log}\n'),
+        manage=str(tmp / "unused-manage"),
+        django_manage=_fake(tmp / "manage", f'echo "manage $* in $RELEASE_DIR" >> {log}\nsleep 1\n{fail}'),
+        deploy=str(tmp / "unused-deploy"),
+        activate=str(tmp / "unused-activate"),
+        release_once=str(tmp / "unused"),
+        superuser=_fake(tmp / "superuser", f'echo "superuser $(cat)" >> {log}\n'),
+        firstboot=str(tmp / "unused-firstboot"),
+        boot=str(tmp / "unused-boot"),
+        admin_password=str(tmp / "admin-password"),
+    )
+    release = Release(id=release_id, archive=Path("/nonexistent.tar.gz"))
+    boot = BootValues("us-east-1", "/p/env:1", "/p/admin-password:1", "artifacts", "assets")
+    context = release_context(plan, release, boot, arch="x86_64", vpc_cidr="10.20.0.0/16", paths=paths)
+    script = tmp / f"release-once-{release_id}"
+    script.write_text(render("scaled/release-once.sh.j2", plan, **(context | {"pg_sslmode": "disable"})))
+    script.chmod(0o755)
+    return script
+
+
+def gate(script: Path, release_id: str, **env: str) -> subprocess.Popen[str]:
+    environment = os.environ | {GATE_ENV: release_id, "RELEASE_DIR": f"/srv/photofeed/releases/{release_id}"} | env
+    return subprocess.Popen(
+        [str(script), "migrate", "--noinput"],
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=60)
+    return process.returncode, output
+
+
+def psql(postgres: dict[str, str], sql: str) -> str:
+    env = os.environ | {
+        "PGHOST": postgres["host"],
+        "PGPORT": postgres["port"],
+        "PGUSER": postgres["user"],
+        "PGPASSWORD": postgres["password"],
+        "PGDATABASE": postgres["db"],
+    }
+    result = run([_postgres_binary("psql"), "-qAt", "-c", sql], env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_release_gate_migrates_once_when_servers_race(postgres: dict[str, str], tmp_path: Path) -> None:
+    release_id = "aaaaaaaaaaa1"
+    script = render_gate(tmp_path, postgres, release_id)
+    log = tmp_path / "calls.log"
+    # Three servers of one release at once: one migrates (1 s), the others wait for its lock and skip.
+    racers = [gate(script, release_id) for _ in range(3)]
+    results = [finish(process) for process in racers]
+    assert all(code == 0 for code, _ in results), results
+    calls = log.read_text().splitlines()
+    assert calls.count(f"aws sync-static /srv/photofeed/releases/{release_id}/static assets static") == 1, calls
+    assert calls.count(f"manage migrate --noinput in /srv/photofeed/releases/{release_id}") == 1, calls
+    assert calls.count("superuser admin-secret") == 3, "every server ensures the superuser, one at a time"
+    # The static upload and the migrations came before any other server went on.
+    assert calls.index(f"manage migrate --noinput in /srv/photofeed/releases/{release_id}") < calls.index(
+        "superuser admin-secret"
+    )
+    skipped = [output for _, output in results if "already migrated by" in output]
+    assert len(skipped) == 2, results
+    assert psql(postgres, f"SELECT count(*) FROM {RELEASE_TABLE} WHERE release_id = '{release_id}'") == "1"
+    # A later server of the same release (scale-out) skips too; the next release migrates again.
+    assert finish(gate(script, release_id))[0] == 0
+    next_id = "bbbbbbbbbbb2"
+    assert finish(gate(render_gate(tmp_path, postgres, next_id), next_id))[0] == 0
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if c.startswith("manage migrate")] == [
+        f"manage migrate --noinput in /srv/photofeed/releases/{release_id}",
+        f"manage migrate --noinput in /srv/photofeed/releases/{next_id}",
+    ]
+    assert psql(postgres, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == "0", "every lock released"
+
+
+def test_release_gate_failed_migration_is_retried_by_the_next_server(postgres: dict[str, str], tmp_path: Path) -> None:
+    release_id = "ccccccccccc3"
+    code, output = finish(gate(render_gate(tmp_path, postgres, release_id, migrate_fails=True), release_id))
+    assert code != 0, output
+    assert psql(postgres, f"SELECT count(*) FROM {RELEASE_TABLE} WHERE release_id = '{release_id}'") == "0"
+    assert psql(postgres, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == "0", "the lock died with it"
+    code, output = finish(gate(render_gate(tmp_path, postgres, release_id), release_id))
+    assert code == 0, output
+    assert "first app server on this release" in output
+
+
+def test_release_gate_refuses_to_run_outside_a_release_install(postgres: dict[str, str], tmp_path: Path) -> None:
+    script = render_gate(tmp_path, postgres, "ddddddddddd4")
+    code, output = finish(gate(script, "ddddddddddd4", **{GATE_ENV: "000000000000"}))
+    assert code != 0 and "only the install of release ddddddddddd4" in output
+    assert not (tmp_path / "calls.log").exists()
+
+
+# --------------------------------------------------------------------------------------------------------
+# 6. The first-boot document and its scripts, through the validators
+# --------------------------------------------------------------------------------------------------------
+
+
+@cache
+def rendered(config_json: str) -> str:
+    return user_data(run_program(json.loads(config_json)))
+
+
+DOCUMENTS = {
+    "ubuntu-archive": SCALED,
+    "debian-12-arm-git": SCALED
+    | {
+        "image": "debian-12",
+        "instanceType": "t4g.small",
+        "app": {"source": "https://github.com/example/photofeed.git", "ref": "0123456789abcdef" * 2 + "01234567"},
+    },
+    "domain-platzi": SCALED | {"domain": DOMAIN, "app": {"name": "platzi", "envPrefix": "PLATZI_"}},
+}
+
+
+def document(config_id: str) -> str:
+    return rendered(json.dumps(DOCUMENTS[config_id], sort_keys=True))
+
+
+@pytest.mark.parametrize("config_id", DOCUMENTS)
+def test_user_data_passes_cloud_init_schema_and_fits(config_id: str, tmp_path: Path) -> None:
+    text = document(config_id)
+    assert text.startswith("#cloud-config\n")
+    path = tmp_path / "user-data"
+    path.write_text(text)
+    result = run([need("cloud-init"), "schema", "--config-file", str(path)])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Valid cloud-config" in result.stdout, output
+    assert "deprecat" not in output.lower(), output
+    packages = yaml.safe_load(text)["packages"]
+    assert "postgresql-client" in packages and "postgresql" not in packages
+    # EC2 takes at most 16 KiB of user-data (before base64): gzip must keep it well inside.
+    compressed = len(gzip.compress(text.encode(), compresslevel=9, mtime=0))
+    assert compressed < 16384, f"{compressed} bytes gzipped"
+
+
+def test_cloud_init_schema_catches_a_broken_document(tmp_path: Path) -> None:
+    path = tmp_path / "user-data"
+    path.write_text(document("ubuntu-archive").replace("package_upgrade: false", 'package_upgrade: "often"'))
+    result = run([need("cloud-init"), "schema", "--config-file", str(path)])
+    assert result.returncode != 0 or "Valid cloud-config" not in result.stdout
+
+
+def scripts_of(config_id: str, language: str) -> dict[str, str]:
+    shebang = {"bash": "#!/bin/bash", "python": "#!/usr/bin/python3"}[language]
+    return {path: text for path, text in written_files(document(config_id)).items() if text.startswith(shebang)}
+
+
+SHELL_SCRIPTS = [(config_id, path) for config_id in DOCUMENTS for path in scripts_of(config_id, "bash")]
+
+
+@pytest.mark.parametrize(("config_id", "path"), SHELL_SCRIPTS, ids=[f"{c}:{Path(p).name}" for c, p in SHELL_SCRIPTS])
+def test_shell_scripts_pass_shellcheck(config_id: str, path: str, tmp_path: Path) -> None:
+    script = tmp_path / Path(path).name
+    script.write_text(scripts_of(config_id, "bash")[path])
+    result = run([need("shellcheck"), "--norc", "-s", "bash", "-f", "gcc", str(script)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    syntax = run(["bash", "-n", str(script)])
+    assert syntax.returncode == 0, syntax.stderr
+
+
+def test_every_scaled_script_is_checked() -> None:
+    names = {Path(path).name for _, path in SHELL_SCRIPTS}
+    assert {
+        "photofeed-boot",
+        "photofeed-release-once",
+        "photofeed-manage",
+        "photofeed-deploy",
+        "photofeed-activate",
+        "photofeed-firstboot",
+    } <= names
+
+
+def test_shellcheck_catches_a_broken_script(tmp_path: Path) -> None:
+    script = tmp_path / "broken"
+    script.write_text(
+        scripts_of("ubuntu-archive", "bash")["/usr/local/sbin/photofeed-boot"] + "rm -rf $undefined_dir/*\n"
+    )
+    assert run([need("shellcheck"), "--norc", "-s", "bash", "-f", "gcc", str(script)]).returncode != 0
+
+
+@pytest.mark.parametrize("config_id", DOCUMENTS)
+def test_aws_helper_compiles(config_id: str) -> None:
+    (text,) = scripts_of(config_id, "python").values()
+    compile(text, "aws-helper", "exec")
+
+
+FAKE_BOTO3 = """
+import json, os
+LOG = os.environ["FAKE_BOTO_LOG"]
+
+def _log(*args):
+    with open(LOG, "a") as f:
+        f.write(json.dumps(args) + "\\n")
+
+class _Paginator:
+    def paginate(self, **kwargs):
+        _log("list", kwargs)
+        return [{"Contents": [{"Key": "static/site.0123456789ab.css", "Size": 5}]}]
+
+class _Client:
+    def __init__(self, service):
+        self.service = service
+    def get_parameter(self, Name, WithDecryption):
+        _log("get_parameter", Name, WithDecryption)
+        return {"Parameter": {"Value": "A='1'\\nB='2'"}}
+    def get_paginator(self, name):
+        return _Paginator()
+    def upload_file(self, path, bucket, key, ExtraArgs):
+        _log("upload", bucket, key, ExtraArgs)
+    def download_file(self, bucket, key, path):
+        _log("download", bucket, key)
+        with open(path, "w") as f:
+            f.write("archive")
+
+def client(service, region_name=None):
+    _log("client", service, region_name)
+    return _Client(service)
+"""
+
+
+def test_aws_helper_reads_parameters_and_uploads_static_files_once(tmp_path: Path) -> None:
+    (helper_text,) = scripts_of("ubuntu-archive", "python").values()
+    helper = tmp_path / "photofeed-aws"
+    helper.write_text(helper_text)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "boto3.py").write_text(FAKE_BOTO3)
+    log = tmp_path / "boto.log"
+    env = os.environ | {"PYTHONPATH": str(fake), "FAKE_BOTO_LOG": str(log)}
+
+    result = run([sys.executable, str(helper), "get-parameter", "/djangoship/dev/photofeed/env:3"], env=env)
+    assert result.returncode == 0 and result.stdout == "A='1'\nB='2'\n", result.stderr
+    static = tmp_path / "static"
+    (static / "admin").mkdir(parents=True)
+    (static / "site.0123456789ab.css").write_text("body{}")  # 6 bytes: differs from the listed 5, uploaded
+    (static / "logo.0123456789ab.svg").write_text("<svg/>")
+    (static / "logo.0123456789ab.svg.gz").write_bytes(b"gz")  # the deploy's gzip_static copy: stays behind
+    (static / "admin" / "base.css").write_text("a{}")
+    (static / "archive.tar.gz").write_bytes(b"gz")  # an app's own .gz file (no sibling): uploaded
+    result = run([sys.executable, str(helper), "sync-static", str(static), "photofeed-assets", "static"], env=env)
+    assert result.returncode == 0, result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert ["get_parameter", "/djangoship/dev/photofeed/env:3", True] in calls
+    assert ["client", "ssm", "us-east-1"] in calls
+    uploads = {call[2]: call[3] for call in calls if call[0] == "upload"}
+    assert sorted(uploads) == [
+        "static/admin/base.css",
+        "static/archive.tar.gz",
+        "static/logo.0123456789ab.svg",
+        "static/site.0123456789ab.css",
+    ]
+    assert uploads["static/logo.0123456789ab.svg"] == {
+        "ContentType": "image/svg+xml",
+        "CacheControl": "public, max-age=31536000, immutable",
+    }
+    assert uploads["static/admin/base.css"] == {"ContentType": "text/css", "CacheControl": "public, max-age=3600"}
+    result = run(
+        [sys.executable, str(helper), "fetch", "photofeed-artifacts", "releases/x.tar.gz", str(tmp_path / "x.tar.gz")],
+        env=env,
+    )
+    assert result.returncode == 0 and (tmp_path / "x.tar.gz").read_text() == "archive", result.stderr
+    assert not list(tmp_path.glob(".fetch-*"))
+    assert run([sys.executable, str(helper), "bogus"], env=env).returncode != 0
+
+
+def test_nginx_accepts_the_app_server_site(tmp_path: Path) -> None:
+    nginx = need("nginx")
+    if not Path("/etc/nginx/mime.types").exists():
+        skip_or_fail("/etc/nginx/mime.types is missing (the distribution's nginx package provides it)")
+    site = written_files(document("ubuntu-archive"))["/etc/photofeed/nginx-site.conf"]
+    (tmp_path / "site.conf").write_text(site)
+    temp_paths = "".join(
+        f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\nhttp {{\n"
+        f"    include /etc/nginx/mime.types;\n    access_log {tmp_path}/access.log;\n{temp_paths}"
+        f"    include {tmp_path}/site.conf;\n}}\n"
+    )
+    result = run([nginx, "-t", "-c", str(tmp_path / "nginx.conf")])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "[warn]" not in output, output
+    assert "listen 80 default_server;" in site and "server_name _;" in site, "answers the ALB's health checks by IP"
+
+
+def test_app_servers_reuse_the_single_servers_templates() -> None:
+    plan = scaled_plan(load_settings(SCALED, project="djangoship", stack="dev"))
+    files = written_files(document("ubuntu-archive"))
+    assert files["/etc/systemd/system/gunicorn.service"] == render("systemd/gunicorn.service.j2", plan)
+    assert files["/etc/systemd/system/gunicorn.socket"] == render("systemd/gunicorn.socket.j2", plan)
+    assert files["/usr/local/lib/photofeed/manage"] == render("scripts/manage.sh.j2", plan)
+    assert files["/usr/local/sbin/photofeed-firstboot"] == render("scripts/firstboot.sh.j2", plan)
+    assert files["/etc/photofeed/gunicorn.conf.py"] == render("gunicorn/gunicorn.conf.py.j2", plan)
+
+
+# --------------------------------------------------------------------------------------------------------
+# 7. Front door, outputs, cost, policies
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_cloudfront_serves_static_and_media_from_s3_and_the_rest_from_the_load_balancer(scaled: ProgramRun) -> None:
+    cdn = scaled.one(DISTRIBUTION).inputs
+    origins = {o["originId"]: o for o in cdn["origins"]}
+    assert origins["load-balancer"]["domainName"] == "photofeed-alb-1234567890.us-east-1.elb.amazonaws.com"
+    assert origins["load-balancer"]["customOriginConfig"]["originProtocolPolicy"] == "http-only"
+    assert origins["assets"]["domainName"] == "photofeed-assets.s3.us-east-1.amazonaws.com"
+    assert origins["assets"]["originAccessControlId"] == "E1OAC2EXAMPLE3"
+    default = cdn["defaultCacheBehavior"]
+    assert default["targetOriginId"] == "load-balancer" and default["cachePolicyId"] == CACHING_DISABLED
+    assert default["originRequestPolicyId"] == ALL_VIEWER_AND_CLOUDFRONT_HEADERS
+    assert "POST" in default["allowedMethods"] and default["viewerProtocolPolicy"] == "redirect-to-https"
+    behaviors = {b["pathPattern"]: b for b in cdn["orderedCacheBehaviors"]}
+    assert sorted(behaviors) == ["/media/*", "/static/*"]
+    for behavior in behaviors.values():
+        assert behavior["targetOriginId"] == "assets" and behavior["cachePolicyId"] == CACHING_OPTIMIZED
+        assert behavior["viewerProtocolPolicy"] == "redirect-to-https"
+    assert behaviors["/media/*"]["responseHeadersPolicyId"] == "photofeed-uploads-headers-id"
+    assert cdn["viewerCertificate"]["cloudfrontDefaultCertificate"] is True
+    policy = json.loads(scaled.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    (allow,) = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"} and allow["Action"] == "s3:GetObject"
+    assert allow["Resource"] == ["arn:aws:s3:::photofeed-assets/static/*", "arn:aws:s3:::photofeed-assets/media/*"]
+    assert allow["Condition"] == {
+        "StringEquals": {"AWS:SourceArn": "arn:aws:cloudfront::123456789012:distribution/E2QWRUHAPOMQZL"}
+    }
+    (listener,) = scaled.of_type(LISTENER)
+    assert listener.inputs["port"] == 80 and listener.inputs["defaultActions"][0]["type"] == "forward"
+
+
+def test_domain_brings_certificates_https_and_the_records_to_create(with_domain: ProgramRun) -> None:
+    (certificate,) = with_domain.of_type("aws:acm/certificate:Certificate")  # us-east-1: one serves both
+    assert certificate.inputs["domainName"] == DOMAIN and certificate.inputs["validationMethod"] == "DNS"
+    listeners = {item.inputs["port"]: item.inputs for item in with_domain.of_type(LISTENER)}
+    assert listeners[80]["defaultActions"][0]["type"] == "redirect"
+    assert listeners[80]["defaultActions"][0]["redirect"]["protocol"] == "HTTPS"
+    assert listeners[443]["protocol"] == "HTTPS" and listeners[443]["defaultActions"][0]["type"] == "forward"
+    assert listeners[443]["certificateArn"] == "arn:aws:acm:us-east-1:123456789012:certificate/photofeed-cert"
+    cdn = with_domain.one(DISTRIBUTION).inputs
+    assert cdn["aliases"] == [DOMAIN]
+    assert cdn["viewerCertificate"]["acmCertificateArn"] == listeners[443]["certificateArn"]
+    origin = {o["originId"]: o for o in cdn["origins"]}["load-balancer"]
+    assert origin["customOriginConfig"]["originProtocolPolicy"] == "https-only"
+    assert sorted(r["fromPort"] for r in with_domain.named("photofeed-alb-sg").inputs["ingress"]) == [80, 443]
+    assert with_domain.outputs["url"] == f"https://{DOMAIN}"
+    assert with_domain.outputs["certificateValidationRecords"] == [
+        {
+            "name": f"_3b2a1f0e9d8c7b6a.{DOMAIN}.",
+            "type": "CNAME",
+            "value": "_0f1e2d3c4b5a6978.mhbtsbpdnt.acm-validations.aws.",
+        }
+    ]
+    env = with_domain.named("photofeed-env").inputs["value"]
+    assert f"DJANGO_CSRF_TRUSTED_ORIGINS='https://{DOMAIN},https://d111111abcdef8.cloudfront.net'" in env
+    assert f"DJANGO_MEDIA_DOMAIN='{DOMAIN}'" in env
+
+
+def test_outside_us_east_1_cloudfront_gets_its_own_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import mockrun
+
+    answer = mockrun.ProgramMocks.call
+
+    def in_ireland(self: mockrun.ProgramMocks, args: Any) -> dict[str, Any]:
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"id": "eu-west-1", "region": "eu-west-1", "name": "eu-west-1"}
+        return answer(self, args)
+
+    monkeypatch.setattr(mockrun.ProgramMocks, "call", in_ireland)
+    run = run_program(SCALED | {"domain": DOMAIN})
+    certificates = {c.name: c.inputs.get("region") for c in run.of_type("aws:acm/certificate:Certificate")}
+    assert certificates == {"photofeed-cert": None, "photofeed-cdn-cert": "us-east-1"}
+    cdn = run.one(DISTRIBUTION).inputs["viewerCertificate"]["acmCertificateArn"]
+    assert cdn == "arn:aws:acm:us-east-1:123456789012:certificate/photofeed-cdn-cert"
+    https = [item for item in run.of_type(LISTENER) if item.inputs["port"] == 443][0]
+    assert https.inputs["certificateArn"] == "arn:aws:acm:us-east-1:123456789012:certificate/photofeed-cert"
+    assert len(run.outputs["certificateValidationRecords"]) == 1, "the same record validates both"
+    assert run.one("aws:ec2/vpcEndpoint:VpcEndpoint").inputs["serviceName"] == "com.amazonaws.eu-west-1.s3"
+    assert "AWS_DEFAULT_REGION='eu-west-1'" in run.named("photofeed-env").inputs["value"]
+
+
+def test_outputs(scaled: ProgramRun) -> None:
+    outputs = scaled.outputs
+    assert outputs["url"] == "https://d111111abcdef8.cloudfront.net"
+    assert outputs["adminUrl"] == "https://d111111abcdef8.cloudfront.net/admin/"
+    assert outputs["loadBalancerDns"] == "photofeed-alb-1234567890.us-east-1.elb.amazonaws.com"
+    assert outputs["cdnDomain"] == "d111111abcdef8.cloudfront.net"
+    assert outputs["databaseEndpoint"] == "photofeed-db.c9akciq32.us-east-1.rds.amazonaws.com:5432"
+    assert outputs["mediaBucket"] == "photofeed-assets" and outputs["adminUser"] == "admin"
+    assert outputs["appServerGroup"].startswith("photofeed-app-")
+    assert re.fullmatch(r"[0-9a-f]{12}", outputs["releaseId"])
+    assert scaled.secret_outputs == {"adminPassword"}
+    assert "certificateValidationRecords" not in outputs
+
+
+def test_monthly_cost_at_the_defaults(scaled: ProgramRun) -> None:
+    # ALB $0.0225/h + 1 LCU $0.008/h + 2 public IPv4 $0.005/h; NAT $0.045/h + its IPv4; 2 × t2.micro $0.0116/h
+    # + 10 GB gp3 $0.08; db.t4g.micro $0.016/h + 20 GB gp3 $0.115; KMS key $1; CloudFront $0 base; 730 h.
+    expected = (0.0225 + 0.008 + 0.01) * 730 + (0.045 + 0.005) * 730 + 2 * (0.0116 * 730 + 0.8) + 0.016 * 730 + 2.3 + 1
+    assert scaled.outputs["monthlyCostUsd"] == pytest.approx(expected, abs=0.01) == 99.58
+    multi_az = run_program(SCALED | {"dbMultiAz": True, "appDesiredCapacity": 3})
+    extra = 0.016 * 730 + 2.3 + 0.0116 * 730 + 0.8
+    assert multi_az.outputs["monthlyCostUsd"] == pytest.approx(99.58 + extra, abs=0.01)
+    breakdown = monthly_cost_breakdown(
+        instance_type="t2.micro",
+        app_servers=2,
+        root_volume_gb=10,
+        db_instance_class="db.t4g.micro",
+        db_storage_gb=20,
+        db_multi_az=False,
+    )
+    assert round(breakdown["NAT gateway"], 2) == 36.50 and breakdown["CloudFront"] == 0
+
+
+def test_every_aws_resource_is_tagged(with_domain: ProgramRun) -> None:
+    untaggable = {
+        "aws:ec2/route:Route",
+        "aws:ec2/routeTableAssociation:RouteTableAssociation",
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "aws:s3/bucketVersioning:BucketVersioning",
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        "aws:s3/bucketPolicy:BucketPolicy",
+        "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+        "aws:iam/rolePolicy:RolePolicy",
+        "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+        "aws:iam/instanceProfile:InstanceProfile",
+        "aws:cloudfront/originAccessControl:OriginAccessControl",
+        "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy",
+        "aws:acm/certificateValidation:CertificateValidation",
+        "aws:lb/listener:Listener",
+        GROUP,  # the group's tags are a list (checked above)
+    }
+    for resource in with_domain.resources.values():
+        if resource.type.startswith("aws:") and resource.type not in untaggable:
+            tags = resource.inputs.get("tags") or {}
+            assert tags.get("Project") == "djangoship" and tags.get("Stack") == "dev", resource.name
+
+
+# --- the policy pack (policy/), on this profile's graph ---------------------------------------------------
+
+
+def policy_violations(resource: Registered, policy_name: str) -> list[str]:
+    sys.path.insert(0, str(ROOT / "policy"))
+    try:
+        import pulumi_policy
+        from google.protobuf import json_format, struct_pb2
+        from pulumi_policy.deserialize import deserialize_properties
+        from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResourceOptions
+        from pulumi_policy.proxy import unknown_checking_proxy
+
+        import djangoship_policies as pack  # the pack's folder is not a package
+    except ImportError as error:
+        skip_or_fail(f"the policy pack cannot be loaded: {error}")
+    finally:
+        sys.path.remove(str(ROOT / "policy"))
+    (policy,) = [p for p in pack.POLICIES if p.name == policy_name]
+    struct = struct_pb2.Struct()
+    struct.update(resource.inputs)
+    props = unknown_checking_proxy(deserialize_properties(json_format.MessageToDict(struct)))
+    opts = PolicyResourceOptions(False, resource.ignore_changes, None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
+    args = pulumi_policy.ResourceValidationArgs(resource.type, props, resource.urn, resource.name, opts, None, {}, {})
+    found: list[str] = []
+    policy.validate(args, lambda message, urn=None: found.append(message))
+    return found
+
+
+@pytest.mark.parametrize(
+    "policy_name",
+    [
+        "imdsv2-required",
+        "encrypted-volumes",
+        "no-secrets-in-user-data",
+        "allowed-instance-types",
+        "no-world-ssh-in-production",
+    ],
+)
+def test_scaled_graph_passes_the_policy_pack(policy_name: str, with_domain: ProgramRun) -> None:
+    for resource in with_domain.resources.values():
+        assert policy_violations(resource, policy_name) == [], resource.name
+
+
+def test_database_group_passes_the_no_database_ingress_policy_and_a_network_would_not(scaled: ProgramRun) -> None:
+    for group in scaled.of_type(SG):
+        assert policy_violations(group, "no-database-ingress") == [], group.name
+    # 5432 from the group only; the same port from the VPC's range is refused.
+    database = by_name(scaled, "photofeed-db-sg")
+    opened = Registered(
+        **(
+            vars(database)
+            | {
+                "inputs": database.inputs
+                | {"ingress": [database.inputs["ingress"][0] | {"securityGroups": [], "cidrBlocks": ["10.20.0.0/16"]}]}
+            }
+        )
+    )
+    assert policy_violations(opened, "no-database-ingress")
