@@ -178,7 +178,8 @@ def test_static_files_come_from_nginx_not_django(site):
     assert http_get(site.url + "/healthz")[0] == 200
 
 
-def test_admin_logs_in_with_the_generated_password(site):
+def admin_login(site) -> Browser:
+    """Log in to /admin/ with the stack's outputs adminUser and adminPassword; the browser keeps the session."""
     browser = Browser(site.url)
     token = browser.csrf("/admin/login/")
     form = urllib.parse.urlencode(
@@ -191,6 +192,11 @@ def test_admin_logs_in_with_the_generated_password(site):
     ).encode()
     status, headers, _ = browser.request("/admin/login/?next=/admin/", form, {"Referer": site.url + "/admin/login/"})
     assert status == 302 and headers["Location"] == "/admin/", status
+    return browser
+
+
+def test_admin_logs_in_with_the_generated_password(site):
+    browser = admin_login(site)
     status, _, page = browser.request("/admin/")
     assert status == 200 and b"Site administration" in page
 

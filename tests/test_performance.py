@@ -11,7 +11,7 @@ import re
 import urllib.parse
 
 import pytest
-from test_local_boot import APP, Browser, sh, upload_photo
+from test_local_boot import APP, admin_login, sh, upload_photo
 
 from tools.localup import http_get, local_site
 
@@ -115,18 +115,7 @@ def test_session_features_work_through_the_pooler(site):
 def test_admin_login_and_upload_work(site):
     media_url = upload_photo(site, "uploaded-through-the-pooler")
     assert http_get(site.url + media_url)[0] == 200
-    browser = Browser(site.url)
-    token = browser.csrf("/admin/login/")
-    form = urllib.parse.urlencode(
-        {
-            "csrfmiddlewaretoken": token,
-            "username": site.run.outputs["adminUser"],
-            "password": site.run.outputs["adminPassword"],
-            "next": "/admin/",
-        }
-    ).encode()
-    status, headers, _ = browser.request("/admin/login/?next=/admin/", form, {"Referer": site.url + "/admin/login/"})
-    assert status == 302 and headers["Location"] == "/admin/", status
+    browser = admin_login(site)
     status, _, page = browser.request("/admin/feed/photo/")
     assert status == 200 and b"uploaded-through-the-pooler" in page
 
