@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 
 from .catalog import INSTANCE_TYPES, default_workers, swap_mib
-from .settings import RESERVED_ENV, RESERVED_SUFFIXES, Settings
+from .settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 USER_DATA_LIMIT = 16384  # EC2 rejects larger user-data; beyond it the document is sent gzip-compressed
@@ -76,10 +76,6 @@ class HostPlan:
     @property
     def tls(self) -> bool:
         return bool(self.domain and self.tls_email)
-
-    @property
-    def server_names(self) -> list[str]:
-        return [self.domain] if self.domain else []
 
 
 def postgres_memory(memory_mib: int) -> dict[str, str]:
@@ -144,7 +140,7 @@ def pool_size(workers: int) -> int:
 
 
 def render(template: str, plan: HostPlan, **extra: object) -> str:
-    context = asdict(plan) | {"tls": plan.tls, "server_names": plan.server_names} | extra
+    context = asdict(plan) | {"tls": plan.tls} | extra
     return _environment.get_template(template).render(context)
 
 
@@ -208,11 +204,6 @@ def digest(*parts: str | bytes) -> str:
         hasher.update(part.encode() if isinstance(part, str) else part)
         hasher.update(b"\0")
     return hasher.hexdigest()[:16]
-
-
-def generated_env_names(prefix: str) -> list[str]:
-    """The variables the deployer itself writes; `app.env` may not override them."""
-    return sorted(RESERVED_ENV) + [prefix + name for name in RESERVED_SUFFIXES]
 
 
 def env_values(plan: HostPlan, *, secret_key: str, db_password: str, hosts: list[str]) -> dict[str, str]:

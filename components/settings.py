@@ -67,7 +67,6 @@ APP_DEFAULTS: dict[str, Any] = {
 }
 
 PROFILES = ("single", "scaled")
-SECRET_CAPABLE_KEYS = {"sshPrivateKey", "app"}
 GIT_URL = re.compile(r"^(https://|http://|git://|ssh://|git@[\w.-]+:)\S+$")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -78,7 +77,7 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # A value in the env file must mean the same to systemd (EnvironmentFile) and to a shell that sources it,
 # so it is written single-quoted: quotes, backslashes and newlines cannot be represented faithfully.
 UNSAFE_ENV_VALUE = re.compile(r"['\\\n\r]")
-# Written by the deployer itself (see host.generated_env_names); app.env may not override them.
+# Written by the deployer itself (see host.env_values); app.env may not override them.
 RESERVED_ENV = {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}
 RESERVED_SUFFIXES = (
     "SECRET_KEY",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -15,7 +16,7 @@ if str(ROOT) not in sys.path:
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def skip_or_fail(reason: str) -> None:
+def skip_or_fail(reason: str) -> NoReturn:
     """Skip a test that this machine cannot run — but in CI a skip would hide a broken set-up: fail."""
     if IN_CI:
         pytest.fail(f"CI=true and this test cannot run: {reason}")

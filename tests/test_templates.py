@@ -40,10 +40,11 @@ import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 import yaml
+from conftest import skip_or_fail
 
 from components.catalog import default_workers, swap_mib
 from components.host import (
@@ -63,7 +64,6 @@ from components.host import (
 from components.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent  # on sys.path through conftest.py
-IN_CI = os.environ.get("CI", "").lower() == "true"
 PUBLIC_IP = "203.0.113.10"  # tools.mockrun.MockState's Elastic IP: the same hosts as run_program renders
 DOMAIN = "www.example.com"
 
@@ -95,12 +95,6 @@ PROGRAM_CONFIGS = [("http", "ubuntu-24.04-t2.micro"), ("https", "domain-https"),
 # --------------------------------------------------------------------------------------------------------
 # Helpers: tools, rendering, parsing
 # --------------------------------------------------------------------------------------------------------
-
-
-def skip_or_fail(reason: str) -> NoReturn:
-    if IN_CI:
-        pytest.fail(f"CI=true and this test cannot run: {reason}")
-    pytest.skip(reason)
 
 
 def need(tool: str) -> str:
@@ -1222,7 +1216,7 @@ def test_renders_are_byte_identical(config_id: str) -> None:
 
 HASH_RENDERS = r"""
 import hashlib, json, sys
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]  # the project, and the tests' shared conftest
 from tests.test_templates import CONFIGS, everything_rendered
 from components.host import plan_host
 from components.settings import load_settings
