@@ -15,7 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ class WrkResult:
     socket_errors: int
     transfer_per_second: str
     raw: str
+    # CPU milliseconds per request by guest service, when the caller measured it (guest_cpu_seconds).
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 def _ms(text: str) -> float:
@@ -86,14 +88,23 @@ def wrk(
     threads: int = 2,
     headers: dict[str, str] | None = None,
     cpus: str | None = None,
+    netns_pid: int | None = None,
 ) -> WrkResult:
-    """`wrk --latency` from the host against a guest's URL, bounded by -d and a hard timeout."""
+    """`wrk --latency` against a guest's URL, bounded by -d and a hard timeout.
+
+    With `netns_pid` (a guest's init), the host's wrk runs inside that guest's network namespace, so
+    `http://127.0.0.1/…` is the guest's own loopback — how PERF-NOTES measured — while wrk itself stays a
+    host process (outside the guest's CPU pinning and cgroup)."""
     if not re.match(r"^http://(10\.|127\.)", url):
         raise ValueError(f"benchmarks only load a guest on the local bridge or loopback, not {url}")
+    if url.startswith("http://127.") and netns_pid is None:
+        raise ValueError("a loopback URL needs the guest's network namespace (netns_pid)")
     argv = [require("wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
     for key, value in (headers or {}).items():
         argv += ["-H", f"{key}: {value}"]
     argv.append(url)
+    if netns_pid is not None:
+        argv = ["nsenter", f"--net=/proc/{netns_pid}/ns/net", *argv]
     if cpus:
         argv = ["taskset", "-c", cpus, *argv]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
@@ -147,3 +158,28 @@ def seed_rows(guest: Any, count: int = 100) -> None:
 def pin_guest(guest: Any, cpus: str) -> None:
     """Every process of the guest (its systemd too, so services restarted later inherit it) on `cpus`."""
     gsh(guest, f'for p in /proc/[0-9]*; do taskset -a -p -c {cpus} "${{p#/proc/}}" > /dev/null 2>&1 || true; done')
+
+
+def guest_cpu_seconds(guest: Any) -> dict[str, float]:
+    """CPU seconds used so far by each service of the guest (cgroup v2 `cpu.stat`, read from the host).
+
+    Processes that come and go (a PostgreSQL backend forked per connection) are counted too, which
+    per-process sampling would miss. Keys: unit names without `.service`; PostgreSQL's cluster unit is
+    `postgresql`."""
+    init_cgroup = ""
+    for line in Path(f"/proc/{guest.init_pid}/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            init_cgroup = line[3:]
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[2] == "cgroup2"]
+    if not init_cgroup or not mounts:
+        return {}
+    # The guest's systemd lives in <its root>/init.scope; its services in <its root>/system.slice.
+    system_slice = Path(mounts[0] + str(Path(init_cgroup).parent)) / "system.slice"
+    usage: dict[str, float] = {}
+    for stat in [*system_slice.glob("*.service/cpu.stat"), *system_slice.glob("*/*.service/cpu.stat")]:
+        name = stat.parent.name.removesuffix(".service")
+        name = "postgresql" if name.startswith("postgresql@") else name
+        for line in stat.read_text().splitlines():
+            if line.startswith("usage_usec "):
+                usage[name] = usage.get(name, 0.0) + int(line.split()[1]) / 1e6
+    return usage

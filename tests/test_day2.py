@@ -143,6 +143,11 @@ def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
     before = live_release(site)
     instance = sh(site, "cat /var/lib/cloud/data/instance-id").strip()
     change_home_page(app, "v2")
+    # An unhashed static file that nginx has open (open_file_cache keeps it up to 60 s): the new release's
+    # copy must be served as soon as the release is live.
+    stylesheet = app / "feed" / "static" / "feed" / "site.css"
+    stylesheet.write_text(stylesheet.read_text() + "/* release:v2 */\n")
+    assert b"release:v2" not in http_get(site.url + "/static/feed/site.css")[2]
     with RequestLoop(site.url + "/") as loop:
         started = time.monotonic()
         steps = site.up()
@@ -155,6 +160,7 @@ def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
     assert "requirements unchanged: reusing" in deploy_output(site), "a one-line change must not reinstall packages"
     assert live_release(site) != before and sh(site, "cat /var/lib/cloud/data/instance-id").strip() == instance
     assert b"release:v2" in http_get(site.url + "/")[2]
+    assert http_get(site.url + "/static/feed/site.css")[2].endswith(b"/* release:v2 */\n")
 
 
 @pytest.mark.parametrize("breakage", ["import-error", "failing-migration"])
