@@ -199,6 +199,30 @@ def test_broken_release_fails_and_the_previous_keeps_serving(site, workdir, brea
     assert live_release(site) == good
 
 
+def test_requirement_without_a_wheel_brings_the_build_tools(site, workdir):
+    """The first boot installs no compiler; a requirement pip must build (psycopg2 is published for Linux as
+    source only) makes the deploy install the build tools once and retry, and the release goes live."""
+    _, app, _ = workdir
+    requirements = app / "requirements" / "prod.txt"
+    original = requirements.read_text()
+    assert sh(site, "command -v gcc || true").strip() == "", "first boot must not install a compiler"
+    before = live_release(site)
+    requirements.write_text(original + "psycopg2>=2.9,<3\n")
+    try:
+        steps = site.up()
+        assert [step.name for step in steps if step.ran] == [f"{APP}-upload", f"{APP}-deploy"]
+        assert "installing build tools and retrying" in deploy_output(site)
+        assert live_release(site) != before
+        sh(site, f"runuser -u {APP} -- /srv/{APP}/current/venv/bin/python -c 'import psycopg2'")
+        assert http_get(site.url + "/")[0] == 200
+    finally:
+        requirements.write_text(original)
+    site.up()
+    # Back to the very same code: the earlier release is still built, so it is switched to, not rebuilt.
+    assert "already built: switching to it without a rebuild" in deploy_output(site)
+    assert live_release(site) == before
+
+
 def test_rollback_without_rebuild(site, workdir):
     _, app, _ = workdir
     template = app / "feed" / "templates" / "feed" / "home.html"

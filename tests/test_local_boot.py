@@ -223,6 +223,9 @@ def test_services_enabled_and_active(site):
         assert sh(site, f"systemctl is-active {unit}").strip() == "active", unit
     for unit in ("nginx.service", "postgresql.service", "gunicorn.socket"):
         assert sh(site, f"systemctl is-enabled {unit}").strip() == "enabled", unit
+    # nginx keeps static files open (open_file_cache): its limit is lifted above systemd's default 1024.
+    limits = sh(site, "cat /proc/$(cat /run/nginx.pid)/limits")
+    assert re.search(r"Max open files\s+16384\s+16384", limits), limits
 
 
 def test_only_ssh_and_http_listen_on_the_network(site):
