@@ -14,53 +14,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from bench.common import APP, ROOT, header, median
 from localboot.network import bridge_network
-from tools.localup import http_get, local_site
-
-
-class Loop:
-    def __init__(self, url: str, clients: int):
-        self.url, self.ok, self.failed, self.errors = url, 0, 0, []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 300
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                status = http_get(self.url, timeout=30)[0]
-            except OSError as error:
-                status = repr(error)
-            with self.lock:
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.failed += 1
-                    self.errors.append(status)
-
-    def __enter__(self) -> Loop:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=60)
-
-
-def change(app: Path, marker: str) -> None:
-    template = app / "feed" / "templates" / "feed" / "home.html"
-    lines = [line for line in template.read_text().splitlines(keepends=True) if "<!-- release:" not in line]
-    at = next(i for i, line in enumerate(lines) if "{% block content %}" in line) + 1
-    lines.insert(at, f"<!-- release:{marker} -->\n")
-    template.write_text("".join(lines))
+from tools.localup import RequestLoop, change_home_page, http_get, local_site
 
 
 def main() -> None:
@@ -79,8 +38,8 @@ def main() -> None:
         with bridge_network() as network, local_site(network, "benchrd", {"app": {"source": str(app)}}) as site:
             rows = []
             for index in range(args.rounds):
-                change(app, f"r{index}")
-                with Loop(site.url + "/", args.clients) as loop:
+                change_home_page(app, f"r{index}")
+                with RequestLoop(site.url + "/", args.clients) as loop:
                     started = time.monotonic()
                     steps = site.up()
                     took = time.monotonic() - started

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_local_boot import APP, create_row, sh, upload_photo
 
-from tools.localup import http_get, local_site, wait_for_200
+from tools.localup import RequestLoop, change_home_page, http_get, local_site, wait_for_200
 from tools.replay import StepFailed
 
 pytestmark = pytest.mark.localboot
@@ -86,45 +85,6 @@ def site(network, workdir, s3):
             f"> /etc/{APP}/backup.local.conf",
         )
         yield live
-
-
-def change_home_page(app: Path, marker: str) -> None:
-    """A one-line change to the page's content block: a new release of the app."""
-    template = app / "feed" / "templates" / "feed" / "home.html"
-    lines = [line for line in template.read_text().splitlines(keepends=True) if "<!-- release:" not in line]
-    at = next(i for i, line in enumerate(lines) if "{% block content %}" in line) + 1
-    lines.insert(at, f"<!-- release:{marker} -->\n")
-    template.write_text("".join(lines))
-
-
-class RequestLoop:
-    """GET / as fast as one client can, until stopped (bounded: 300 s at most), counting failures."""
-
-    def __init__(self, url: str):
-        self.url, self.ok, self.failed, self.errors = url, 0, 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                status = http_get(self.url, timeout=30)[0]
-            except OSError as error:
-                status = repr(error)
-            if status == 200:
-                self.ok += 1
-            else:
-                self.failed += 1
-                self.errors.append(status)
-
-    def __enter__(self) -> RequestLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
 
 
 def live_release(site) -> str:

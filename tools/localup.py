@@ -14,6 +14,7 @@ import argparse
 import base64
 import contextlib
 import gzip
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -68,6 +69,50 @@ def wait_for_200(url: str, timeout: float = 60) -> float:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
         time.sleep(0.5)
+
+
+class RequestLoop:
+    """`clients` threads GET `url` back to back until stopped (each bounded: 300 s at most), counting anything
+    but a 200 as failed. Used around `up` to show a deploy drops no request."""
+
+    def __init__(self, url: str, clients: int = 1):
+        self.url, self.ok, self.failed, self.errors = url, 0, 0, []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status: int | str = http_get(self.url, timeout=30)[0]
+            except OSError as error:
+                status = repr(error)
+            with self._lock:
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append(status)
+
+    def __enter__(self) -> RequestLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def change_home_page(app: Path, marker: str) -> None:
+    """A one-line change to the example app's home page (`<!-- release:MARKER -->`): a new release of it."""
+    template = app / "feed" / "templates" / "feed" / "home.html"
+    lines = [line for line in template.read_text().splitlines(keepends=True) if "<!-- release:" not in line]
+    at = next(i for i, line in enumerate(lines) if "{% block content %}" in line) + 1
+    lines.insert(at, f"<!-- release:{marker} -->\n")
+    template.write_text("".join(lines))
 
 
 @dataclass
