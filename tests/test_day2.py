@@ -208,6 +208,67 @@ def test_rollback_without_rebuild(site, workdir):
     assert live_release(site) == first
 
 
+def test_rapid_activations_never_trip_the_start_limit(site):
+    """Ten activations back to back, alternating between two kept releases, under load: each one succeeds.
+    systemd's start limit (5 starts in 10 s by default) used to refuse the fifth and leave the site down."""
+    one, two = sh(site, f"cat /srv/{APP}/releases/.history").split()[-2:]
+    sequence = " ".join([one, two] * 5)
+    with RequestLoop(site.url + "/") as loop:
+        started = time.monotonic()
+        sh(site, f"for release in {sequence}; do {APP}-activate $release > /dev/null || exit 1; done")
+        took = time.monotonic() - started
+    print(f"\n[day 2] 10 activations in {took:.1f} s under load: {loop.ok} ok, {loop.failed} failed")
+    assert loop.failed == 0 and loop.ok > 0, loop.errors[:5]
+    assert sh(site, "systemctl is-active gunicorn.service gunicorn.socket").split() == ["active", "active"]
+    assert live_release(site) == two
+
+
+def make_crashing_release(site, release: str) -> None:
+    """A copy of the live release whose WSGI module raises at import: gunicorn's workers cannot boot, so the
+    master exits. (A deploy would refuse it earlier, at its import check; activate must not rely on that.)"""
+    releases = f"/srv/{APP}/releases"
+    sh(
+        site,
+        f'rm -rf {releases}/{release} && cp -a "$(readlink -f /srv/{APP}/current)" {releases}/{release} '
+        f"&& echo 'raise RuntimeError(\"broken at import\")' >> {releases}/{release}/{APP}/wsgi.py",
+    )
+
+
+def test_a_crashing_release_is_bounded_and_the_next_activation_recovers(site):
+    good = live_release(site)
+    broken = "0badc0de0000"
+    make_crashing_release(site, broken)
+
+    # Outside any activation (as if the live code crashed by itself): gunicorn retries, then gives up
+    # and shows as failed instead of spinning.
+    sh(site, f"ln -sfn /srv/{APP}/releases/{broken} /srv/{APP}/current; systemctl restart gunicorn.service || true")
+    deadline = time.monotonic() + 120
+    while sh(site, "systemctl is-failed gunicorn.service || true").strip() != "failed":
+        assert time.monotonic() < deadline, "a crash-looping gunicorn never stopped retrying"
+        time.sleep(1)
+    assert "gunicorn.service" in sh(site, "systemctl --failed --plain --no-legend")
+    restarts = int(sh(site, "systemctl show -p NRestarts --value gunicorn.service"))
+    assert 1 <= restarts <= 5, restarts
+    # The next good activation brings the site back, with no manual reset-failed.
+    sh(site, f"{APP}-activate {good}")
+    assert http_get(site.url + "/")[0] == 200
+
+    # Activating the crashing release fails fast with gunicorn's own error and goes back to the live one;
+    # a good activation right after succeeds.
+    make_crashing_release(site, broken)
+    started = time.monotonic()
+    result = site.guest.exec(["bash", "-c", f"{APP}-activate {broken}"], timeout=120)
+    took = time.monotonic() - started
+    stderr = result.stderr.decode()
+    assert result.returncode != 0
+    assert "broken at import" in stderr and f"going back to {good}" in stderr, stderr[-2000:]
+    assert took < 30, f"a release that cannot start was waited on for {took:.0f} s"
+    assert live_release(site) == good and http_get(site.url + "/")[0] == 200
+    other = next(r for r in reversed(sh(site, f"cat /srv/{APP}/releases/.history").split()) if r != good)
+    sh(site, f"{APP}-activate {other} && {APP}-activate {good}")
+    assert sh(site, "systemctl is-active gunicorn.service").strip() == "active"
+
+
 def test_old_releases_are_pruned(site, workdir):
     _, app, _ = workdir
     for n in range(4):
