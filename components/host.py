@@ -206,56 +206,6 @@ def digest(*parts: str | bytes) -> str:
     return hasher.hexdigest()[:16]
 
 
-def env_values(plan: HostPlan, *, secret_key: str, db_password: str, hosts: list[str]) -> dict[str, str]:
-    """The app's environment contract on one server, variable by variable (the scaled profile starts from
-    these too and points the database elsewhere)."""
-    prefix = plan.env_prefix
-    # With the pooler on, the app talks to PgBouncer (loopback TCP, which every driver and URL parser takes);
-    # PgBouncer holds the connections to PostgreSQL on 127.0.0.1:5432.
-    db_host, db_port = "127.0.0.1", str(plan.pooler_port) if plan.db_pooler else "5432"
-    return {
-        "DJANGO_SETTINGS_MODULE": plan.settings_module,
-        "DATABASE_URL": f"postgres://{plan.app}:{db_password}@{db_host}:{db_port}/{plan.app}",
-        f"{prefix}SECRET_KEY": secret_key,
-        f"{prefix}DB_NAME": plan.app,
-        f"{prefix}DB_USER": plan.app,
-        f"{prefix}DB_PASSWORD": db_password,
-        f"{prefix}DB_HOST": db_host,
-        f"{prefix}DB_PORT": db_port,
-        f"{prefix}ALLOWED_HOSTS": ",".join(hosts),
-        f"{prefix}CSRF_TRUSTED_ORIGINS": f"https://{plan.domain}" if plan.tls else "",
-        f"{prefix}STATIC_ROOT": plan.static_root,
-        f"{prefix}MEDIA_ROOT": plan.media_root,
-    }
-
-
-def format_env_file(values: dict[str, str], extra: dict[str, str]) -> str:
-    """KEY='value' lines that systemd (EnvironmentFile) and a shell read alike: the deployer's values, then
-    the app's own (`app.env`, which may not override the deployer's)."""
-    clash = sorted(set(values) & set(extra))
-    if clash:
-        raise ValueError(f"app.env may not set {', '.join(clash)}: the deployer writes them")
-    lines = [f"{key}='{value}'" for key, value in values.items()]
-    lines += [f"{key}='{extra[key]}'" for key in sorted(extra)]
-    for line in lines:
-        if "\n" in line or line.count("'") != 2 or "\\" in line:
-            raise ValueError(f"{line.split('=', 1)[0]}: value cannot be written safely to the env file")
-    return "\n".join(lines) + "\n"
-
-
-def render_env_file(
-    plan: HostPlan,
-    *,
-    secret_key: str,
-    db_password: str,
-    hosts: list[str],
-    extra: dict[str, str],
-) -> str:
-    """The app's environment file. Called inside an Output.apply with the secrets: the text stays in memory
-    and travels on stdin."""
-    return format_env_file(env_values(plan, secret_key=secret_key, db_password=db_password, hosts=hosts), extra)
-
-
 def site_hosts(plan: HostPlan, public_ip: str) -> list[str]:
     """Host names the site answers to (nginx server_name, Django ALLOWED_HOSTS): the domain, the address."""
     return [plan.domain, public_ip] if plan.domain else [public_ip]

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
+from .envcontract import single_server_env_file
 from .host import (
     HostPlan,
     as_root,
     digest,
     remote_script,
     render,
-    render_env_file,
     render_gunicorn_config,
     render_nginx_site,
     render_postgres_config,
@@ -103,7 +103,7 @@ class SiteProvisioner(pulumi.ComponentResource):
 
         configure_text = args.public_ip.apply(configure_script)
         env_file = pulumi.Output.all(args.secret_key, args.db_password, args.public_ip, args.app_env).apply(
-            lambda values: render_env_file(
+            lambda values: single_server_env_file(
                 plan,
                 secret_key=values[0],
                 db_password=values[1],

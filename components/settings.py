@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import envcontract
 from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES
+from .scaled.prices import DB_INSTANCE_CLASSES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,28 +71,10 @@ APP_DEFAULTS: dict[str, Any] = {
 PROFILES = ("single", "scaled")
 GIT_URL = re.compile(r"^(https://|http://|git://|ssh://|git@[\w.-]+:)\S+$")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 PY_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 BUCKET = re.compile(r"^(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# A value in the env file must mean the same to systemd (EnvironmentFile) and to a shell that sources it,
-# so it is written single-quoted: quotes, backslashes and newlines cannot be represented faithfully.
-UNSAFE_ENV_VALUE = re.compile(r"['\\\n\r]")
-# Written by the deployer itself (see host.env_values); app.env may not override them.
-RESERVED_ENV = {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}
-RESERVED_SUFFIXES = (
-    "SECRET_KEY",
-    "DB_NAME",
-    "DB_USER",
-    "DB_PASSWORD",
-    "DB_HOST",
-    "DB_PORT",
-    "ALLOWED_HOSTS",
-    "CSRF_TRUSTED_ORIGINS",
-    "STATIC_ROOT",
-    "MEDIA_ROOT",
-)
 
 
 class ConfigError(Exception):
@@ -317,6 +301,8 @@ def load_settings(
     db_instance_class = check.string("dbInstanceClass", value["dbInstanceClass"])
     if not re.fullmatch(r"db\.[a-z0-9]+\.[a-z0-9]+", db_instance_class):
         check.fail("dbInstanceClass", db_instance_class, "an RDS instance class such as db.t4g.micro")
+    elif profile == "scaled" and db_instance_class not in DB_INSTANCE_CLASSES:
+        check.fail("dbInstanceClass", db_instance_class, f"one of {', '.join(DB_INSTANCE_CLASSES)}")
     db_storage = check.integer("dbAllocatedStorageGb", value["dbAllocatedStorageGb"], 20, 65536)
     db_multi_az = check.boolean("dbMultiAz", value["dbMultiAz"])
     db_backup_days = check.integer("dbBackupRetentionDays", value["dbBackupRetentionDays"], 1, 35)
@@ -334,7 +320,7 @@ def load_settings(
     if not EMAIL.match(admin_email):
         check.fail("adminEmail", admin_email, "an e-mail address")
 
-    app = _load_app(check, value["app"], env_is_secret="app" in secret_keys)
+    app = _load_app(check, value["app"], profile, env_is_secret="app" in secret_keys)
 
     if check.problems:
         raise ConfigError(check.problems)
@@ -375,7 +361,7 @@ def load_settings(
     )
 
 
-def _load_app(check: _Checker, raw: Any, env_is_secret: bool) -> AppSettings:
+def _load_app(check: _Checker, raw: Any, profile: str, env_is_secret: bool) -> AppSettings:
     given = check.json_value("app", raw, dict)
     for key in sorted(set(given) - set(APP_DEFAULTS)):
         check.fail(f"app.{key}", given[key], f"unknown key; known keys are {', '.join(sorted(APP_DEFAULTS))}")
@@ -416,15 +402,16 @@ def _load_app(check: _Checker, raw: Any, env_is_secret: bool) -> AppSettings:
 
     env_raw = check.json_value("app.env", value["env"], dict)
     env: dict[str, str] = {}
+    reserved = envcontract.reserved_names(prefix, profile)
     for key, item in sorted(env_raw.items()):
-        if not ENV_NAME.match(key) or key in RESERVED_ENV or key in {prefix + name for name in RESERVED_SUFFIXES}:
+        if not envcontract.NAME.match(key) or key in reserved:
             check.fail(f"app.env.{key}", "…", "an upper-case variable name not set by the deployer itself")
             continue
         if isinstance(item, bool):
             item = "true" if item else "false"
         if isinstance(item, (int, float)):
             item = str(item)
-        if not isinstance(item, str) or UNSAFE_ENV_VALUE.search(item):
+        if not isinstance(item, str) or not envcontract.writable(item):
             # Never echo the value: it may be a secret.
             check.fail(f"app.env.{key}", "…", "a single-line string without quotes (') or backslashes")
             continue

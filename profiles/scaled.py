@@ -15,6 +15,7 @@ import pulumi_aws as aws
 
 from components.buckets import PrivateBucket, PrivateBucketArgs
 from components.catalog import INSTANCE_TYPES
+from components.envcontract import app_server_env_file
 from components.host import HostPlan, encode_user_data
 from components.release import Release
 from components.scaled.appservers import AppServers, AppServersArgs
@@ -24,9 +25,7 @@ from components.scaled.boot import (
     LIFECYCLE_HOOK,
     BootValues,
     artifact_key,
-    render_scaled_env_file,
     render_scaled_user_data,
-    scaled_env_names,
     scaled_plan,
 )
 from components.scaled.cdn import Cdn, CdnArgs
@@ -36,33 +35,18 @@ from components.scaled.firewalls import Firewalls, FirewallsArgs
 from components.scaled.identity import AppServerIdentity, AppServerIdentityArgs
 from components.scaled.loadbalancer import LoadBalancer, LoadBalancerArgs
 from components.scaled.network import Network, NetworkArgs
-from components.scaled.prices import DB_INSTANCE_CLASSES, monthly_cost_breakdown, monthly_cost_usd
+from components.scaled.prices import monthly_cost_breakdown, monthly_cost_usd
 from components.scaled.secretstore import SecretStore, SecretStoreArgs, parameter_names
 from components.secrets import AppSecrets
-from components.settings import ConfigError, Settings
+from components.settings import Settings
 from components.tagging import standard_tags
 
 VPC_CIDR = "10.20.0.0/16"
 CLOUDFRONT_CERTIFICATE_REGION = "us-east-1"  # CloudFront takes certificates from this region only
 
 
-def check(settings: Settings) -> None:
-    """What only this profile needs of the settings, checked before anything is declared."""
-    problems = []
-    if settings.db_instance_class not in DB_INSTANCE_CLASSES:
-        problems.append(
-            f"dbInstanceClass = {settings.db_instance_class!r} is invalid: one of {', '.join(DB_INSTANCE_CLASSES)}"
-        )
-    reserved = set(scaled_env_names(settings.app.env_prefix)) & set(settings.app.env)
-    for key in sorted(reserved):
-        problems.append(f"app.env.{key} = '…' is invalid: the scaled profile writes it itself")
-    if problems:
-        raise pulumi.RunError(str(ConfigError(problems)))
-
-
 def build(settings: Settings, release: Release) -> dict[str, Any]:
     """Declare the scaled-out site; returns the stack outputs."""
-    check(settings)
     # AWS names (load balancers, RDS, buckets) take hyphens, not underscores: photo_feed → photo-feed.
     name = settings.app.name.replace("_", "-")
     tags = standard_tags(settings.project, settings.stack, f"{settings.project}-{settings.stack}")
@@ -260,17 +244,16 @@ def app_environment(
     )
     return pulumi.Output.secret(
         values.apply(
-            lambda v: render_scaled_env_file(
+            lambda v: app_server_env_file(
                 plan,
                 secret_key=v[0],
                 db_password=v[1],
                 db_host=v[2],
                 db_port=v[3],
-                # Django answers for the site's name, CloudFront's, and the load balancer's (for operators).
-                hosts=list(dict.fromkeys([v[4], v[5], v[6]])),
-                csrf_origins=[f"https://{host}" for host in dict.fromkeys([v[4], v[5]])],
+                public_host=v[4],
+                cdn_domain=v[5],
+                balancer_dns=v[6],
                 media_bucket=v[7],
-                media_domain=v[4],
                 region=region,
                 extra=v[8],
             )

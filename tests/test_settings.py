@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.envcontract import reserved_names
 from components.settings import APP_DEFAULTS, DEFAULTS, ConfigError, load_settings
 from tools.mockrun import run_program
 
@@ -113,3 +114,34 @@ def test_readme_documents_every_key_with_its_default():
         assert f"`{key}`" in readme, f"README does not document {key}"
     for key in APP_DEFAULTS:
         assert f"`app.{key}`" in readme, f"README does not document app.{key}"
+
+
+# --- the env contract (components/envcontract.py): one list of names, refused in app.env at validation ---------
+
+
+@pytest.mark.parametrize("profile", ["single", "scaled"])
+def test_app_env_may_not_take_a_name_the_deployer_writes(profile):
+    for prefix in ("DJANGO_", "PLATZI_"):
+        names = reserved_names(prefix, profile)
+        app = {"envPrefix": prefix, "env": dict.fromkeys(names, "x")}
+        with pytest.raises(ConfigError) as caught:
+            load_settings({"profile": profile, "app": app}, project="p", stack="s")
+        named = {problem.split()[0] for problem in caught.value.problems}
+        assert named == {f"app.env.{name}" for name in names}, caught.value.problems
+
+
+def env_names(text: str) -> set[str]:
+    return {line.split("=", 1)[0] for line in text.splitlines()}
+
+
+def test_reserved_names_are_exactly_what_the_deployer_writes():
+    single = run_program({}).named("photofeed-configure").inputs["stdin"]
+    assert env_names(single) == reserved_names("DJANGO_", "single")
+    scaled = run_program({"profile": "scaled"}).named("photofeed-env").inputs["value"]
+    assert env_names(scaled) == reserved_names("DJANGO_", "scaled")
+
+
+def test_a_scaled_only_name_is_the_apps_own_on_one_server():
+    # The example app reads DJANGO_MEDIA_BUCKET to store uploads in S3: on one server that is the app's choice.
+    settings = load_settings({"app": {"env": {"DJANGO_MEDIA_BUCKET": "my-media"}}}, project="p", stack="s")
+    assert settings.app.env == {"DJANGO_MEDIA_BUCKET": "my-media"}

@@ -1343,12 +1343,12 @@ def test_pgbouncer_ini(config_id: str) -> None:
 
 
 def test_env_contract_points_at_the_pooler_when_on() -> None:
-    from components.host import render_env_file
+    from components.envcontract import single_server_env_file
 
     for pooler, port in ((True, "6432"), (False, "5432")):
         settings = load_settings({"dbPooler": pooler}, project="djangoship", stack="dev")
         plan = plan_host(settings)
-        env = render_env_file(plan, secret_key="k", db_password="pw", hosts=[PUBLIC_IP], extra={})
+        env = single_server_env_file(plan, secret_key="k", db_password="pw", hosts=[PUBLIC_IP], extra={})
         assert f"DJANGO_DB_PORT='{port}'" in env and "DJANGO_DB_HOST='127.0.0.1'" in env
         assert f"DATABASE_URL='postgres://photofeed:pw@127.0.0.1:{port}/photofeed'" in env
     assert load_settings({}, project="djangoship", stack="dev").db_pooler is True

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..host import HostPlan, digest, env_values, format_env_file, plan_host, render
+from ..envcontract import PG_SSLMODE
+from ..host import HostPlan, digest, plan_host, render
 from ..release import Release
 from ..settings import Settings
 
@@ -23,7 +24,6 @@ LIFECYCLE_HOOK = "release-installed"  # the Auto Scaling launch hook that the bo
 GATE_ENV = "DJANGOSHIP_RELEASE_ID"  # set by the boot script for the deploy; named literally in the templates
 RELEASE_TABLE = "djangoship_release"  # where the gate records migrated releases, in the app's database
 LOCK_WAIT_SECONDS = 1500  # a server waits this long for another's migrations (the hook allows 1800 s)
-PG_SSLMODE = "require"  # RDS for PostgreSQL ≥ 15 refuses unencrypted connections (rds.force_ssl)
 
 
 @dataclass(frozen=True)
@@ -146,42 +146,3 @@ def release_context(
         "deb_arch": deb_arch(arch),
         "vpc_cidr": vpc_cidr,
     }
-
-
-def scaled_env_names(prefix: str) -> list[str]:
-    """Variables the scaled profile writes beyond the single server's contract; `app.env` may not set them."""
-    return [f"{prefix}MEDIA_BUCKET", f"{prefix}MEDIA_DOMAIN", "AWS_DEFAULT_REGION"]
-
-
-def render_scaled_env_file(
-    plan: HostPlan,
-    *,
-    secret_key: str,
-    db_password: str,
-    db_host: str,
-    db_port: int | str,
-    hosts: list[str],
-    csrf_origins: list[str],
-    media_bucket: str,
-    media_domain: str,
-    region: str,
-    extra: dict[str, str],
-) -> str:
-    """The single server's environment contract, in the same form, pointing at RDS; plus where uploads go.
-
-    Built from `host.env_values` and `host.format_env_file` (so a variable added there reaches the app servers
-    too), with
-    the database's address, TLS to it, the CSRF origins of CloudFront and the domain, and the media bucket
-    that django-storages writes uploads to (docs/scaling-out.md). Called inside an Output.apply with the
-    secrets: the text goes only into the SecureString parameter."""
-    prefix = plan.env_prefix
-    values = env_values(plan, secret_key=secret_key, db_password=db_password, hosts=hosts)
-    user, name = values[f"{prefix}DB_USER"], values[f"{prefix}DB_NAME"]
-    values["DATABASE_URL"] = f"postgres://{user}:{db_password}@{db_host}:{db_port}/{name}?sslmode={PG_SSLMODE}"
-    values[f"{prefix}DB_HOST"] = db_host
-    values[f"{prefix}DB_PORT"] = str(db_port)
-    values[f"{prefix}CSRF_TRUSTED_ORIGINS"] = ",".join(csrf_origins)
-    values[f"{prefix}MEDIA_BUCKET"] = media_bucket
-    values[f"{prefix}MEDIA_DOMAIN"] = media_domain
-    values["AWS_DEFAULT_REGION"] = region
-    return format_env_file(values, extra)

@@ -1,0 +1,152 @@
+"""The app's environment contract: every variable the deployer writes, how each value is computed, and so
+which names `app.env` may not take. Pure functions, no Pulumi.
+
+One dict literal (`variables`) names them all, in the env file's order. It is read three ways: by the single
+server's configure step (`single_server_env_file`), by the scaled profile's SSM parameter
+(`app_server_env_file`), and by config validation (`reserved_names`), so an `app.env` entry that would clash
+with the deployer's own is a config error before anything is declared. The README's "environment contract"
+lists the same names (tests/test_settings.py keeps the two in step).
+
+Values are written single-quoted, one per line, so that systemd's EnvironmentFile and a shell that sources
+the file read them alike: a value may not hold a quote, a backslash or a line break.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: host.py imports settings.py, which imports this module
+    from .host import HostPlan
+
+NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")  # a variable name `app.env` may use (when not reserved)
+UNSAFE_VALUE = re.compile(r"['\\\n\r]")
+PG_SSLMODE = "require"  # RDS for PostgreSQL ≥ 15 refuses unencrypted connections (rds.force_ssl)
+
+
+@dataclass(frozen=True)
+class Site:
+    """What the values are computed from: where the app's database, names, folders and uploads are."""
+
+    app: str = ""  # the database's name and user, like the system user's
+    settings_module: str = ""
+    secret_key: str = ""
+    db_password: str = ""
+    db_host: str = ""
+    db_port: str = ""
+    db_options: str = ""  # the DATABASE_URL's query string, "" or "?sslmode=…"
+    hosts: tuple[str, ...] = ()  # host names Django answers for
+    csrf_origins: tuple[str, ...] = ()
+    static_root: str = ""
+    media_root: str = ""
+    media_bucket: str = ""  # scaled: where uploads go (django-storages)
+    media_domain: str = ""  # scaled: the name they are served under (CloudFront)
+    region: str = ""  # scaled: the bucket's and the parameters' region
+
+
+def variables(site: Site, prefix: str, profile: str) -> dict[str, str]:
+    """Every variable the deployer writes for a profile, in the env file's order (`prefix`: `app.envPrefix`)."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": site.settings_module,
+        "DATABASE_URL": f"postgres://{site.app}:{site.db_password}@{site.db_host}:{site.db_port}/{site.app}"
+        + site.db_options,
+        f"{prefix}SECRET_KEY": site.secret_key,
+        f"{prefix}DB_NAME": site.app,
+        f"{prefix}DB_USER": site.app,
+        f"{prefix}DB_PASSWORD": site.db_password,
+        f"{prefix}DB_HOST": site.db_host,
+        f"{prefix}DB_PORT": site.db_port,
+        f"{prefix}ALLOWED_HOSTS": ",".join(site.hosts),
+        f"{prefix}CSRF_TRUSTED_ORIGINS": ",".join(site.csrf_origins),
+        f"{prefix}STATIC_ROOT": site.static_root,
+        f"{prefix}MEDIA_ROOT": site.media_root,
+    }
+    if profile == "scaled":
+        # Uploads go to S3 and are served by CloudFront (docs/scaling-out.md); boto3 needs the region.
+        env[f"{prefix}MEDIA_BUCKET"] = site.media_bucket
+        env[f"{prefix}MEDIA_DOMAIN"] = site.media_domain
+        env["AWS_DEFAULT_REGION"] = site.region
+    return env
+
+
+def reserved_names(prefix: str, profile: str) -> frozenset[str]:
+    """The names the deployer writes for this profile: `app.env` may not set them. The names do not depend on
+    the values, so any Site gives them."""
+    return frozenset(variables(Site(), prefix, profile))
+
+
+def writable(value: str) -> bool:
+    """Whether a value can be written to the env file and read back the same by systemd and by a shell."""
+    return not UNSAFE_VALUE.search(value)
+
+
+def format_env_file(values: dict[str, str], extra: dict[str, str]) -> str:
+    """KEY='value' lines: the deployer's values, then the app's own (`app.env`, sorted; config validation
+    has kept them apart from the deployer's names and free of unsafe characters)."""
+    lines = [f"{name}='{value}'" for name, value in values.items()]
+    lines += [f"{name}='{extra[name]}'" for name in sorted(extra)]
+    for name, value in [*values.items(), *extra.items()]:
+        if not writable(value):
+            raise ValueError(f"{name}: value cannot be written safely to the env file")
+    return "\n".join(lines) + "\n"
+
+
+def _from_plan(plan: HostPlan) -> Site:
+    """The values that come from the host plan, the same on one server and on the app servers."""
+    return Site(
+        app=plan.app, settings_module=plan.settings_module, static_root=plan.static_root, media_root=plan.media_root
+    )
+
+
+def single_server_env_file(
+    plan: HostPlan, *, secret_key: str, db_password: str, hosts: list[str], extra: dict[str, str]
+) -> str:
+    """The env file on one server. Called inside an Output.apply with the secrets: the text stays in memory
+    and travels on stdin."""
+    # With the pooler on, the app talks to PgBouncer (loopback TCP, which every driver and URL parser takes);
+    # PgBouncer holds the connections to PostgreSQL on 127.0.0.1:5432.
+    site = dataclasses.replace(
+        _from_plan(plan),
+        secret_key=secret_key,
+        db_password=db_password,
+        db_host="127.0.0.1",
+        db_port=str(plan.pooler_port) if plan.db_pooler else "5432",
+        hosts=tuple(hosts),
+        csrf_origins=(f"https://{plan.domain}",) if plan.tls else (),
+    )
+    return format_env_file(variables(site, plan.env_prefix, "single"), extra)
+
+
+def app_server_env_file(
+    plan: HostPlan,
+    *,
+    secret_key: str,
+    db_password: str,
+    db_host: str,
+    db_port: int | str,
+    public_host: str,
+    cdn_domain: str,
+    balancer_dns: str,
+    media_bucket: str,
+    region: str,
+    extra: dict[str, str],
+) -> str:
+    """The scaled profile's env file: the same contract pointing at RDS (over TLS), plus where uploads go.
+    Called inside an Output.apply with the secrets: the text goes only into the SecureString parameter."""
+    site = dataclasses.replace(
+        _from_plan(plan),
+        secret_key=secret_key,
+        db_password=db_password,
+        db_host=db_host,
+        db_port=str(db_port),
+        db_options=f"?sslmode={PG_SSLMODE}",
+        # Django answers for the site's name, CloudFront's, and the load balancer's (for operators).
+        hosts=tuple(dict.fromkeys([public_host, cdn_domain, balancer_dns])),
+        csrf_origins=tuple(f"https://{host}" for host in dict.fromkeys([public_host, cdn_domain])),
+        media_bucket=media_bucket,
+        media_domain=public_host,
+        region=region,
+    )
+    return format_env_file(variables(site, plan.env_prefix, "scaled"), extra)
