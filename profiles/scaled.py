@@ -228,7 +228,7 @@ def app_environment(
     """The env file's text (secret): the single server's contract, pointing at RDS, plus the media bucket."""
     app_env = (
         pulumi.Output.secret(settings.app.env)
-        if settings.app.env_is_secret
+        if settings.app_env_is_secret
         else pulumi.Output.from_input(settings.app.env)
     )
     values = pulumi.Output.all(

@@ -64,7 +64,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     secrets = AppSecrets(name)
     app_env = (
         pulumi.Output.secret(settings.app.env)
-        if settings.app.env_is_secret
+        if settings.app_env_is_secret
         else pulumi.Output.from_input(settings.app.env)
     )
     SiteProvisioner(

@@ -25,7 +25,7 @@ from pulumi_policy.proxy import unknown_checking_proxy
 
 from components import catalog, release
 from components.host import encode_user_data
-from components.settings import APP_DEFAULTS, DEFAULTS
+from components.settings import APP_KEYS, KEYS
 from tools.mockrun import ProgramRun, Registered, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -398,8 +398,8 @@ def prod_example_config() -> dict[str, Any]:
 
 def test_prod_example_uses_known_keys_only():
     config = prod_example_config()
-    assert set(config) <= set(DEFAULTS)
-    assert set(config["app"]) <= set(APP_DEFAULTS)
+    assert set(config) <= {row.name for row in KEYS}
+    assert set(config["app"]) <= {row.name for row in APP_KEYS}
     assert config["ingressPorts"] == [22, 80] and config["sshAllowedCidrs"] == ["203.0.113.0/24"]
     assert config["app"]["source"].startswith("https://") and config["app"]["ref"]
 

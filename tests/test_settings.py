@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 import yaml
 
 from components.envcontract import reserved_names
-from components.settings import APP_DEFAULTS, DEFAULTS, ConfigError, load_settings
+from components.settings import APP_KEYS, KEYS, ConfigError, load_settings
+from tools import configdoc
 from tools.mockrun import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,21 +101,84 @@ def test_values_from_the_cli_arrive_as_text():
     assert settings.app.env_prefix == "PLATZI_"
 
 
-def test_pulumi_yaml_declares_every_key_with_the_same_default():
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    declared = project["config"]
-    assert set(declared) == set(DEFAULTS) - {"app"}, "every scalar/array key is declared in Pulumi.yaml"
-    for key, spec in declared.items():
-        assert spec["default"] == DEFAULTS[key], key
-        assert spec.get("description"), key
+# --- secrets: a problem never shows a value that may be one (issue 16, item 1) -------------------------------
+
+KEY_MATERIAL = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU"  # what a private key's text looks like
+BROKEN_APP = '{"env": {"TOKEN": "' + KEY_MATERIAL + '"}'  # a brace short
 
 
-def test_readme_documents_every_key_with_its_default():
-    readme = (ROOT / "README.md").read_text()
-    for key in DEFAULTS:
-        assert f"`{key}`" in readme, f"README does not document {key}"
-    for key in APP_DEFAULTS:
-        assert f"`app.{key}`" in readme, f"README does not document app.{key}"
+@pytest.mark.parametrize(
+    ("config", "secret_keys", "key"),
+    [
+        pytest.param({"sshPrivatekey": KEY_MATERIAL}, {"sshPrivatekey"}, "sshPrivatekey", id="misspelt-secret-key"),
+        pytest.param({"sshPrivatekey": KEY_MATERIAL}, set(), "sshPrivatekey", id="unknown-key"),
+        pytest.param({"app": {"envv": {"TOKEN": KEY_MATERIAL}}}, {"app"}, "app.envv", id="secret-app-unknown-key"),
+        pytest.param({"app": {"envv": {"TOKEN": KEY_MATERIAL}}}, set(), "app.envv", id="app-unknown-key"),
+        pytest.param({"app": BROKEN_APP}, {"app"}, "app", id="secret-malformed-json"),
+        pytest.param({"app": BROKEN_APP}, set(), "app", id="malformed-json"),
+        pytest.param({"sshAllowedCidrs": KEY_MATERIAL}, set(), "sshAllowedCidrs", id="malformed-json-list"),
+        pytest.param({"app": {"name": KEY_MATERIAL}}, {"app"}, "app.name", id="secret-app-bad-value"),
+        pytest.param({"domain": KEY_MATERIAL}, {"domain"}, "domain", id="secret-bad-value"),
+        pytest.param({"sshPrivateKey": 42}, {"sshPrivateKey"}, "sshPrivateKey", id="secret-wrong-type"),
+    ],
+)
+def test_problems_never_show_a_secret_an_unknown_key_or_malformed_json(config, secret_keys, key):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, project="p", stack="s", secret_keys=frozenset(secret_keys))
+    message = str(caught.value)
+    assert KEY_MATERIAL.lower() not in message.lower() and "42" not in message, message
+    assert re.search(rf"(^|\s){re.escape(key)}\b", message), message
+
+
+def test_a_misspelt_secret_key_fails_the_preview_without_its_value():
+    run = run_program({"sshPrivatekey": KEY_MATERIAL}, secret_keys=("sshPrivatekey",), expect_error=True)
+    assert "sshPrivatekey" in str(run.error) and KEY_MATERIAL not in str(run.error)
+
+
+# --- the table is the one home of a key: Pulumi.yaml and the README are held to it -----------------------------
+
+
+def test_pulumi_yaml_is_generated_from_the_table():
+    text = (ROOT / "Pulumi.yaml").read_text()
+    assert text == configdoc.render(text), "Pulumi.yaml differs from the table: run .venv/bin/python -m tools.configdoc"
+    declared = yaml.safe_load(text)["config"]
+    assert list(declared) == [row.name for row in KEYS if row.name != "app"]
+    for row in KEYS:
+        if row.name in declared:
+            assert declared[row.name]["default"] == row.default, row.name
+
+
+def readme_tables() -> list[list[tuple[str, str, str]]]:
+    """The README's configuration tables: (key, default, meaning) for each row."""
+    tables: list[list[tuple[str, str, str]]] = []
+    current: list[tuple[str, str, str]] | None = None
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line == "| key | default | meaning |":
+            current = []
+            tables.append(current)
+        elif current is not None and not line.startswith("|---"):
+            row = re.fullmatch(r"\| `([^`]+)` \| `(.*?)` \| (.*) \|", line)
+            if row is None:
+                current = None
+            else:
+                current.append((row[1], row[2], row[3]))
+    return tables
+
+
+def as_in_readme(value: object) -> str:
+    return value if isinstance(value, str) and value else json.dumps(value)
+
+
+@pytest.mark.parametrize(("index", "table", "prefix"), [(0, KEYS, ""), (1, APP_KEYS, "app.")], ids=["keys", "app"])
+def test_readme_has_each_keys_row_in_order_with_its_default_profile_and_secrecy(index, table, prefix):
+    documented = readme_tables()[index]
+    assert [name for name, _, _ in documented] == [prefix + row.name for row in table]
+    for (name, default, meaning), row in zip(documented, table, strict=True):
+        assert default == as_in_readme(row.default), f"{name}: README says {default}"
+        marked = meaning.split(":", 1)[0] if meaning.startswith(("single:", "scaled:")) else "both"
+        assert marked == row.profile, f"{name}: read by {row.profile!r}, the README says {marked!r}"
+        assert ("--secret" in meaning) == (row.secret != "no"), f"{name}: secret is {row.secret!r}"
+        assert ("--secret" in row.doc) == (row.secret != "no"), f"{name}: its doc, and so Pulumi.yaml"
 
 
 # --- the env contract (components/envcontract.py): one list of names, refused in app.env at validation ---------
@@ -145,3 +210,10 @@ def test_a_scaled_only_name_is_the_apps_own_on_one_server():
     # The example app reads DJANGO_MEDIA_BUCKET to store uploads in S3: on one server that is the app's choice.
     settings = load_settings({"app": {"env": {"DJANGO_MEDIA_BUCKET": "my-media"}}}, project="p", stack="s")
     assert settings.app.env == {"DJANGO_MEDIA_BUCKET": "my-media"}
+
+
+def test_readme_lists_every_variable_the_deployer_writes():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### The environment contract", 1)[1].split("\n## ", 1)[0]
+    for name in sorted(reserved_names("", "scaled")):
+        assert f"`{name}`" in section, f"README's environment contract does not list {name}"
