@@ -132,8 +132,8 @@ class Settings:
         one_of(INSTANCE_TYPES),
     )
     image: str = key(
-        "ubuntu-24.04",  # current Ubuntu LTS
-        "Operating system image, ubuntu-24.04, debian-12 or debian-13; the newest AMI is looked up once.",
+        "debian-13",  # Debian stable: the image the tests boot in full
+        "Operating system image, debian-13, debian-12 or ubuntu-24.04; the newest AMI is looked up once.",
         one_of(IMAGES),
         image_fits_instance_type,
     )

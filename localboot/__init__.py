@@ -10,7 +10,7 @@ Typical use (as root)::
     from localboot import boot_guest, bridge_network, ensure_rootfs, generate_ed25519_keypair
 
     private, public = generate_ed25519_keypair()
-    rootfs = ensure_rootfs("bookworm")
+    rootfs = ensure_rootfs("trixie")
     with bridge_network() as net, boot_guest(
         net, "web", b"#cloud-config\\npackages: [jq]\\n", {"public-keys": [public]},
         rootfs=rootfs, ssh_key=private,
@@ -32,9 +32,10 @@ from .guest import (
 from .keys import generate_ed25519_keypair
 from .network import BridgeNetwork, bridge_network, nft_table_name
 from .requirements import check_host
-from .rootfs import Mirrors, ensure_rootfs, host_mirrors, recipe_key
+from .rootfs import DEFAULT_RELEASE, Mirrors, ensure_rootfs, host_mirrors, recipe_key
 
 __all__ = [
+    "DEFAULT_RELEASE",
     "BridgeNetwork",
     "CommandError",
     "Guest",

@@ -45,7 +45,7 @@ import paramiko
 
 from ._util import CommandError, mounts_under, remove_tree, run, unmount_tree
 from .network import BridgeNetwork
-from .rootfs import DEFAULT_CACHE_ROOT, ensure_rootfs
+from .rootfs import DEFAULT_CACHE_ROOT, DEFAULT_RELEASE, ensure_rootfs
 
 REBOOT_EXIT_CODE = 133
 MAX_BOOTS = 50
@@ -208,7 +208,7 @@ class Guest:
         meta_data: Mapping[str, Any] | None = None,
         *,
         rootfs: Path | None = None,
-        release: str = "bookworm",
+        release: str = DEFAULT_RELEASE,
         binds: Sequence[tuple[str | os.PathLike[str], str]] = (),
         ssh_key: KeyLike | None = None,
         ip: str | None = None,

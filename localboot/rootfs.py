@@ -32,6 +32,8 @@ from ._util import CommandError, FileLock, remove_tree, run
 RECIPE_VERSION = 1
 
 DEFAULT_CACHE_ROOT = Path("/var/cache/localboot")
+#: Debian 13, the current stable: the program's default image (`debian-13`) is the one booted by default.
+DEFAULT_RELEASE = "trixie"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 
@@ -218,7 +220,7 @@ def _remove_stale_builds(cache_root: Path, key: str) -> None:
 
 
 def ensure_rootfs(
-    release: str = "bookworm",
+    release: str = DEFAULT_RELEASE,
     *,
     mirrors: Mirrors | None = None,
     cache_root: Path = DEFAULT_CACHE_ROOT,

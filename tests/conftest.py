@@ -28,6 +28,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="module")
+def release() -> str:
+    """The Debian release of a module's guests: the default image's (13); a module may override it."""
+    from localboot import DEFAULT_RELEASE
+
+    return DEFAULT_RELEASE
+
+
+@pytest.fixture(scope="module")
 def network():
     """The local guests' bridge and NAT, one per test module: each module leaves the host as it found it."""
     from localboot.requirements import check_host

@@ -73,10 +73,10 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(network, workdir, s3):
+def site(network, workdir, s3, release):
     _, app, data = workdir
     config = {"app": {"source": str(app)}, "backupBucket": BUCKET, "keepReleases": 3}
-    with local_site(network, "web3", config, binds=((str(data), "/data"),)) as live:
+    with local_site(network, "web3", config, release=release, binds=((str(data), "/data"),)) as live:
         endpoint, _ = s3
         # Where the real server uses its instance role against AWS, the guest uses moto.
         sh(
@@ -318,18 +318,32 @@ def test_backup_timer_is_scheduled(site):
     assert "03:30:00" in sh(site, f"systemctl show -p TimersCalendar --value {APP}-backup.timer")
 
 
-def test_replaced_server_finds_the_same_rows_and_files(network, site, workdir):
-    """A new guest (a new instance) given the same data folder (the same EBS volume)."""
+@pytest.fixture(scope="module")
+def replacement_release(release):
+    """The Debian release of the server that replaces web3: the same image (a module may change it)."""
+    return release
+
+
+@pytest.fixture(scope="module")
+def replacement(network, site, workdir, replacement_release):
+    """A new guest (a new instance) given the same data folder (the same EBS volume), once the old server has
+    stopped; yields it and the URL of an upload made on the old one just before."""
     _, _, data = workdir
     media_url = upload_photo(site, "survives-the-server")
     site.guest.stop()  # the old server is gone (its volume detached after a clean stop)
     config = {key: value for key, value in site.config.items() if key != "image"}
-    with local_site(network, "web4", config, binds=((str(data), "/data"),)) as replacement:
-        status, _, page = http_get(replacement.url + "/")
-        assert status == 200 and b"survives-the-server" in page and b"in-the-backup" in page
-        assert http_get(replacement.url + media_url)[0] == 200
-        print(f"\n[day 2] replacement server: first boot → 200 in {replacement.first_boot_seconds:.1f} s, same data")
-        # PostgreSQL's configuration is on the volume: it must come back after a reboot too.
-        replacement.guest.reboot_and_wait(timeout=180)
-        wait_for_200(replacement.url + "/healthz", timeout=60)
-        assert b"survives-the-server" in http_get(replacement.url + "/")[2]
+    with local_site(network, "web4", config, release=replacement_release, binds=((str(data), "/data"),)) as live:
+        seconds = live.first_boot_seconds
+        print(f"\n[day 2] replacement server ({replacement_release}): first boot → first 200 in {seconds:.1f} s")
+        yield live, media_url
+
+
+def test_replaced_server_finds_the_same_rows_and_files(replacement):
+    live, media_url = replacement
+    status, _, page = http_get(live.url + "/")
+    assert status == 200 and b"survives-the-server" in page and b"in-the-backup" in page
+    assert http_get(live.url + media_url)[0] == 200
+    # PostgreSQL's configuration is on the volume: it must come back after a reboot too.
+    live.guest.reboot_and_wait(timeout=180)
+    wait_for_200(live.url + "/healthz", timeout=60)
+    assert b"survives-the-server" in http_get(live.url + "/")[2]

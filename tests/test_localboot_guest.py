@@ -1,4 +1,4 @@
-"""Boots a real Debian 12 guest with localboot and checks what a deployer relies on:
+"""Boots a real Debian guest (the default release, 13) with localboot and checks what a deployer relies on:
 cloud-init runs the user-data and reports its outcome, SSH as ``admin`` with the key pair
 from the metadata, passwordless sudo, reboots, a host folder standing in for a data volume,
 and a teardown that leaves nothing behind on the host.
@@ -26,6 +26,7 @@ import paramiko
 import pytest
 
 from localboot import (
+    DEFAULT_RELEASE,
     BridgeNetwork,
     Guest,
     GuestError,
@@ -92,7 +93,7 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     _require_host()
-    rootfs = ensure_rootfs("bookworm")
+    rootfs = ensure_rootfs(DEFAULT_RELEASE)
     private_key, public_key = generate_ed25519_keypair("localboot-test")
     data_dir = tmp_path_factory.mktemp("data-volume")
     (data_dir / "from-host.txt").write_text("the host wrote this\n")

@@ -86,20 +86,26 @@ def test_instance_defaults_imdsv2_encryption_and_pinned_image(default_run):
     assert root["encrypted"] is True and root["volumeType"] == "gp3"
     # A newer AMI upstream must never replace the server; choosing another image on purpose must.
     assert "ami" in instance.ignore_changes and "userData" in instance.ignore_changes
-    assert instance.replacement_trigger == "ubuntu-24.04|"
+    assert instance.replacement_trigger == "debian-13|"
     args = ami_lookup(default_run)
-    assert args["owners"] == ["099720109477"]
-    assert "ubuntu-noble-24.04-amd64-server" in args["filters"][0]["values"][0]
+    assert args["owners"] == ["136693071363"]  # Debian's own account
+    assert args["filters"][0]["values"] == ["debian-13-amd64-*"]
+    assert all(step.inputs["connection"]["user"] == "admin" for step in default_run.steps())
 
 
-def test_debian_image_and_pinned_ami():
+def test_other_images_and_pinned_ami():
     run = run_program({"image": "debian-12", "instanceType": "t2.nano"})
     assert ami_lookup(run)["owners"] == ["136693071363"]
+    assert ami_lookup(run)["filters"][0]["values"] == ["debian-12-amd64-*"]
     assert all(step.inputs["connection"]["user"] == "admin" for step in run.steps())
+    ubuntu = run_program({"image": "ubuntu-24.04"})
+    assert ami_lookup(ubuntu)["owners"] == ["099720109477"]  # Canonical
+    assert "ubuntu-noble-24.04-amd64-server" in ami_lookup(ubuntu)["filters"][0]["values"][0]
+    assert all(step.inputs["connection"]["user"] == "ubuntu" for step in ubuntu.steps())
     pinned = run_program({"amiId": "ami-0abcdef1234567890"})
     assert pinned.one(INSTANCE).inputs["ami"] == "ami-0abcdef1234567890"
     assert not [token for token, _ in pinned.invokes if token == "aws:ec2/getAmi:getAmi"]
-    assert pinned.one(INSTANCE).replacement_trigger == "ubuntu-24.04|ami-0abcdef1234567890"
+    assert pinned.one(INSTANCE).replacement_trigger == "debian-13|ami-0abcdef1234567890"
 
 
 def test_every_aws_resource_is_tagged():
@@ -243,7 +249,7 @@ def test_outputs_and_their_secrecy(default_run):
     assert outputs["url"] == "http://203.0.113.10"
     assert outputs["adminUrl"] == "http://203.0.113.10/admin/"
     assert outputs["publicIp"] == "203.0.113.10"
-    assert outputs["sshCommand"] == "ssh -i photofeed-key.pem ubuntu@203.0.113.10"
+    assert outputs["sshCommand"] == "ssh -i photofeed-key.pem admin@203.0.113.10"
     assert {"adminPassword", "sshPrivateKey"} <= default_run.secret_outputs
     assert outputs["sshPrivateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     # t2.micro $0.0116/h + public IPv4 $0.005/h, 730 h; 10 GB root + 8 GB data, gp3 at $0.08

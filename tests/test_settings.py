@@ -86,8 +86,8 @@ def test_private_key_must_be_a_secret():
 
 def test_defaults_give_a_working_site():
     settings = load_settings({}, project="djangoship", stack="dev")
-    assert settings.instance_type == "t2.micro" and settings.image == "ubuntu-24.04"
-    assert settings.ssh_user == "ubuntu" and settings.generate_key
+    assert settings.instance_type == "t2.micro" and settings.image == "debian-13"
+    assert settings.ssh_user == "admin" and settings.generate_key
     assert settings.open_ports == [22, 80, 8000]
     assert settings.app.name == "photofeed" and Path(settings.app.source, "manage.py").is_file()
     assert settings.app.env_prefix == "DJANGO_" and settings.gunicorn_workers == 0

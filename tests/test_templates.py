@@ -68,9 +68,9 @@ PUBLIC_IP = "203.0.113.10"  # tools.mockrun.MockState's Elastic IP: the same hos
 DOMAIN = "www.example.com"
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "ubuntu-24.04-t2.micro": {},
+    "debian-13-t2.micro": {},  # the defaults
     "debian-12-t2.nano": {"image": "debian-12", "instanceType": "t2.nano"},
-    "debian-13": {"image": "debian-13"},
+    "ubuntu-24.04": {"image": "ubuntu-24.04"},
     "t3.medium-9-workers": {"instanceType": "t3.medium", "gunicornWorkers": 9},
     "domain-http": {"domain": DOMAIN},
     "domain-https": {"domain": DOMAIN, "tlsEmail": "ops@example.com"},
@@ -89,7 +89,7 @@ PROGRAMS: dict[str, dict[str, Any]] = {
     "nopooler": {"dbPooler": False},
 }
 # The programs whose config is also one of CONFIGS: (program, config id).
-PROGRAM_CONFIGS = [("http", "ubuntu-24.04-t2.micro"), ("https", "domain-https"), ("platzi", "platzi-prefix")]
+PROGRAM_CONFIGS = [("http", "debian-13-t2.micro"), ("https", "domain-https"), ("platzi", "platzi-prefix")]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -387,7 +387,7 @@ def test_user_data_passes_cloud_init_schema(config_id: str, tmp_path: Path, clou
 
 
 def test_top_level_key_check_catches_a_misspelt_module(cloud_init_keys: frozenset[str]) -> None:
-    text = user_data_for("ubuntu-24.04-t2.micro")
+    text = user_data_for("debian-13-t2.micro")
     assert "\npackages:\n" in text
     misspelt = text.replace("\npackages:\n", "\npakages:\n")
     assert unknown_top_level_keys(misspelt, cloud_init_keys) == ["pakages"]
@@ -403,7 +403,7 @@ def test_top_level_key_check_catches_a_misspelt_module(cloud_init_keys: frozense
 )
 def test_cloud_init_schema_catches_a_broken_document(breakage: tuple[str, str], tmp_path: Path) -> None:
     """The real document, broken in one place: the validator as called above must reject it."""
-    text = user_data_for("ubuntu-24.04-t2.micro")
+    text = user_data_for("debian-13-t2.micro")
     good, bad = breakage
     assert text.count(good) == 1
     result = cloud_init_schema(text.replace(good, bad), tmp_path)
@@ -459,7 +459,7 @@ def test_user_data_properties(config_id: str) -> None:
 
 
 def test_large_user_data_takes_the_gzip_path() -> None:
-    big = user_data_for("ubuntu-24.04-t2.micro") + "# padding\n" * 2000
+    big = user_data_for("debian-13-t2.micro") + "# padding\n" * 2000
     assert len(big.encode()) > USER_DATA_LIMIT
     encoded, gzipped = encode_user_data(big)
     assert gzipped
@@ -481,9 +481,10 @@ def _swap_block(config_id: str) -> str:
 @pytest.mark.parametrize(
     ("config_id", "container", "expect_swap"),
     [
-        ("ubuntu-24.04-t2.micro", False, True),
-        ("ubuntu-24.04-t2.micro", True, False),  # the local first-boot guest (systemd-nspawn)
+        ("debian-13-t2.micro", False, True),
+        ("debian-13-t2.micro", True, False),  # the local first-boot guest (systemd-nspawn)
         ("debian-12-t2.nano", False, True),
+        ("ubuntu-24.04", False, True),
         ("t3.medium-9-workers", False, False),  # 4 GiB: no swap wanted
     ],
 )
@@ -644,7 +645,7 @@ def test_nginx_accepts_the_site(config_id: str, variant: str, tmp_path: Path, re
     ],
 )
 def test_nginx_test_catches_a_broken_site(breakage: tuple[str, str], tmp_path: Path) -> None:
-    site = site_for("ubuntu-24.04-t2.micro", https=False)
+    site = site_for("debian-13-t2.micro", https=False)
     good, bad = breakage
     assert good in site
     assert nginx_test(tmp_path, site.replace(good, bad, 1)).returncode != 0
@@ -869,7 +870,7 @@ def live_site(folder: Path, config_id: str, https: bool) -> tuple[str, str]:
 
 
 def test_nginx_http_site_really_serves(live_dir: Path) -> None:
-    config_id = "ubuntu-24.04-t2.micro"
+    config_id = "debian-13-t2.micro"
     site, socket_path = live_site(live_dir, config_id, https=False)
     port = free_port()
     with running_nginx(live_dir, on_loopback(site, {"80": port}), port):
@@ -1004,7 +1005,7 @@ def test_systemd_verify_units(config_id: str, tmp_path: Path) -> None:
     ],
 )
 def test_systemd_verify_catches_a_broken_unit(breakage: tuple[str, str], tmp_path: Path) -> None:
-    units = gunicorn_units("ubuntu-24.04-t2.micro")
+    units = gunicorn_units("debian-13-t2.micro")
     good, bad = breakage
     assert good in units["gunicorn.service"]
     units["gunicorn.service"] = units["gunicorn.service"].replace(good, bad, 1)
@@ -1181,7 +1182,7 @@ def test_gunicorn_config_is_python_with_the_configured_workers(config_id: str) -
     assert namespace["workers"] == expected
     if config_id == "t3.medium-9-workers":
         assert namespace["workers"] == 9
-    if config_id == "ubuntu-24.04-t2.micro":
+    if config_id == "debian-13-t2.micro":
         assert namespace["workers"] == 3  # the seed tutorial's three
     assert namespace["wsgi_app"] == f"{plan.wsgi_module}:application"
     assert namespace["worker_class"] == "sync"
@@ -1356,7 +1357,7 @@ def test_env_contract_points_at_the_pooler_when_on() -> None:
 
 def test_configure_host_installs_the_pooler_only_when_on(sent: dict[str, Sent]) -> None:
     script = sent["http"].scripts["configure-host"]
-    assert heredoc(script, "PGBOUNCER_INI") == render_pgbouncer_config(plan_for("ubuntu-24.04-t2.micro"))
+    assert heredoc(script, "PGBOUNCER_INI") == render_pgbouncer_config(plan_for("debian-13-t2.micro"))
     # The auth file: root:postgres 0640, from a variable through bash builtins — no secret on a command line.
     assert (
         'install_file /etc/pgbouncer/userlist.txt 0640 root postgres < <(printf \'"%s" "%s"\\n\' '
@@ -1365,7 +1366,7 @@ def test_configure_host_installs_the_pooler_only_when_on(sent: dict[str, Sent]) 
     assert "install_file /etc/pgbouncer/pgbouncer.ini 0640 root postgres " in script
     off = sent["nopooler"].scripts["configure-host"]
     assert "PGBOUNCER_INI" not in off and "systemctl disable --now pgbouncer.service" in off
-    assert "pgbouncer" in user_data_doc("ubuntu-24.04-t2.micro")["packages"]
+    assert "pgbouncer" in user_data_doc("debian-13-t2.micro")["packages"]
 
 
 @pytest.mark.parametrize("config_id", CONFIGS)

@@ -1,6 +1,6 @@
 """Boot the program's exact first-boot document on a local Debian guest, then deploy with its own steps.
 
-    sudo .venv/bin/python -m tools.localup [--stack dev] [--release bookworm|trixie]
+    sudo .venv/bin/python -m tools.localup [--stack dev] [--release trixie|bookworm]
 
 Try the whole site before paying for EC2 (Linux, root): the program runs under Pulumi's mocks with the
 guest's address standing in for the Elastic IP; the guest (systemd-nspawn, see localboot/) is seeded with
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from localboot import Guest
+from localboot import DEFAULT_RELEASE, Guest
 from localboot.keys import generate_ed25519_keypair
 from localboot.network import BridgeNetwork, bridge_network
 from tools.mockrun import PROJECT, PROJECT_ROOT, MockState, ProgramRun, run_program
@@ -150,7 +150,7 @@ def local_site(
     name: str,
     config: dict[str, Any] | None = None,
     *,
-    release: str = "bookworm",
+    release: str = DEFAULT_RELEASE,
     binds: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[LocalSite]:
     """Boot a guest from the program's user-data, replay the program's steps, yield the live site."""
@@ -185,7 +185,7 @@ def stack_config(stack: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="dev", help="take the config from Pulumi.<stack>.yaml (default dev)")
-    parser.add_argument("--release", default="bookworm", choices=sorted(IMAGES), help="Debian release of the guest")
+    parser.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(IMAGES), help="Debian release of the guest")
     parser.add_argument(
         "--data", type=Path, help="a host folder to keep the guest's data in (stands in for the data volume)"
     )
