@@ -24,6 +24,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 APP = "photofeed"
 
+from localboot.rootfs import DEFAULT_RELEASE  # noqa: E402  (after the project is on sys.path)
+
 
 def machine() -> str:
     """One line naming this machine, for the figures."""
@@ -41,7 +43,7 @@ def machine() -> str:
                 distro = line.split("=", 1)[1].strip().strip('"')
     return (
         f"{os.cpu_count()} vCPU {cpu}, {mem_kib // 1024} MiB, {distro}, kernel {platform.release()}; "
-        f"guest Debian 12 (systemd-nspawn)"
+        f"guest Debian {DEFAULT_RELEASE} (systemd-nspawn)"
     )
 
 
