@@ -250,7 +250,7 @@ def test_every_store_is_encrypted(scaled: ProgramRun) -> None:
     assert versioning == {"photofeed-assets": "Enabled", "photofeed-artifacts": "Enabled"}
     devices = scaled.one(LAUNCH_TEMPLATE).inputs["blockDeviceMappings"]
     assert devices and all(d["ebs"]["encrypted"] == "true" and d["ebs"]["volumeType"] == "gp3" for d in devices)
-    assert devices[0]["deviceName"] == "/dev/sda1"  # Ubuntu's root device: the settings apply to the root volume
+    assert devices[0]["deviceName"] == "/dev/xvda"  # Debian's root device: the settings apply to the root volume
     for parameter in scaled.of_type(PARAMETER):
         assert parameter.inputs["type"] == "SecureString"
         assert (
@@ -739,7 +739,7 @@ def rendered(config_json: str) -> str:
 
 
 DOCUMENTS = {
-    "ubuntu-archive": SCALED,
+    "ubuntu-archive": SCALED | {"image": "ubuntu-24.04"},
     "debian-12-arm-git": SCALED
     | {
         "image": "debian-12",

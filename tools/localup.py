@@ -185,7 +185,9 @@ def stack_config(stack: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="dev", help="take the config from Pulumi.<stack>.yaml (default dev)")
-    parser.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(IMAGES), help="Debian release of the guest")
+    parser.add_argument(
+        "--release", default=DEFAULT_RELEASE, choices=sorted(IMAGES), help="Debian release of the guest"
+    )
     parser.add_argument(
         "--data", type=Path, help="a host folder to keep the guest's data in (stands in for the data volume)"
     )
