@@ -530,6 +530,85 @@ def test_firstboot_swap_logic(config_id: str, container: bool, expect_swap: bool
             assert "container detected (systemd-nspawn)" in result.stdout
 
 
+PG_UPGRADE_CASES = {
+    # (system, server installed, clusters on the volume) → what the script must do
+    "same-version": ("trixie", "17", ["17 main"], "nothing"),
+    "debian-12-volume-on-13": ("trixie", "17", ["15 main", "17 main"], "upgrade"),
+    "debian-13-volume-on-12": ("bookworm", "15", ["15 main", "17 main"], "refuse"),
+    "debian-12-volume-on-ubuntu": ("noble", "16", ["15 main", "16 main"], "refuse"),
+}
+
+
+@pytest.mark.parametrize("case", PG_UPGRADE_CASES)
+def test_pg_upgrade_decisions(case: str, tmp_path: Path) -> None:
+    """The real pg-upgrade script with stand-ins for PostgreSQL's and apt's commands and the system's files
+    under a temp dir: which clusters it upgrades, refuses or leaves alone, and in what order. (The real
+    upgrade, with data, is proven on guests: tests/test_debian12.py.)"""
+    codename, installed, clusters, expected = PG_UPGRADE_CASES[case]
+    plan = plan_for("debian-13-t2.micro")
+    script = written_files(user_data_doc("debian-13-t2.micro"))[f"/usr/local/sbin/{plan.app}-pg-upgrade"]["content"]
+    root = tmp_path / "root"
+    for path in ("/etc/os-release", "/usr/lib/postgresql", "/etc/postgresql", "/etc/apt", plan.backup_dir):
+        assert path in script, path
+        script = script.replace(path, f"{root}{path}")
+    (root / "etc/apt/sources.list.d").mkdir(parents=True)
+    (root / "etc/apt/preferences.d").mkdir()
+    (root / "etc/apt/sources.list.d/debian.sources").write_text(f"Suites: {codename} {codename}-updates\n")
+    (root / "etc/os-release").write_text(f'VERSION_CODENAME={codename}\nPRETTY_NAME="OS {codename}"\n')
+    server = root / f"usr/lib/postgresql/{installed}/bin/postgres"
+    server.parent.mkdir(parents=True)
+    server.write_text("")
+    server.chmod(0o755)
+    for cluster in clusters:
+        (root / "etc/postgresql" / cluster.replace(" ", "/")).mkdir(parents=True)
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log_call = f'echo "$(basename "$0") $*" >> {calls}\n'
+    stubs = {
+        "pg_lsclusters": "".join(f"echo '{c} 5432 online postgres /x /y'\n" for c in clusters),
+        "pg_conftool": "echo 5432\n",
+        # psql counting the databases of the package's empty cluster; pg_dumpall writing the dump.
+        "runuser": log_call + 'case "$*" in *psql*) echo 0 ;; *pg_dumpall*) echo "-- dump" ;; esac\n',
+    }
+    for name in ("pg_ctlcluster", "pg_dropcluster", "pg_upgradecluster", "apt-get"):
+        stubs[name] = log_call
+    for name, body in stubs.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    result = run(["bash", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    done = calls.read_text().splitlines() if calls.exists() else []
+    if expected == "nothing":
+        assert result.returncode == 0 and done == [], (result.stderr, done)
+    elif expected == "refuse":
+        old = next(c for c in clusters if not c.startswith(installed))
+        assert result.returncode == 1
+        assert f"holds a PostgreSQL {old.split()[0]} cluster" in result.stderr, result.stderr
+        assert "The data was not changed. Set `image` back" in result.stderr
+        # Only the package's own empty cluster went; the old one and apt were not touched.
+        assert not [call for call in done if old in call or call.startswith(("apt-get", "pg_upgradecluster"))]
+        assert f"pg_dropcluster --stop {installed} main" in done
+    else:
+        assert result.returncode == 0, result.stderr
+        order = [
+            "pg_dropcluster --stop 17 main",  # the empty cluster the package made
+            "apt-get install -y -qq --no-install-recommends postgresql-15",
+            "pg_ctlcluster 15 main start",
+            "pg_upgradecluster -m upgrade 15 main",  # after the dump
+            "pg_dropcluster --stop 15 main",
+            "apt-get purge -y -qq postgresql-15 postgresql-client-15",
+        ]
+        positions = [next(i for i, call in enumerate(done) if call.startswith(step)) for step in order]
+        assert positions == sorted(positions), done
+        dump = next(call for call in done if "pg_dumpall" in call)
+        assert positions[2] < done.index(dump) < positions[3]
+        (written,) = (root / plan.backup_dir.lstrip("/")).glob("pre-upgrade-postgresql-15-*.sql.gz")
+        assert gzip.decompress(written.read_bytes()) == b"-- dump\n"
+        # The old release's archive was there for the upgrade only.
+        assert sorted(p.name for p in (root / "etc/apt/sources.list.d").iterdir()) == ["debian.sources"]
+        assert not list((root / "etc/apt/preferences.d").iterdir())
+
+
 # --------------------------------------------------------------------------------------------------------
 # 3. nginx: `nginx -t` on every variant, the site's properties, and one real nginx on loopback
 # --------------------------------------------------------------------------------------------------------
@@ -1135,8 +1214,9 @@ def test_shellcheck_sent_script(script_id: str, sent: dict[str, Sent], tmp_path:
 
 @pytest.mark.parametrize("config_id", CONFIGS)
 def test_shellcheck_firstboot(config_id: str, tmp_path: Path) -> None:
-    script = written_files(user_data_doc(config_id))[f"/usr/local/sbin/{plan_for(config_id).app}-firstboot"]["content"]
-    check_shell(script, tmp_path)
+    files = written_files(user_data_doc(config_id))
+    for name in ("firstboot", "pg-upgrade"):
+        check_shell(files[f"/usr/local/sbin/{plan_for(config_id).app}-{name}"]["content"], tmp_path)
 
 
 def test_shellcheck_catches_a_broken_script(sent: dict[str, Sent], tmp_path: Path) -> None:
