@@ -75,6 +75,9 @@ def test_the_replacement_upgraded_postgresql_15_to_17(replacement):
     assert sh(live, "findmnt -no SOURCE /var/lib/postgresql").strip().endswith("/postgresql]"), "still on the volume"
     log = sh(live, "cat /var/log/cloud-init-output.log")
     assert "upgraded from PostgreSQL 15 to 17" in log, log[-3000:]
+    for line in log.splitlines():
+        if line.startswith(f"{APP}-pg-upgrade:"):
+            print(f"\n[debian 12 → 13] {line}", end="")
 
 
 def test_a_dump_of_the_old_cluster_was_taken_first(replacement):
