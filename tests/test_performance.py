@@ -17,7 +17,7 @@ from tools.localup import http_get, local_site
 
 pytestmark = pytest.mark.localboot
 POOLER_PORT = 6432
-ADMIN_CONSOLE = "runuser -u postgres -- psql -X -qAt -h /var/run/postgresql -p 6432 -U pgbouncer pgbouncer"
+ADMIN_CONSOLE = "runuser -u postgres -- psql -X -qA -P footer=off -h /var/run/postgresql -p 6432 -U pgbouncer pgbouncer"
 PSQL = "runuser -u postgres -- psql -X -qAt -d postgres"
 
 
@@ -31,6 +31,13 @@ def site(network):
 def env_values(site) -> dict[str, str]:
     text = sh(site, f"cat /etc/{APP}/env")
     return {key: value.strip("'") for key, value in (line.split("=", 1) for line in text.splitlines() if line)}
+
+
+def console(site, command: str) -> list[dict[str, str]]:
+    """The rows of a PgBouncer admin console command, by column name: the columns differ between versions
+    (1.23 added `replication` to SHOW SERVERS: Debian 13 has 1.24, Debian 12 1.18)."""
+    header, *lines = sh(site, f"{ADMIN_CONSOLE} -F '|' -c '{command}'").splitlines()
+    return [dict(zip(header.split("|"), line.split("|"), strict=True)) for line in lines if line]
 
 
 def manage(site, code: str) -> str:
@@ -53,15 +60,13 @@ def test_app_requests_are_served_through_pgbouncer(site):
     for _ in range(5):
         assert http_get(site.url + "/")[0] == 200
     # PgBouncer's own view: a pool for the app's database and role, with PostgreSQL connections in it.
-    pools = sh(site, f"{ADMIN_CONSOLE} -F '|' -c 'SHOW POOLS'")
-    rows = [line.split("|") for line in pools.splitlines()]
-    assert any(row[0] == APP and row[1] == APP for row in rows), pools
-    servers = sh(site, f"{ADMIN_CONSOLE} -F '|' -c 'SHOW SERVERS'")
-    assert servers.strip(), "PgBouncer holds no PostgreSQL connection after five page views"
+    pools = console(site, "SHOW POOLS")
+    assert any(row["database"] == APP and row["user"] == APP for row in pools), pools
+    servers = console(site, "SHOW SERVERS")
+    assert servers, "PgBouncer holds no PostgreSQL connection after five page views"
     # PostgreSQL's view: every connection of the app's role comes from PgBouncer's side of loopback
     # (its client port is one that PgBouncer lists as a server connection's local port).
-    # SHOW SERVERS columns: type, user, database, state, addr, port, local_addr, local_port, …
-    pgbouncer_ports = {int(line.split("|")[7]) for line in servers.splitlines() if line}
+    pgbouncer_ports = {int(row["local_port"]) for row in servers}
     backends = sh(
         site, f"{PSQL} -F '|' -c \"SELECT client_addr, client_port FROM pg_stat_activity WHERE usename = '{APP}'\""
     )
