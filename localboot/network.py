@@ -141,6 +141,13 @@ def _remove_leftovers(name: str, table: str) -> None:
         run(["ip", "link", "delete", name, "type", "bridge"])
 
 
+def _restore_ip_forward(name: str, previous: str) -> None:
+    """Put ip_forward back — unless another localboot bridge (another run, on another bridge) still uses it."""
+    others = [link.name for link in Path("/sys/class/net").iterdir() if link.name != name and _is_our_bridge(link.name)]
+    if not others:
+        IP_FORWARD.write_text(previous + "\n")
+
+
 def _state_file(name: str) -> Path:
     return STATE_DIR / f"net-{name}.ip_forward"
 
@@ -175,7 +182,7 @@ def bridge_network(name: str = "lbr0", cidr: str = "10.77.0.1/24", lock_wait: fl
 
         previous = _original_ip_forward(name)
         undo.callback(_state_file(name).unlink, missing_ok=True)
-        undo.callback(IP_FORWARD.write_text, previous + "\n")
+        undo.callback(_restore_ip_forward, name, previous)
 
         undo.callback(_remove_leftovers, name, table)
         run(["ip", "link", "add", name, "type", "bridge"])

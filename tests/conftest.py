@@ -46,5 +46,7 @@ def network():
     from localboot.network import bridge_network
 
     # Another run on this machine (a benchmark, a second pytest) may hold the bridge: wait for it, bounded.
-    with bridge_network(lock_wait=1800) as net:
+    # LOCALBOOT_BRIDGE=NAME,CIDR (e.g. lbr1,10.78.0.1/24) gives a second run on this machine its own bridge.
+    name, cidr = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
+    with bridge_network(name, cidr, lock_wait=1800) as net:
         yield net
