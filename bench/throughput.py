@@ -18,8 +18,12 @@ Beside each figure: the CPU each service of the guest spent per request (cgroup 
       seed            — the tutorial's literal set-up: nginx proxy_pass to 127.0.0.1:8000, gunicorn
                         --workers 3 (sync), no upstream keepalive, no gzip of proxied pages, CONN_MAX_AGE=0,
                         PostgreSQL direct;
-      ours            — this project's settings as deployed (PgBouncer on, the app's CONN_MAX_AGE=0);
-      ours-nopool     — this project's settings with dbPooler=false (CONN_MAX_AGE=0: a backend per request);
+      ours            — this project's settings as deployed: PgBouncer on, the app's CONN_MAX_AGE=0 raised to
+                        persistent connections by the deployer's settings overlay;
+      ours-conn0      — the same with the overlay's database group turned off (DJANGOSHIP_KEEP=database):
+                        the app's CONN_MAX_AGE=0 through PgBouncer, a pooled login per request;
+      ours-nopool     — this project's settings with dbPooler=false (persistent connections straight to
+                        PostgreSQL);
       ours-persistent — this project's settings with app.env DJANGO_CONN_MAX_AGE=60 (through PgBouncer): the
                         ceiling for anything a pooler can do, as no connection is opened at all;
     on both cores, then with every process of the guest pinned to one core (≈ a t2's single vCPU; wrk on
@@ -54,7 +58,9 @@ from bench.common import (
 from localboot.network import bridge_network
 from tools.localup import http_get, local_site
 
-STATIC_ROOT = f"/srv/{APP}/current/static"
+STATIC_ROOT = f"/srv/{APP}/current/.djangoship-static"
+# The deployer's settings overlay and WSGI wrapper (components/host.py): "ours" runs through them.
+DEPLOYER_PYTHONPATH = f"/usr/local/lib/{APP}/python"
 # Outside /tmp and /var/tmp: the deployed gunicorn.service has PrivateTmp.
 OVERLAY = "/opt/bench"
 PAGES = {"home": "/", "latest": "/bench/latest/"}
@@ -102,10 +108,12 @@ from django.core.wsgi import get_wsgi_application
 application = get_wsgi_application()
 """
 # The overlay: the app's settings, plus two URLs (the serve view and the `latest` page) and a template folder.
+# The seed runs the app's own settings; ours the deployer's overlay of them, as deployed.
 OVERLAY_SETTINGS = f"""from photofeed.settings import *  # noqa: F403
 ROOT_URLCONF = "benchurls"
 TEMPLATES = [{{**TEMPLATES[0], "DIRS": [*TEMPLATES[0]["DIRS"], "{OVERLAY}/templates"]}}]  # noqa: F405
 """
+OURS_SETTINGS = OVERLAY_SETTINGS.replace("from photofeed.settings import", "from djangoship_settings import")
 OVERLAY_URLS = f"""from django.shortcuts import render
 from django.urls import path, re_path
 from django.views.static import serve
@@ -131,8 +139,9 @@ OVERLAY_TEMPLATE = """<!doctype html>
 {% endfor %}</ul></body></html>
 """
 OVERLAY_ENV = f"DJANGO_SETTINGS_MODULE=benchsettings\nPYTHONPATH={OVERLAY}\n"
+OURS_ENV = f"DJANGO_SETTINGS_MODULE=benchours\nPYTHONPATH={OVERLAY}:{DEPLOYER_PYTHONPATH}\n"
 # A drop-in for the deployed unit: a second EnvironmentFile, read after the deployer's, wins.
-OVERLAY_DROPIN = f"[Service]\nEnvironmentFile={OVERLAY}/overlay.env\n"
+OVERLAY_DROPIN = f"[Service]\nEnvironmentFile={OVERLAY}/ours.env\n"
 DJANGO_STATIC_SITE = """server {
     listen 8080;
     server_name _;
@@ -176,6 +185,8 @@ class Bench:
         write_file(self.guest, f"{OVERLAY}/benchurls.py", OVERLAY_URLS)
         write_file(self.guest, f"{OVERLAY}/templates/bench/latest.html", OVERLAY_TEMPLATE)
         write_file(self.guest, f"{OVERLAY}/overlay.env", OVERLAY_ENV)
+        write_file(self.guest, f"{OVERLAY}/benchours.py", OURS_SETTINGS)
+        write_file(self.guest, f"{OVERLAY}/ours.env", OURS_ENV)
         write_file(self.guest, "/etc/systemd/system/gunicorn.service.d/bench-overlay.conf", OVERLAY_DROPIN)
         write_file(self.guest, "/etc/nginx/sites-enabled/bench-django-static.conf", DJANGO_STATIC_SITE)
         gsh(
@@ -225,6 +236,8 @@ class Bench:
                 config["dbPooler"] = False
             if variant == "ours-persistent":
                 config["app"] = {**config.get("app", {}), "env": {"DJANGO_CONN_MAX_AGE": "60"}}
+            if variant == "ours-conn0":
+                config["app"] = {**config.get("app", {}), "env": {"DJANGOSHIP_KEEP": "database"}}
             ran = [step.name for step in self.site.up(config) if step.ran]
             assert all(name.endswith("configure") for name in ran), ran
         self.current = variant
@@ -324,7 +337,7 @@ def main() -> None:
         if args.static_only:
             return
 
-        variants = ["seed", "ours", "ours-nopool", "ours-persistent"]
+        variants = ["seed", "ours", "ours-conn0", "ours-nopool", "ours-persistent"]
         for mode in ("2 cores", "1 core"):
             if mode == "1 core":
                 pin_guest(site.guest, "0")

@@ -48,6 +48,7 @@ class Image:
     owner: str  # the publisher's AWS account: only its images are ever considered
     name_pattern: str  # {arch} is amd64 or arm64 in the publisher's naming
     ssh_user: str
+    python: str  # the distribution's python3 (an app needing another gets a uv-managed CPython; appshape.py)
     architectures: tuple[str, ...] = ("x86_64", "arm64")
 
     def name_for(self, arch: str) -> str:
@@ -55,9 +56,11 @@ class Image:
 
 
 IMAGES: dict[str, Image] = {
-    "ubuntu-24.04": Image("099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*", "ubuntu"),
-    "debian-12": Image("136693071363", "debian-12-{arch}-*", "admin"),
-    "debian-13": Image("136693071363", "debian-13-{arch}-*", "admin"),
+    "ubuntu-24.04": Image(
+        "099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*", "ubuntu", "3.12.3"
+    ),
+    "debian-12": Image("136693071363", "debian-12-{arch}-*", "admin", "3.11.2"),
+    "debian-13": Image("136693071363", "debian-13-{arch}-*", "admin", "3.13.5"),
 }
 
 

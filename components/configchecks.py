@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import envcontract
+from .appshape import plan_python
 from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES
 from .configtable import Given
 from .scaled.prices import DB_INSTANCE_CLASSES
@@ -177,3 +178,32 @@ def app_environment(env: dict[str, Any], given: Given) -> dict[str, str]:
             continue
         accepted[name] = value
     return accepted
+
+
+APT_PACKAGE = r"[a-z0-9][a-z0-9+.-]{1,62}"  # Debian policy's package names
+_MANAGE_COMMAND = re.compile(r"[a-z_][a-z0-9_]{0,60}")
+_MANAGE_ARGUMENT = re.compile(r"[\w=.,:/@-]{1,200}")  # no quotes, spaces or shell syntax
+
+
+def manage_command(command: str, given: Given) -> str:
+    """A manage.py command and its arguments, each word safe to pass as one shell word."""
+    words = command.split()
+    if not words or not _MANAGE_COMMAND.fullmatch(words[0]) or not all(map(_MANAGE_ARGUMENT.fullmatch, words[1:])):
+        given.fail(
+            "a manage.py command and its arguments, such as compress or 'compilemessages --ignore=venv' "
+            "(letters, digits and -_=.,:/@ only)",
+            command,
+        )
+    return " ".join(words)
+
+
+def python_available(python: str, given: Given) -> str:
+    """The Python the app needs (this key, else what the app's files say) must be the image's or one that uv
+    can install: decided at preview. A git source is read only on the server: there, only this key counts."""
+    source, image = given.value_of("app.source"), given.value_of("image")
+    folder = None if GIT_URL.match(source) else Path(source)
+    try:
+        plan_python(folder, python, image, IMAGES[image].python)
+    except ValueError as error:
+        given.fail(str(error), python or source, key="app.python" if python else "app.source")
+    return python

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # only for annotations: host.py imports settings.py, which im
 NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")  # a variable name `app.env` may use (when not reserved)
 UNSAFE_VALUE = re.compile(r"['\\\n\r]")
 PG_SSLMODE = "require"  # RDS for PostgreSQL ≥ 15 refuses unencrypted connections (rds.force_ssl)
+# DJANGO_SETTINGS_MODULE: the deployer's overlay (cloud-init/python/), which imports the app's own module.
+SETTINGS_OVERLAY = "djangoship_settings"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class Site:
     """What the values are computed from: where the app's database, names, folders and uploads are."""
 
     app: str = ""  # the database's name and user, like the system user's
-    settings_module: str = ""
+    settings_module: str = ""  # the deployer's overlay (SETTINGS_OVERLAY)
+    python_path: str = ""  # where the overlay and the WSGI wrapper are
     secret_key: str = ""
     db_password: str = ""
     db_host: str = ""
@@ -50,6 +53,7 @@ def variables(site: Site, prefix: str, profile: str) -> dict[str, str]:
     """Every variable the deployer writes for a profile, in the env file's order (`prefix`: `app.envPrefix`)."""
     env = {
         "DJANGO_SETTINGS_MODULE": site.settings_module,
+        "PYTHONPATH": site.python_path,
         "DATABASE_URL": f"postgres://{site.app}:{site.db_password}@{site.db_host}:{site.db_port}/{site.app}"
         + site.db_options,
         f"{prefix}SECRET_KEY": site.secret_key,
@@ -96,7 +100,11 @@ def format_env_file(values: dict[str, str], extra: dict[str, str]) -> str:
 def _from_plan(plan: HostPlan) -> Site:
     """The values that come from the host plan, the same on one server and on the app servers."""
     return Site(
-        app=plan.app, settings_module=plan.settings_module, static_root=plan.static_root, media_root=plan.media_root
+        app=plan.app,
+        settings_module=SETTINGS_OVERLAY,
+        python_path=plan.python_dir,
+        static_root=plan.static_root,
+        media_root=plan.media_root,
     )
 
 

@@ -17,10 +17,21 @@ from pathlib import Path
 
 import jinja2
 
-from .catalog import INSTANCE_TYPES, default_workers, swap_mib
+from .appshape import PythonPlan, plan_python
+from .catalog import IMAGES, INSTANCE_TYPES, default_workers, swap_mib
+from .envcontract import SETTINGS_OVERLAY
 from .settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
+# The deployer's Python modules on the app's PYTHONPATH: DJANGO_SETTINGS_MODULE and gunicorn's app point here.
+WSGI_WRAPPER = "djangoship_wsgi"
+HEALTH_PATH = "/healthz"  # answered by the WSGI wrapper for any app (the scaled load balancer checks it too)
+# In each release, the link to its static folder; nginx serves current/<this>, so one switch moves both.
+STATIC_LINK = ".djangoship-static"
+GUNICORN_VERSION = "27.0.1"  # added to an app whose dependencies have no gunicorn; the app's own pin wins
+UV_VERSION = "0.13.8"  # from PyPI, for uv projects and for Pythons the image lacks
+POETRY_VERSION = "2.5.1"  # from PyPI, for poetry projects
+CONN_MAX_AGE = 600  # persistent database connections (s) for an app that leaves Django's 0
 USER_DATA_LIMIT = 16384  # EC2 rejects larger user-data; beyond it the document is sent gzip-compressed
 
 _environment = jinja2.Environment(
@@ -34,6 +45,21 @@ _environment = jinja2.Environment(
 _environment.filters["shq"] = lambda value: shlex.quote(str(value))
 
 
+def _without_comment_lines(text: str) -> str:
+    """Whole-line `#` comments dropped (not `#!` lines nor shellcheck directives): for copies of scripts
+    and modules inside a document that must stay within EC2's 16 KiB of user-data. Only for text whose
+    lines starting with `#` are comments (shell and Python, no here-documents holding such lines)."""
+    kept = [
+        line
+        for line in text.splitlines(keepends=True)
+        if not line.lstrip().startswith("#") or line.startswith("#!") or "shellcheck" in line
+    ]
+    return "".join(kept)
+
+
+_environment.filters["without_comment_lines"] = _without_comment_lines
+
+
 @dataclass(frozen=True)
 class HostPlan:
     """Every value a host template may use. Derived from Settings only, so it is known at preview."""
@@ -42,7 +68,7 @@ class HostPlan:
     ssh_user: str
     wsgi_module: str
     settings_module: str
-    requirements: str
+    requirements: str  # "" = detected by the deploy (uv.lock, poetry.lock, a requirements file)
     env_prefix: str
     memory_mib: int
     vcpus: int
@@ -72,10 +98,28 @@ class HostPlan:
     db_pooler: bool = True
     pooler_port: int = 6432
     pool_size: int = 5  # server connections per database/user pair: one per sync worker + management commands
+    # How the app is built and checked (README, "Deploying your own project").
+    health_path: str = HEALTH_PATH  # answered by the deployer's WSGI wrapper through Django's database connection
+    app_health_path: str = ""  # app.healthPath: the app's own health view, probed instead of its front page
+    python_request: str = ""  # "" = the image's python3; else a CPython minor that uv installs on the server
+    packages: tuple[str, ...] = ()  # app.packages, installed with apt before the virtualenv is built
+    release_commands: tuple[tuple[str, ...], ...] = ()  # app.releaseCommands, manage.py commands per release
+    gunicorn_version: str = GUNICORN_VERSION
+    uv_version: str = UV_VERSION
+    poetry_version: str = POETRY_VERSION
+    conn_max_age: int = CONN_MAX_AGE
+    python_dir: str = ""  # the settings overlay and WSGI wrapper, on the app's PYTHONPATH
+    static_dir: str = ""  # static files, one folder per release (outside the app's code)
+    tools_dir: str = ""  # the deploy's own tools (uv, poetry) and uv-managed Pythons
 
     @property
     def tls(self) -> bool:
         return bool(self.domain and self.tls_email)
+
+    @property
+    def probe_path(self) -> str:
+        """What activation asks of the app itself besides health_path: its health view, or its front page."""
+        return self.app_health_path or "/"
 
 
 def postgres_memory(memory_mib: int) -> dict[str, str]:
@@ -107,6 +151,13 @@ def plan_host(settings: Settings) -> HostPlan:
         settings_module=settings.app.settings_module,
         requirements=settings.app.requirements,
         env_prefix=settings.app.env_prefix,
+        app_health_path=settings.app.health_path,
+        python_request=app_python(settings).request,
+        packages=tuple(sorted(set(settings.app.packages))),
+        release_commands=tuple(tuple(command.split()) for command in settings.app.release_commands),
+        python_dir=f"/usr/local/lib/{app}/python",
+        static_dir=f"{base}/static",
+        tools_dir=f"{base}/tools",
         memory_mib=size.memory_mib,
         vcpus=size.vcpus,
         workers=workers,
@@ -117,7 +168,7 @@ def plan_host(settings: Settings) -> HostPlan:
         releases_dir=f"{base}/releases",
         current_dir=f"{base}/current",
         media_root=f"{base}/media",
-        static_root=f"{base}/current/static",
+        static_root=f"{base}/current/{STATIC_LINK}",
         config_dir=f"/etc/{app}",
         env_file=f"/etc/{app}/env",
         socket_path=f"/run/{app}/gunicorn.sock",
@@ -132,6 +183,13 @@ def plan_host(settings: Settings) -> HostPlan:
     )
 
 
+def app_python(settings: Settings) -> PythonPlan:
+    """The app's Python, as config validation decided it at preview (configchecks.python_available)."""
+    source = settings.app.source
+    folder = None if settings.app.source_is_git else Path(source)
+    return plan_python(folder, settings.app.python, settings.image, IMAGES[settings.image].python)
+
+
 def pool_size(workers: int) -> int:
     """PgBouncer's server connections for the app: each sync worker holds at most one at a time, plus two
     for what runs beside them (migrate during a deploy, the superuser step, `<app>-manage shell`). A client
@@ -140,7 +198,7 @@ def pool_size(workers: int) -> int:
 
 
 def render(template: str, plan: HostPlan, **extra: object) -> str:
-    context = asdict(plan) | {"tls": plan.tls} | extra
+    context = asdict(plan) | {"tls": plan.tls, "static_link": STATIC_LINK, "probe_path": plan.probe_path} | extra
     return _environment.get_template(template).render(context)
 
 
@@ -171,6 +229,22 @@ def encode_user_data(document: str) -> tuple[str, bool]:
 
 def render_nginx_site(plan: HostPlan, https: bool, hosts: list[str]) -> str:
     return render("nginx/site.conf.j2", plan, https=https, hosts=hosts)
+
+
+def build_id(release_id: str, plan: HostPlan) -> str:
+    """The folder a release is built into (releases/<id>): the release itself, unless the way it is built
+    was configured (app.python, app.packages, app.requirements, app.releaseCommands). Then a change to that
+    alone builds anew beside the live release, as a code change does, instead of switching to the folder
+    built the old way."""
+    build = (plan.python_request, plan.packages, plan.requirements, plan.release_commands)
+    if build == ("", (), "", ()):
+        return release_id
+    return digest(release_id, repr(build))[:12]
+
+
+def render_python_modules(plan: HostPlan) -> dict[str, str]:
+    """The settings overlay and the WSGI wrapper (file name → text), installed in plan.python_dir."""
+    return {f"{module}.py": render(f"python/{module}.py.j2", plan) for module in (SETTINGS_OVERLAY, WSGI_WRAPPER)}
 
 
 def render_gunicorn_config(plan: HostPlan) -> str:

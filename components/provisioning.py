@@ -20,19 +20,20 @@ from .envcontract import single_server_env_file
 from .host import (
     HostPlan,
     as_root,
+    build_id,
     digest,
     remote_script,
     render,
     render_gunicorn_config,
     render_nginx_site,
     render_postgres_config,
+    render_python_modules,
     site_hosts,
 )
 from .release import Release
 from .settings import Settings
 
 BOOT_TIMEOUT_SECONDS = 1500
-HEALTH_PATH = "/healthz"  # the app's health view: 200 for any Host header (README, "environment contract")
 STEP_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m")
 
 
@@ -90,10 +91,11 @@ class SiteProvisioner(pulumi.ComponentResource):
                 plan,
                 postgres_config=render_postgres_config(plan),
                 gunicorn_config=render_gunicorn_config(plan),
+                python_modules=render_python_modules(plan),
                 manage_script=render("scripts/manage.sh.j2", plan),
                 nginx_site_http=render_nginx_site(plan, https=False, hosts=hosts),
                 nginx_site_https=render_nginx_site(plan, https=True, hosts=hosts) if plan.tls else "",
-                activate_script=render("scripts/activate.sh.j2", plan, health_path=HEALTH_PATH, health_host=hosts[0]),
+                activate_script=render("scripts/activate.sh.j2", plan, health_host=hosts[0]),
                 backup_script=render("backup/backup.sh.j2", plan),
                 restore_script=render("backup/restore.sh.j2", plan),
                 s3backup_script=render("backup/s3backup.py.j2", plan) if plan.backup_bucket else "",
@@ -136,7 +138,8 @@ class SiteProvisioner(pulumi.ComponentResource):
         deploy_text = remote_script(
             "deploy",
             plan,
-            release_id=release.id,
+            release_id=build_id(release.id, plan),
+            archive_id=release.id,
             source_kind="archive" if release.archive is not None else "git",
             git_url=release.git_url,
             git_ref=release.git_ref,
@@ -145,7 +148,7 @@ class SiteProvisioner(pulumi.ComponentResource):
         self.deploy = step(
             "deploy",
             as_root(deploy_text, f"deploy-{release.id}"),
-            [release.id],
+            [build_id(release.id, plan)],
             deploy_after,
         )
 

@@ -22,6 +22,7 @@ from typing import Any
 from .catalog import IMAGES, INSTANCE_TYPES
 from .configchecks import (
     AMI_ID,
+    APT_PACKAGE,
     BUCKET,
     DOMAIN,
     EMAIL,
@@ -35,6 +36,7 @@ from .configchecks import (
     git_url_or_local_folder,
     image_fits_instance_type,
     ipv4_network,
+    manage_command,
     needs_domain,
     not_a_database_port,
     not_a_system_user,
@@ -44,6 +46,7 @@ from .configchecks import (
     pairs_with_public_key,
     path_inside_app,
     priced_when_scaled,
+    python_available,
     reachable_over_ssh,
     within_group_size,
 )
@@ -96,9 +99,9 @@ class AppSettings:
         matches(PY_MODULE, "a dotted Python module such as mysite.settings"),
     )
     requirements: str = key(
-        "requirements/prod.txt",
-        "pip requirements inside the app; must include gunicorn and a PostgreSQL driver.",
-        path_inside_app,
+        "",
+        "A pip requirements file inside the app; empty = detected: uv.lock, poetry.lock, or a requirements file.",
+        optional(path_inside_app),
     )
     env_prefix: str = key(
         "DJANGO_",
@@ -110,6 +113,27 @@ class AppSettings:
         "Extra environment for the app; secret values with `pulumi config set --secret --path app.env.NAME …`.",
         app_environment,  # names the deployer does not write, values the env file can hold
         secret="may",
+    )
+    health_path: str = key(
+        "",
+        "The app's own health view (2xx), asked at activation instead of its front page (which must answer < 500).",
+        optional(matches(r"/[\w/.-]{0,200}", "a URL path such as /health/ (letters, digits, /._-)")),
+    )
+    python: str = key(
+        "",
+        "The Python the app needs, e.g. 3.14; empty = its requires-python, .python-version or runtime.txt.",
+        optional(matches(r"3\.\d{1,2}(\.\d{1,2})?", "a Python version such as 3.13 or 3.14.2")),
+        python_available,  # the image's, or a uv-managed CPython; else a problem at preview
+    )
+    packages: list[str] = key(
+        [],
+        "apt packages the app needs to build or run (libldap-dev, libmagic1), installed before its virtualenv.",
+        each(matches(APT_PACKAGE, "a Debian/Ubuntu package name such as libldap-dev")),
+    )
+    release_commands: list[str] = key(
+        [],
+        "manage.py commands run for each new release after collectstatic, before migrations (e.g. compress).",
+        each(manage_command),
     )
 
     @property

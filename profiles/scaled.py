@@ -16,12 +16,11 @@ import pulumi_aws as aws
 from components.buckets import PrivateBucket, PrivateBucketArgs
 from components.catalog import INSTANCE_TYPES
 from components.envcontract import app_server_env_file
-from components.host import HostPlan, encode_user_data
+from components.host import HEALTH_PATH, HostPlan, encode_user_data
 from components.release import Release
 from components.scaled.appservers import AppServers, AppServersArgs
 from components.scaled.artifacts import ReleaseArchive, ReleaseArchiveArgs
 from components.scaled.boot import (
-    HEALTH_PATH,
     LIFECYCLE_HOOK,
     BootValues,
     artifact_key,

@@ -117,7 +117,7 @@ def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
     assert [step.name for step in steps if step.ran] == [f"{APP}-upload", f"{APP}-deploy"]
     assert loop.failed == 0, loop.errors[:5]
     assert loop.ok > 10, "the request loop did not run"
-    assert "requirements unchanged: reusing" in deploy_output(site), "a one-line change must not reinstall packages"
+    assert "dependencies unchanged: reusing" in deploy_output(site), "a one-line change must not reinstall packages"
     assert live_release(site) != before and sh(site, "cat /var/lib/cloud/data/instance-id").strip() == instance
     assert b"release:v2" in http_get(site.url + "/")[2]
     assert http_get(site.url + "/static/feed/site.css")[2].endswith(b"/* release:v2 */\n")
@@ -132,14 +132,14 @@ def test_broken_release_fails_and_the_previous_keeps_serving(site, workdir, brea
     snapshot = {path: path.read_text() for path in (app / "feed").rglob("*.py")}
     if breakage == "import-error":
         (app / "feed" / "views.py").write_text("import no_such_module_anywhere\n" + snapshot[app / "feed" / "views.py"])
-        expected = "does not pass 'manage.py check'"
+        expected = "step 'manage.py check' failed"
     else:
         (app / "feed" / "migrations" / "0002_broken.py").write_text(
             "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n"
             "    dependencies = [('feed', '0001_initial')]\n"
             "    operations = [migrations.RunSQL('SELECT no_such_column FROM feed_photo')]\n"
         )
-        expected = "migrations failed"
+        expected = "step 'migrate' failed"
     try:
         with RequestLoop(site.url + "/") as loop, pytest.raises(StepFailed) as failure:
             site.up()

@@ -370,7 +370,11 @@ def test_env_contract_points_at_rds_in_the_same_form(scaled: ProgramRun, state: 
     assert env["DJANGO_MEDIA_BUCKET"] == "photofeed-assets"
     assert env["DJANGO_MEDIA_DOMAIN"] == "d111111abcdef8.cloudfront.net"
     assert env["AWS_DEFAULT_REGION"] == "us-east-1"
-    assert env["DJANGO_SETTINGS_MODULE"] == "photofeed.settings"
+    # The deployer's settings overlay, which imports photofeed.settings (as on a single server).
+    assert (env["DJANGO_SETTINGS_MODULE"], env["PYTHONPATH"]) == (
+        "djangoship_settings",
+        "/usr/local/lib/photofeed/python",
+    )
     rds = scaled.one(RDS).inputs
     assert (rds["dbName"], rds["username"]) == ("photofeed", "photofeed")
 
@@ -529,7 +533,7 @@ def test_migrations_once_per_release_in_the_rendered_scripts(scaled: ProgramRun)
         gate.index("pg_advisory_lock") < gate.index("sync-static") < gate.index('/usr/local/lib/photofeed/manage "$@"')
     )
     assert gate.index('/usr/local/lib/photofeed/manage "$@"') < gate.index("INSERT INTO")
-    assert 'sync-static "$release_dir/static" photofeed-assets static' in gate
+    assert 'sync-static "$release_dir/.djangoship-static" photofeed-assets static' in gate
     # The boot completes the launch hook only at the end, and abandons the launch on any failure.
     assert boot.rstrip().splitlines()[-2] == "/usr/local/sbin/photofeed-aws complete-lifecycle CONTINUE"
     assert "complete-lifecycle ABANDON" in boot and "trap finish EXIT" in boot
@@ -688,7 +692,9 @@ def test_release_gate_migrates_once_when_servers_race(postgres: dict[str, str], 
     results = [finish(process) for process in racers]
     assert all(code == 0 for code, _ in results), results
     calls = log.read_text().splitlines()
-    assert calls.count(f"aws sync-static /srv/photofeed/releases/{release_id}/static assets static") == 1, calls
+    assert calls.count(f"aws sync-static /srv/photofeed/releases/{release_id}/.djangoship-static assets static") == 1, (
+        calls
+    )
     assert calls.count(f"manage migrate --noinput in /srv/photofeed/releases/{release_id}") == 1, calls
     assert calls.count("superuser admin-secret") == 3, "every server ensures the superuser, one at a time"
     # The static upload and the migrations came before any other server went on.

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from components.envcontract import reserved_names
+from components.host import app_python, plan_host
 from components.settings import APP_KEYS, KEYS, ConfigError, load_settings
 from tools import configdoc
 from tools.mockrun import run_program
@@ -53,6 +54,14 @@ BAD_CONFIGS = [
     ({"app": {"env": {"lower": "x"}}}, "app.env.lower", "upper-case"),
     ({"app": {"env": {"GREETING": "it's"}}}, "app.env.GREETING", "without quotes"),
     ({"app": {"srouce": "x"}}, "app.srouce", "unknown key"),
+    ({"app": {"healthPath": "healthz"}}, "app.healthPath", "URL path"),
+    ({"app": {"python": "2.7"}}, "app.python", "Python version"),
+    ({"app": {"python": "3.7"}}, "app.python", "none fits"),
+    ({"app": {"packages": ["libldap2-dev; rm -rf /"]}}, "app.packages", "package name"),
+    ({"app": {"packages": {"libpq-dev": 1}}}, "app.packages", "list"),
+    ({"app": {"releaseCommands": ["compress && curl evil"]}}, "app.releaseCommands", "manage.py command"),
+    ({"app": {"releaseCommands": ["'quoted'"]}}, "app.releaseCommands", "manage.py command"),
+    ({"app": {"env": {"PYTHONPATH": "/tmp"}}}, "app.env.PYTHONPATH", "not set by the deployer"),
 ]
 
 
@@ -63,6 +72,62 @@ def test_bad_config_is_rejected_before_any_resource(config, key, allowed):
     assert re.search(rf"(^|\s|-\s){re.escape(key)}\b", message), message
     assert allowed in message, message
     assert run.resources == {}, "nothing may be declared when the config is invalid"
+
+
+def _app_folder(tmp_path: Path, **files: str) -> str:
+    (tmp_path / "manage.py").write_text("")
+    for name, text in files.items():
+        (tmp_path / name.replace("__", ".").replace("_dot_", ".")).write_text(text)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "image,files,request_,source",
+    [
+        # The image's own Python fits: nothing to install.
+        ("debian-13", {"pyproject_dot_toml": '[project]\nrequires-python = ">=3.12"\n'}, "", "requires-python"),
+        # A fresh cookiecutter-django project (2026-03 on) pins 3.14, which no offered image has: uv installs it.
+        ("debian-13", {"pyproject_dot_toml": '[project]\nrequires-python = "==3.14.*"\n'}, "3.14", "requires-python"),
+        ("ubuntu-24.04", {"_dot_python-version": "3.13\n"}, "3.13", ".python-version"),
+        ("debian-12", {"runtime_dot_txt": "python-3.12.4\n"}, "3.12.4", "runtime.txt"),
+        ("debian-12", {}, "", "none stated"),
+    ],
+)
+def test_app_python_is_decided_at_preview(tmp_path, image, files, request_, source):
+    settings = load_settings(
+        {"image": image, "app": {"source": _app_folder(tmp_path, **files)}}, project="p", stack="s"
+    )
+    decided = app_python(settings)
+    assert decided.request == request_
+    assert source in decided.source
+
+
+def test_app_python_nothing_can_provide_is_an_error_at_preview(tmp_path):
+    folder = _app_folder(tmp_path, pyproject_dot_toml='[project]\nrequires-python = ">=3.99"\n')
+    with pytest.raises(
+        ConfigError, match=r"app.source .*needs Python >=3.99 \(requires-python in pyproject.toml\).*none fits"
+    ):
+        load_settings({"image": "debian-13", "app": {"source": folder}}, project="p", stack="s")
+
+
+def test_app_build_keys_are_read(tmp_path):
+    settings = load_settings(
+        {
+            "app": {
+                "healthPath": "/health/",
+                "python": "3.14",
+                "packages": ["libpq-dev", "gcc", "libpq-dev"],
+                "releaseCommands": ["compress", "compilemessages  --ignore=venv"],
+            }
+        },
+        project="p",
+        stack="s",
+    )
+    plan = plan_host(settings)
+    assert (plan.app_health_path, plan.python_request) == ("/health/", "3.14")
+    assert app_python(settings).source == "app.python"
+    assert plan.packages == ("gcc", "libpq-dev")
+    assert plan.release_commands == (("compress",), ("compilemessages", "--ignore=venv"))
 
 
 def test_all_problems_are_reported_at_once():

@@ -58,6 +58,7 @@ from components.host import (
     render_nginx_site,
     render_pgbouncer_config,
     render_postgres_config,
+    render_python_modules,
     render_user_data,
     site_hosts,
 )
@@ -87,6 +88,18 @@ PROGRAMS: dict[str, dict[str, Any]] = {
     "platzi": CONFIGS["platzi-prefix"],
     "backups": {"backupBucket": "photofeed-backups-example"},
     "nopooler": {"dbPooler": False},
+    # A foreign project's build: unprefixed env, its own health view, a Python the image lacks, apt packages,
+    # release commands, dependencies detected on the server.
+    "foreign": {
+        "image": "debian-13",
+        "app": {
+            "envPrefix": "",
+            "healthPath": "/health/",
+            "python": "3.14",
+            "packages": ["libldap-dev", "gcc"],
+            "releaseCommands": ["compress", "compilemessages --ignore=venv"],
+        },
+    },
 }
 # The programs whose config is also one of CONFIGS: (program, config id).
 PROGRAM_CONFIGS = [("http", "debian-13-t2.micro"), ("https", "domain-https"), ("platzi", "platzi-prefix")]
@@ -156,6 +169,7 @@ def everything_rendered(plan: HostPlan) -> dict[str, str]:
             "deploy",
             plan,
             release_id="0123456789ab",
+            archive_id="0123456789ab",
             source_kind=kind,
             git_url="https://example.com/app.git",
             git_ref="main",
@@ -1141,6 +1155,10 @@ SENT_SCRIPTS = {
     "deploy-archive-http": ("http", "deploy"),
     "deploy-archive-https": ("https", "deploy"),
     "deploy-git": ("git", "deploy"),
+    "deploy-foreign": ("foreign", "deploy"),
+    "activate-foreign": ("foreign", "configure-host:ACTIVATE"),
+    "configure-host-foreign": ("foreign", "configure-host"),
+    "manage-foreign": ("foreign", "configure-host:MANAGE"),
     "create-superuser": ("http", "create-superuser"),
     "manage": ("http", "configure-host:MANAGE"),
     "manage-platzi": ("platzi", "configure-host:MANAGE"),
@@ -1162,6 +1180,83 @@ def test_shellcheck_data_volume_script(config_id: str, tmp_path: Path) -> None:
     assert command[:2] == ["bash", "-c"] and command[3] == f"{plan_for(config_id).app}-data-volume"
     assert command[2] == render("scripts/data-volume.sh.j2", plan_for(config_id))
     check_shell(command[2], tmp_path)
+
+
+def test_foreign_build_steps_are_in_the_deploy(sent: dict[str, Sent]) -> None:
+    deploy = script_from(sent, "foreign", "deploy")
+    # apt packages before the virtualenv, the managed Python, release commands after collectstatic, then migrate.
+    order = [
+        "for package in gcc libldap-dev; do",
+        "python install --quiet 3.14",
+        "collectstatic --noinput",
+        "-manage compress \\",
+        "-manage compilemessages --ignore=venv \\",
+        "migrate --noinput",
+    ]
+    positions = [deploy.index(text) for text in order]
+    assert positions == sorted(positions), list(zip(order, positions, strict=True))
+    activate = script_from(sent, "foreign", "configure-host:ACTIVATE")
+    assert "http://localhost/health/" in activate and "-lt 300 ]" in activate
+    assert "-lt 500 ]" in script_from(sent, "http", "configure-host:ACTIVATE")
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_python_modules_compile(config_id: str) -> None:
+    for name, text in render_python_modules(plan_for(config_id)).items():
+        compile(text, name, "exec")
+
+
+def test_settings_overlay_takes_the_app_as_it_is_and_sets_what_the_deployment_owns(tmp_path: Path, monkeypatch) -> None:
+    """The overlay run for real (it needs no Django): an app settings module shaped like the tutorials'."""
+    import importlib
+    import sys
+
+    plan = plan_for("domain-https")
+    for name, text in render_python_modules(plan).items():
+        (tmp_path / name).write_text(text)
+    package = tmp_path / "photofeed"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(
+        "STATIC_ROOT = '/srv/code/staticfiles'\nSTATICFILES_DIRS = ['/srv/code/static']\nCOMPRESS_ROOT = STATIC_ROOT\n"
+        "ALLOWED_HOSTS = ['app.example']\nDATABASES = {'default': {'ENGINE': 'x'}, 'other': {'CONN_MAX_AGE': 30}}\n"
+        "_private = 1\n"
+    )
+    env = {
+        "DJANGO_STATIC_ROOT": "/srv/photofeed/static/abc",
+        "DJANGO_MEDIA_ROOT": "/srv/photofeed/media",
+        "DJANGO_ALLOWED_HOSTS": f"{DOMAIN},{PUBLIC_IP}",
+        "DJANGO_CSRF_TRUSTED_ORIGINS": f"https://{DOMAIN}",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def load(keep: str) -> Any:
+        monkeypatch.setenv("DJANGOSHIP_KEEP", keep)
+        for module in ("djangoship_settings", "photofeed.settings", "photofeed"):
+            sys.modules.pop(module, None)
+        return importlib.import_module("djangoship_settings")
+
+    overlay = load("")
+    assert overlay.STATIC_ROOT == "/srv/photofeed/static/abc" and overlay.STATIC_URL == "/static/"
+    assert overlay.COMPRESS_ROOT == overlay.STATIC_ROOT
+    assert overlay.STATICFILES_DIRS == ["/srv/code/static"], "the app's own static sources stay"
+    assert (overlay.MEDIA_ROOT, overlay.MEDIA_URL) == ("/srv/photofeed/media", "/media/")
+    assert overlay.ALLOWED_HOSTS == ["app.example", DOMAIN, PUBLIC_IP]
+    assert overlay.CSRF_TRUSTED_ORIGINS == ["https://" + DOMAIN]
+    assert overlay.SECURE_PROXY_SSL_HEADER == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert overlay.DATABASES["default"]["CONN_MAX_AGE"] == 600 and overlay.DATABASES["default"]["CONN_HEALTH_CHECKS"]
+    assert overlay.DATABASES["other"]["CONN_MAX_AGE"] == 30, "an app's own persistent connections win"
+    assert overlay.LOGGING["root"]["handlers"] == ["stderr"]
+    assert not hasattr(overlay, "_private")
+    assert any(line.startswith("STATIC_ROOT: the app's '/srv/code/staticfiles'") for line in overlay.DJANGOSHIP_REPORT)
+
+    kept = load("static,media,hosts,csrf,proxy,database,logging")
+    assert kept.STATIC_ROOT == "/srv/code/staticfiles" and kept.ALLOWED_HOSTS == ["app.example"]
+    assert not hasattr(kept, "MEDIA_ROOT") and not hasattr(kept, "SECURE_PROXY_SSL_HEADER")
+    assert "CONN_MAX_AGE" not in kept.DATABASES["default"] and not hasattr(kept, "LOGGING")
+    assert kept.DJANGOSHIP_REPORT == []
 
 
 def test_s3_backup_helper_is_python(sent: dict[str, Sent]) -> None:
@@ -1264,7 +1359,9 @@ def test_gunicorn_config_is_python_with_the_configured_workers(config_id: str) -
         assert namespace["workers"] == 9
     if config_id == "debian-13-t2.micro":
         assert namespace["workers"] == 3  # the seed tutorial's three
-    assert namespace["wsgi_app"] == f"{plan.wsgi_module}:application"
+    # The deployer's wrapper, which imports the app's own WSGI module (and answers the health path).
+    assert namespace["wsgi_app"] == "djangoship_wsgi:application"
+    assert f'importlib.import_module("{plan.wsgi_module}")' in render_python_modules(plan)["djangoship_wsgi.py"]
     assert namespace["worker_class"] == "sync"
 
 

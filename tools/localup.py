@@ -58,17 +58,28 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def wait_for_200(url: str, timeout: float = 60) -> float:
+def wait_until_serving(url: str, timeout: float = 60, serving: Any = lambda status: status == 200) -> float:
+    """Poll `url` until `serving(status)`; the time it first did."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if http_get(url, timeout=5)[0] == 200:
+            if serving(http_get(url, timeout=5)[0]):
                 return time.monotonic()
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
+            raise TimeoutError(f"{url} did not answer as a live site within {timeout} s")
         time.sleep(0.5)
+
+
+def wait_for_200(url: str, timeout: float = 60) -> float:
+    return wait_until_serving(url, timeout)
+
+
+def live_front_page(status: int) -> bool:
+    """A site is up when its front page answers, a redirect included: many apps send `/` to their login
+    page. (nginx's "being deployed" page is a 503; an app error a 500.)"""
+    return 200 <= status < 400
 
 
 class RequestLoop:
@@ -168,7 +179,7 @@ def local_site(
     ) as guest:
         site = LocalSite(guest=guest, config=config, state=state, run=run)
         site.steps = replay(run, guest, site.replay_state)
-        served = wait_for_200(site.url + "/")
+        served = wait_until_serving(site.url + "/", serving=live_front_page)
         assert guest.boot_started_at is not None
         site.first_boot_seconds = served - guest.boot_started_at
         yield site

@@ -15,11 +15,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..envcontract import PG_SSLMODE
-from ..host import HostPlan, digest, plan_host, render
+from ..host import HostPlan, digest, plan_host, render, render_python_modules
 from ..release import Release
 from ..settings import Settings
 
-HEALTH_PATH = "/healthz"  # the app's health view (README, "environment contract"): 200 for any Host
 LIFECYCLE_HOOK = "release-installed"  # the Auto Scaling launch hook that the boot script completes
 GATE_ENV = "DJANGOSHIP_RELEASE_ID"  # set by the boot script for the deploy; named literally in the templates
 RELEASE_TABLE = "djangoship_release"  # where the gate records migrated releases, in the app's database
@@ -123,12 +122,13 @@ def release_context(
     """The template values beyond the host plan (also what tests render single scripts with)."""
     return {
         # the single server's deploy and activate scripts
-        "release_id": release.id,
+        "release_id": release.id,  # each app server builds once, at boot: a new build is a new launch template
+        "archive_id": release.id,
         "source_kind": "archive" if release.archive is not None else "git",
         "git_url": release.git_url,
         "git_ref": release.git_ref,
         "git_commit": release.git_commit,
-        "health_path": HEALTH_PATH,
+        "python_modules": render_python_modules(plan),
         # The app answers the health path for any Host; "localhost" reaches nginx's default server.
         "health_host": "localhost",
         # the scaled profile's own

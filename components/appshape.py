@@ -1,0 +1,112 @@
+"""Which Python an app needs, read from the app the way its own tools read it, and decided at preview.
+
+An app says which Python it runs on in one of four places: `app.python` in the stack config, else its
+`pyproject.toml` (`requires-python`, what uv, pip and poetry enforce), `.python-version` (pyenv, uv) or
+`runtime.txt` (Heroku's). The image's own Python is used when it fits (no download, security updates from
+the distribution); otherwise the deploy installs a CPython build managed by uv on the server. When neither
+can provide it, the preview fails and names where the requirement came from. Pure: files in, a plan out.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+# CPython minors that uv can install as managed builds (python-build-standalone); the newest first.
+MANAGED_MINORS = tuple((3, minor) for minor in range(14, 8, -1))
+_CLAUSE = re.compile(r"^\s*(~=|===|==|!=|<=|>=|<|>)\s*([0-9]+(?:\.[0-9]+)*)(\.\*)?\s*$")
+
+
+@dataclass(frozen=True)
+class PythonPlan:
+    request: str  # "" = the image's python3; else the minor for `uv python install`, e.g. "3.14"
+    source: str  # where the requirement came from, for the deploy log and error messages
+    spec: str  # the requirement as the app wrote it ("" = none)
+
+    @property
+    def managed(self) -> bool:
+        return bool(self.request)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _matches_clause(version: tuple[int, ...], clause: str) -> bool:
+    match = _CLAUSE.match(clause)
+    if not match:
+        raise ValueError(f"cannot read the version requirement {clause.strip()!r}")
+    operator, number, wildcard = match.group(1), _version(match.group(2)), bool(match.group(3))
+    width = max(len(version), len(number))
+    left, right = version + (0,) * (width - len(version)), number + (0,) * (width - len(number))
+    if operator in ("==", "!=", "==="):
+        # ==3.14.* compares the parts written; ==3.14 is 3.14.0 exactly (PEP 440 pads with zeros).
+        equal = version[: len(number)] == number if wildcard else left == right
+        return equal if operator != "!=" else not equal
+    if operator == "~=":
+        return left >= right and version[: len(number) - 1] == number[:-1]
+    return {">=": left >= right, "<=": left <= right, ">": left > right, "<": left < right}[operator]
+
+
+def satisfies(version: str | tuple[int, ...], spec: str) -> bool:
+    """Does this Python version meet a PEP 440 specifier set such as `>=3.12,<4` or `==3.14.*`?"""
+    parsed = _version(version) if isinstance(version, str) else version
+    return all(_matches_clause(parsed, clause) for clause in spec.split(",") if clause.strip())
+
+
+def _exact_or_minor(text: str) -> str:
+    """`3.13` → `==3.13.*`; `3.13.1` → `==3.13.1` (how .python-version, runtime.txt and app.python read)."""
+    return f"=={text}.*" if text.count(".") == 1 else f"=={text}"
+
+
+def app_python_spec(folder: Path | None, configured: str) -> tuple[str, str]:
+    """(specifier, where it came from); ("", "") when the app says nothing."""
+    if configured:
+        return _exact_or_minor(configured), "app.python"
+    if folder is None:
+        return "", ""
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"pyproject.toml of the app cannot be read: {error}") from error
+        spec = data.get("project", {}).get("requires-python", "")
+        if isinstance(spec, str) and spec.strip():
+            return spec.strip(), "requires-python in pyproject.toml"
+    version_file = folder / ".python-version"
+    if version_file.is_file():
+        first = next((line.strip() for line in version_file.read_text().splitlines() if line.strip()), "")
+        if re.fullmatch(r"3\.\d+(\.\d+)?", first):
+            return _exact_or_minor(first), ".python-version"
+    runtime = folder / "runtime.txt"
+    if runtime.is_file():
+        match = re.fullmatch(r"python-(3\.\d+(?:\.\d+)?)", runtime.read_text().strip())
+        if match:
+            return _exact_or_minor(match.group(1)), "runtime.txt"
+    return "", ""
+
+
+def plan_python(folder: Path | None, configured: str, image: str, image_python: str) -> PythonPlan:
+    """The image's Python when it meets the app's requirement, else a uv-managed minor that does, else an
+    error naming the requirement, its source and what was available."""
+    spec, source = app_python_spec(folder, configured)
+    if not spec or satisfies(image_python, spec):
+        return PythonPlan(request="", source=source or "none stated", spec=spec)
+    exact = re.fullmatch(r"\s*===?\s*(3\.\d+\.\d+)\s*", spec)
+    if exact:
+        # One exact release (runtime.txt's usual form): uv installs that one.
+        if _version(exact.group(1))[:2] in MANAGED_MINORS:
+            return PythonPlan(request=exact.group(1), source=source, spec=spec)
+    else:
+        for minor in MANAGED_MINORS:
+            # The newest patch of that minor stands for it: uv installs the latest build of a requested minor.
+            if satisfies((*minor, 99), spec):
+                return PythonPlan(request=f"{minor[0]}.{minor[1]}", source=source, spec=spec)
+    offered = ", ".join(f"{major}.{minor}" for major, minor in MANAGED_MINORS)
+    raise ValueError(
+        f"the app needs Python {spec} ({source}); the image {image} has {image_python} and uv can install "
+        f"CPython {offered}: none fits"
+    )

@@ -1,0 +1,582 @@
+"""Django projects shaped like the ones a new user brings (shared/REAL-APPS.md), written by the tests themselves.
+
+None follows the deployer's contract: each is taken as its own authors would have written it, and deployed
+by config alone. Every app has the same small feature (an upload form and a list of uploads, a stylesheet,
+the admin), so one set of checks covers them all:
+
+- `classic`  — the classic deployment tutorials: `mysite/settings/{base,prod}.py`, `CLASSIC_`-prefixed env,
+  `STATIC_ROOT = BASE_DIR / "staticfiles"`, `MEDIA_ROOT = BASE_DIR / "media"` hard-coded,
+  `STATICFILES_DIRS = [BASE_DIR / "static"]`, hard-coded `ALLOWED_HOSTS`, `requirements/prod.txt`, no health view.
+- `oss`      — an open-source product shipped for Docker/uWSGI: bare env names (`SECRET_KEY`, `DB=postgres`,
+  `DB_NAME`…, `DEBUG` as a string that defaults to True), its own `STATIC_ROOT` under the code,
+  django-compressor with `COMPRESS_OFFLINE` (pages 500 until `manage.py compress`), `requirements.txt`
+  without gunicorn, and a front page that redirects anonymous visitors to the login page.
+- `ldapsite` — needs `python-ldap`, which builds only with libldap/libsasl headers and a compiler (apt).
+- `uvshop`   — a uv project like a fresh cookiecutter-django one: `pyproject.toml` + `uv.lock`, no
+  requirements file, `config.settings.production` with django-environ (`DATABASE_URL`, `DJANGO_*`),
+  whitenoise, `STATIC_ROOT = str(BASE_DIR / "staticfiles")`, a required `DJANGO_ADMIN_URL`.
+
+The uv project's `uv.lock` is a committed fixture (tests/fixtures/uvshop): `uv lock` needs a Python 3.13
+interpreter and uv on the test host, neither of which CI has, and a fixed lock keeps the release id and
+the installed versions the same on every run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DJANGO = "Django==6.1.3"  # every app on the same Django: one guest's database serves them in turn
+PSYCOPG = "psycopg[binary]==3.3.9"
+
+
+@dataclass
+class ForeignApp:
+    key: str
+    folder: Path
+    config: dict[str, Any]  # the stack's `app` object: config alone, nothing else
+    label: str  # the Django app holding the upload feature
+    list_path: str  # the page listing uploads (and their form)
+    front_status: int  # what `/` answers an anonymous visitor
+    stylesheet: str  # a static file the pages link to (URL)
+    stylesheet_text: str  # a line in it
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def template(self) -> Path:
+        return self.folder / self.label / "templates" / self.label / "list.html"
+
+    @property
+    def views(self) -> Path:
+        return self.folder / self.label / "views.py"
+
+    def change_page(self, marker: str) -> None:
+        """A one-line change: the list page's release marker."""
+        text = re.sub(r"<!-- release:\w+ -->", f"<!-- release:{marker} -->", self.template.read_text())
+        self.template.write_text(text)
+
+    def break_front_page(self, broken: bool = True) -> None:
+        """The front page raises (a release that imports and passes `check`, but cannot serve)."""
+        text = self.views.read_text()
+        good, bad = "    pass  # front page\n", "    raise RuntimeError('broken release')  # front page\n"
+        self.views.write_text(text.replace(good, bad) if broken else text.replace(bad, good))
+
+
+def d(text: str) -> str:
+    """Source written indented in this file, as it stands in the app."""
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def _write(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(d(text) if text.startswith("\n") else text)
+
+
+MANAGE = """
+#!/usr/bin/env python
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{settings}")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
+"""
+
+WSGI = """
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{settings}")
+application = get_wsgi_application()
+"""
+
+
+def _feature(label: str, *, redirect_front: bool, head: str) -> dict[str, str]:
+    """The Django app every project has: an Upload model, a list page with a form, the admin."""
+    front = (
+        """
+        def front(request):
+            pass  # front page
+            if not request.user.is_authenticated:
+                return redirect("/accounts/login/?next=/")
+            return redirect("list")
+        """
+        if redirect_front
+        else """
+        def front(request):
+            pass  # front page
+            return uploads(request)
+        """
+    )
+    return {
+        f"{label}/__init__.py": "",
+        f"{label}/apps.py": f'''
+            from django.apps import AppConfig
+
+
+            class Config(AppConfig):
+                name = "{label}"
+                default_auto_field = "django.db.models.BigAutoField"
+            ''',
+        f"{label}/models.py": """
+            from django.db import models
+
+
+            class Upload(models.Model):
+                title = models.CharField(max_length=100)
+                file = models.FileField(upload_to="uploads/")
+                created = models.DateTimeField(auto_now_add=True)
+            """,
+        f"{label}/admin.py": """
+            from django.contrib import admin
+
+            from .models import Upload
+
+            admin.site.register(Upload)
+            """,
+        f"{label}/migrations/__init__.py": "",
+        f"{label}/migrations/0001_initial.py": """
+            from django.db import migrations, models
+
+
+            class Migration(migrations.Migration):
+                initial = True
+                dependencies = []
+                operations = [
+                    migrations.CreateModel(
+                        name="Upload",
+                        fields=[
+                            ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)),
+                            ("title", models.CharField(max_length=100)),
+                            ("file", models.FileField(upload_to="uploads/")),
+                            ("created", models.DateTimeField(auto_now_add=True)),
+                        ],
+                    ),
+                ]
+            """,
+        f"{label}/views.py": d(
+            f'''
+            from django import forms
+            from django.shortcuts import redirect, render
+            from django.views.decorators.http import require_POST
+
+            from .models import Upload
+
+
+            class UploadForm(forms.ModelForm):
+                class Meta:
+                    model = Upload
+                    fields = ["title", "file"]
+
+
+            def uploads(request):
+                context = {{"uploads": Upload.objects.order_by("-id")[:20], "form": UploadForm()}}
+                return render(request, "{label}/list.html", context)
+
+            {{front}}
+
+            @require_POST
+            def upload(request):
+                form = UploadForm(request.POST, request.FILES)
+                if form.is_valid():
+                    form.save()
+                return redirect("list")
+            '''
+        ).replace("{front}\n", d(front)),
+        f"{label}/urls.py": """
+            from django.urls import path
+
+            from . import views
+
+            urlpatterns = [
+                path("", views.front, name="front"),
+                path("uploads/", views.uploads, name="list"),
+                path("upload/", views.upload, name="upload"),
+            ]
+            """,
+        f"{label}/templates/{label}/list.html": f"""
+            {{% load static %}}<!doctype html>
+            <html><head><title>{label}</title>
+            {head}
+            </head><body>
+            <!-- release:v1 -->
+            <h1>{label} uploads</h1>
+            <form method="post" action="{{% url 'upload' %}}" enctype="multipart/form-data">{{% csrf_token %}}
+            {{{{ form.as_p }}}}<button>Upload</button></form>
+            <ul>{{% for item in uploads %}}
+            <li><a href="{{{{ item.file.url }}}}">{{{{ item.title }}}}</a></li>{{% endfor %}}</ul>
+            </body></html>
+            """,
+        "templates/registration/login.html": """
+            <!doctype html><html><body><h1>Log in</h1>
+            <form method="post">{% csrf_token %}{{ form.as_p }}<button>Log in</button></form>
+            </body></html>
+            """,
+    }
+
+
+def _urls(label: str, admin: str = '"admin/"') -> str:
+    return f"""
+        from django.contrib import admin
+        from django.urls import include, path
+
+        urlpatterns = [
+            path({admin}, admin.site.urls),
+            path("accounts/", include("django.contrib.auth.urls")),
+            path("", include("{label}.urls")),
+        ]
+        """
+
+
+COMMON_SETTINGS = """
+    INSTALLED_APPS = [
+        "django.contrib.admin",
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+        "django.contrib.staticfiles",
+        "{label}",{extra_apps}
+    ]
+    MIDDLEWARE = [
+        "django.middleware.security.SecurityMiddleware",{extra_middleware}
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    ]
+    ROOT_URLCONF = "{urls}"
+    TEMPLATES = [
+        {{
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "DIRS": [BASE_DIR / "templates"],
+            "APP_DIRS": True,
+            "OPTIONS": {{
+                "context_processors": [
+                    "django.template.context_processors.request",
+                    "django.contrib.auth.context_processors.auth",
+                    "django.contrib.messages.context_processors.messages",
+                ],
+            }},
+        }},
+    ]
+    USE_TZ = True
+    DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+"""
+
+
+def _common(label: str, urls: str, extra_apps: str = "", extra_middleware: str = "") -> str:
+    return COMMON_SETTINGS.format(label=label, urls=urls, extra_apps=extra_apps, extra_middleware=extra_middleware)
+
+
+def classic(folder: Path) -> ForeignApp:
+    """(a) The classic tutorials' project, exactly as the issue describes it."""
+    settings = "mysite.settings.prod"
+    files = {
+        "manage.py": MANAGE.format(settings="mysite.settings.dev"),
+        "mysite/__init__.py": "",
+        "mysite/wsgi.py": WSGI.format(settings="mysite.settings.prod"),
+        "mysite/urls.py": _urls("uploads"),
+        "mysite/settings/__init__.py": "",
+        "mysite/settings/base.py": d("""
+            from pathlib import Path
+
+            BASE_DIR = Path(__file__).resolve().parent.parent.parent
+            """)
+        + d(_common("uploads", "mysite.urls"))
+        + d("""
+            STATIC_URL = "static/"
+            STATIC_ROOT = BASE_DIR / "staticfiles"
+            STATICFILES_DIRS = [BASE_DIR / "static"]
+            MEDIA_URL = "media/"
+            MEDIA_ROOT = BASE_DIR / "media"
+            """),
+        "mysite/settings/dev.py": """
+            from .base import *  # noqa
+
+            DEBUG = True
+            SECRET_KEY = "dev"
+            DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
+            """,
+        "mysite/settings/prod.py": """
+            import os
+
+            from .base import *  # noqa
+
+            DEBUG = False
+            SECRET_KEY = os.environ["CLASSIC_SECRET_KEY"]
+            ALLOWED_HOSTS = ["www.classic-site.example"]
+            DATABASES = {
+                "default": {
+                    "ENGINE": "django.db.backends.postgresql",
+                    "NAME": os.environ["CLASSIC_DB_NAME"],
+                    "USER": os.environ["CLASSIC_DB_USER"],
+                    "PASSWORD": os.environ["CLASSIC_DB_PASSWORD"],
+                    "HOST": os.environ.get("CLASSIC_DB_HOST", "localhost"),
+                    "PORT": os.environ.get("CLASSIC_DB_PORT", "5432"),
+                }
+            }
+            """,
+        "static/css/site.css": "body { font-family: sans-serif; }\n/* classic stylesheet */\n",
+        "requirements/base.txt": f"{DJANGO}\n{PSYCOPG}\n",
+        "requirements/prod.txt": "-r base.txt\ngunicorn==27.0.1\n",
+        "requirements/dev.txt": "-r base.txt\n",
+        **_feature(
+            "uploads", redirect_front=False, head='<link rel="stylesheet" href="{% static \'css/site.css\' %}">'
+        ),
+    }
+    _write(folder, files)
+    return ForeignApp(
+        key="classic",
+        folder=folder,
+        config={"settingsModule": settings, "wsgiModule": "mysite.wsgi", "envPrefix": "CLASSIC_"},
+        label="uploads",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/css/site.css",
+        stylesheet_text="classic stylesheet",
+    )
+
+
+def oss(folder: Path) -> ForeignApp:
+    """(b) An open-source product shipped for Docker/uWSGI, deployed from its tree unchanged."""
+    head = (
+        "{% load compress %}{% compress css %}"
+        '<link rel="stylesheet" href="{% static \'library/site.css\' %}">{% endcompress %}'
+    )
+    files = {
+        "manage.py": MANAGE.format(settings="hub.settings"),
+        "hub/__init__.py": "",
+        "hub/wsgi.py": WSGI.format(settings="hub.settings"),
+        "hub/urls.py": _urls("library"),
+        "hub/settings.py": d("""
+            import os
+            from pathlib import Path
+
+            BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+            def envbool(name, default):
+                return os.getenv(name, default).lower() in ("true", "1", "yes")
+
+
+            SECRET_KEY = os.getenv("SECRET_KEY", "---")
+            DEBUG = envbool("DEBUG", "True")
+            ALLOWED_HOSTS = os.getenv("ALLOWED_HOSTS", "*").split(",")
+            SITE_ROOT = os.getenv("SITE_ROOT", "http://localhost:8000")
+            """)
+        + d(_common("library", "hub.urls", extra_apps='\n        "compressor",'))
+        + d("""
+            DB = os.getenv("DB", "sqlite")
+            if DB == "postgres":
+                DATABASES = {
+                    "default": {
+                        "ENGINE": "django.db.backends.postgresql",
+                        "NAME": os.getenv("DB_NAME", "hub"),
+                        "USER": os.getenv("DB_USER", "postgres"),
+                        "PASSWORD": os.getenv("DB_PASSWORD", ""),
+                        "HOST": os.getenv("DB_HOST", ""),
+                        "PORT": os.getenv("DB_PORT", ""),
+                    }
+                }
+            else:
+                DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "hub.sqlite"}}
+
+            STATIC_URL = "/static/"
+            STATIC_ROOT = os.path.join(BASE_DIR, "static-collected")
+            STATICFILES_FINDERS = (
+                "django.contrib.staticfiles.finders.FileSystemFinder",
+                "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+                "compressor.finders.CompressorFinder",
+            )
+            COMPRESS_OFFLINE = True
+            COMPRESS_CSS_HASHING_METHOD = "content"
+            """),
+        "library/static/library/site.css": "body { color: #222; }\n/* oss stylesheet */\n",
+        "requirements.txt": f"{DJANGO}\n{PSYCOPG}\ndjango-compressor==4.6.0\n",
+        **_feature("library", redirect_front=True, head=head),
+    }
+    _write(folder, files)
+    return ForeignApp(
+        key="oss",
+        folder=folder,
+        config={
+            "settingsModule": "hub.settings",
+            "wsgiModule": "hub.wsgi",
+            "envPrefix": "",
+            "env": {"DB": "postgres", "DEBUG": "False"},
+            "releaseCommands": ["compress"],
+        },
+        label="library",
+        list_path="/uploads/",
+        front_status=302,
+        stylesheet="/static/library/site.css",
+        stylesheet_text="oss stylesheet",
+    )
+
+
+def ldapsite(folder: Path) -> ForeignApp:
+    """(c) An app with a requirement that builds only against system libraries (python-ldap)."""
+    files = {
+        "manage.py": MANAGE.format(settings="ldapsite.settings"),
+        "ldapsite/__init__.py": "",
+        "ldapsite/wsgi.py": WSGI.format(settings="ldapsite.settings"),
+        "ldapsite/urls.py": _urls("records"),
+        "ldapsite/settings.py": d("""
+            import os
+            from pathlib import Path
+
+            import ldap  # the directory login backend's library: fails without libldap at run time
+
+            BASE_DIR = Path(__file__).resolve().parent.parent
+            LDAP_VERSION = ldap.__version__
+            SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+            DEBUG = False
+            ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
+            """)
+        + d(_common("records", "ldapsite.urls"))
+        + d("""
+            DATABASES = {
+                "default": {
+                    "ENGINE": "django.db.backends.postgresql",
+                    "NAME": os.environ["DJANGO_DB_NAME"],
+                    "USER": os.environ["DJANGO_DB_USER"],
+                    "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
+                    "HOST": os.environ["DJANGO_DB_HOST"],
+                    "PORT": os.environ["DJANGO_DB_PORT"],
+                }
+            }
+            STATIC_URL = "static/"
+            MEDIA_URL = "media/"
+            """),
+        "records/static/records/site.css": "body { margin: 0; }\n/* ldapsite stylesheet */\n",
+        "requirements.txt": f"{DJANGO}\n{PSYCOPG}\npython-ldap==3.4.8\n",
+        **_feature(
+            "records", redirect_front=False, head='<link rel="stylesheet" href="{% static \'records/site.css\' %}">'
+        ),
+    }
+    _write(folder, files)
+    return ForeignApp(
+        key="ldapsite",
+        folder=folder,
+        config={
+            "settingsModule": "ldapsite.settings",
+            "wsgiModule": "ldapsite.wsgi",
+            # python-ldap has no wheels: its C extension needs these headers and a compiler.
+            "packages": ["gcc", "libldap-dev", "libsasl2-dev", "python3-dev"],
+        },
+        label="records",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/records/site.css",
+        stylesheet_text="ldapsite stylesheet",
+    )
+
+
+def uvshop(folder: Path) -> ForeignApp:
+    """(d) A uv project shaped like a fresh cookiecutter-django one (no Docker, whitenoise)."""
+    files = {
+        "manage.py": MANAGE.format(settings="config.settings.local"),
+        "config/__init__.py": "",
+        "config/wsgi.py": WSGI.format(settings="config.settings.production"),
+        "config/urls.py": "from django.conf import settings\n" + d(_urls("files", admin="settings.ADMIN_URL")),
+        "config/settings/__init__.py": "",
+        "config/settings/base.py": d("""
+            from pathlib import Path
+
+            import environ
+
+            BASE_DIR = Path(__file__).resolve(strict=True).parent.parent.parent
+            APPS_DIR = BASE_DIR / "uvshop"
+            env = environ.Env()
+            """)
+        + d(
+            _common(
+                "files",
+                "config.urls",
+                extra_middleware='\n        "whitenoise.middleware.WhiteNoiseMiddleware",',
+            )
+        )
+        + d("""
+            DATABASES = {"default": env.db("DATABASE_URL", default="sqlite:///uvshop.sqlite")}
+            DATABASES["default"]["ATOMIC_REQUESTS"] = True
+            STATIC_URL = "/static/"
+            STATIC_ROOT = str(BASE_DIR / "staticfiles")
+            STATICFILES_DIRS = [str(APPS_DIR / "static")]
+            MEDIA_URL = "/media/"
+            MEDIA_ROOT = str(APPS_DIR / "media")
+            ADMIN_URL = "admin/"
+            """),
+        "config/settings/local.py": """
+            from .base import *  # noqa
+
+            DEBUG = True
+            SECRET_KEY = "local"
+            """,
+        "config/settings/production.py": """
+            from .base import *  # noqa
+            from .base import env
+
+            SECRET_KEY = env("DJANGO_SECRET_KEY")
+            ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["uvshop.example.com"])
+            DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+            SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+            SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+            # Secure cookies as cookiecutter sets them, here read from the env so that a plain-HTTP try-out
+            # (the local guest has no certificate) can log in.
+            SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=True)
+            CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=True)
+            STORAGES = {
+                "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+                "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+            }
+            ADMIN_URL = env("DJANGO_ADMIN_URL")
+            """,
+        "uvshop/static/css/project.css": "h1 { font-weight: 300; }\n/* uvshop stylesheet */\n",
+        **_feature(
+            "files", redirect_front=False, head='<link rel="stylesheet" href="{% static \'css/project.css\' %}">'
+        ),
+    }
+    _write(folder, files)
+    for name in ("pyproject.toml", "uv.lock"):
+        shutil.copyfile(FIXTURES / "uvshop" / name, folder / name)
+    return ForeignApp(
+        key="uvshop",
+        folder=folder,
+        config={
+            "settingsModule": "config.settings.production",
+            "wsgiModule": "config.wsgi",
+            "env": {
+                "DJANGO_ADMIN_URL": "admin/",
+                # Plain HTTP on the guest's address: no redirect loop, cookies over HTTP.
+                "DJANGO_SECURE_SSL_REDIRECT": "False",
+                "DJANGO_SESSION_COOKIE_SECURE": "False",
+                "DJANGO_CSRF_COOKIE_SECURE": "False",
+            },
+        },
+        label="files",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/css/project.css",
+        stylesheet_text="uvshop stylesheet",
+    )
+
+
+BUILDERS = {"classic": classic, "oss": oss, "ldapsite": ldapsite, "uvshop": uvshop}
+
+
+def build(key: str, folder: Path) -> ForeignApp:
+    folder.mkdir(parents=True, exist_ok=True)
+    return BUILDERS[key](folder)
