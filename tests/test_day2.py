@@ -276,6 +276,8 @@ def test_old_releases_are_pruned(site, workdir):
         site.up()
     releases = sh(site, f"ls /srv/{APP}/releases").split()
     assert len(releases) == 3, releases  # keepReleases = 3
+    # Each kept release's static folder (outside its code) stays; the pruned ones' go with them.
+    assert sorted(sh(site, f"ls /srv/{APP}/static").split()) == sorted(releases)
     assert len(sh(site, f"ls /srv/{APP}/venvs").split()) == 1
 
 
