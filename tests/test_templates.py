@@ -1187,7 +1187,7 @@ def test_foreign_build_steps_are_in_the_deploy(sent: dict[str, Sent]) -> None:
     # apt packages before the virtualenv, the managed Python, release commands after collectstatic, then migrate.
     order = [
         "for package in gcc libldap-dev; do",
-        "python install --quiet 3.14",
+        "python install 3.14",
         "collectstatic --noinput",
         "-manage compress \\",
         "-manage compilemessages --ignore=venv \\",
