@@ -238,6 +238,16 @@ def _urls(label: str, admin: str = '"admin/"') -> str:
         """
 
 
+def _project(package: str, label: str, *, manage: str, wsgi: str) -> dict[str, str]:
+    """manage.py (with its own settings default, which the deployer's env overrides), the WSGI module, URLs."""
+    return {
+        "manage.py": MANAGE.format(settings=manage),
+        f"{package}/__init__.py": "",
+        f"{package}/wsgi.py": WSGI.format(settings=wsgi),
+        f"{package}/urls.py": _urls(label),
+    }
+
+
 COMMON_SETTINGS = """
     INSTALLED_APPS = [
         "django.contrib.admin",
@@ -285,10 +295,7 @@ def classic(folder: Path) -> ForeignApp:
     """(a) The classic tutorials' project, exactly as the issue describes it."""
     settings = "mysite.settings.prod"
     files = {
-        "manage.py": MANAGE.format(settings="mysite.settings.dev"),
-        "mysite/__init__.py": "",
-        "mysite/wsgi.py": WSGI.format(settings="mysite.settings.prod"),
-        "mysite/urls.py": _urls("uploads"),
+        **_project("mysite", "uploads", manage="mysite.settings.dev", wsgi="mysite.settings.prod"),
         "mysite/settings/__init__.py": "",
         "mysite/settings/base.py": d("""
             from pathlib import Path
@@ -357,10 +364,7 @@ def oss(folder: Path) -> ForeignApp:
         '<link rel="stylesheet" href="{% static \'library/site.css\' %}">{% endcompress %}'
     )
     files = {
-        "manage.py": MANAGE.format(settings="hub.settings"),
-        "hub/__init__.py": "",
-        "hub/wsgi.py": WSGI.format(settings="hub.settings"),
-        "hub/urls.py": _urls("library"),
+        **_project("hub", "library", manage="hub.settings", wsgi="hub.settings"),
         "hub/settings.py": d("""
             import os
             from pathlib import Path
@@ -430,10 +434,7 @@ def oss(folder: Path) -> ForeignApp:
 def ldapsite(folder: Path) -> ForeignApp:
     """(c) An app with a requirement that builds only against system libraries (python-ldap)."""
     files = {
-        "manage.py": MANAGE.format(settings="ldapsite.settings"),
-        "ldapsite/__init__.py": "",
-        "ldapsite/wsgi.py": WSGI.format(settings="ldapsite.settings"),
-        "ldapsite/urls.py": _urls("records"),
+        **_project("ldapsite", "records", manage="ldapsite.settings", wsgi="ldapsite.settings"),
         "ldapsite/settings.py": d("""
             import os
             from pathlib import Path
@@ -488,9 +489,7 @@ def ldapsite(folder: Path) -> ForeignApp:
 def uvshop(folder: Path) -> ForeignApp:
     """(d) A uv project shaped like a fresh cookiecutter-django one (no Docker, whitenoise)."""
     files = {
-        "manage.py": MANAGE.format(settings="config.settings.local"),
-        "config/__init__.py": "",
-        "config/wsgi.py": WSGI.format(settings="config.settings.production"),
+        **_project("config", "files", manage="config.settings.local", wsgi="config.settings.production"),
         "config/urls.py": "from django.conf import settings\n" + d(_urls("files", admin="settings.ADMIN_URL")),
         "config/settings/__init__.py": "",
         "config/settings/base.py": d("""
