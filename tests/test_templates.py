@@ -1195,6 +1195,16 @@ def test_foreign_build_steps_are_in_the_deploy(sent: dict[str, Sent]) -> None:
     ]
     positions = [deploy.index(text) for text in order]
     assert positions == sorted(positions), list(zip(order, positions, strict=True))
+    # Every failure names its step (and collectstatic's, the static settings the app had and the deployer's).
+    for step in (
+        "step 'dependencies'",
+        "step 'manage.py check' failed",
+        "step 'WSGI import'",
+        "step 'collectstatic' failed (error above); static files go to $static, whatever the app's own settings say",
+        "release command 'manage.py compress' failed (error above); the previous release is still serving",
+        "step 'migrate' failed (error above); the previous release is still serving",
+    ):
+        assert step in deploy, step
     activate = script_from(sent, "foreign", "configure-host:ACTIVATE")
     assert "http://localhost/health/" in activate and "-lt 300 ]" in activate
     assert "-lt 500 ]" in script_from(sent, "http", "configure-host:ACTIVATE")
