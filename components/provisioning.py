@@ -90,6 +90,7 @@ class SiteProvisioner(pulumi.ComponentResource):
                 "configure-host",
                 plan,
                 postgres_config=render_postgres_config(plan),
+                self_healing_dropin=render("systemd/self-healing.conf.j2", plan),
                 gunicorn_config=render_gunicorn_config(plan),
                 python_modules=render_python_modules(plan),
                 manage_script=render("scripts/manage.sh.j2", plan),

@@ -1475,6 +1475,7 @@ PGBOUNCER_KEYS = {
     "auth_file",
     "pool_mode",
     "server_reset_query",
+    "server_login_retry",
     "default_pool_size",
     "min_pool_size",
     "reserve_pool_size",
