@@ -1,0 +1,272 @@
+"""Ordinary faults on a live site, each ending by itself with nothing lost (issue: a self-healing server).
+
+One guest whose data volume is a real ext4 filesystem of its own (a loop device on the host), so that it can
+be filled. Each test makes one fault the way it happens in production, then measures the seconds until `/`
+answers 200 again with no one stepping in, and counts the rows and uploaded files before and after. The
+figures are printed as a table at the end (the README's "Reliability" table comes from it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import skip_or_fail
+from test_local_boot import APP, create_row, sh, upload_photo
+
+from tools.localup import RequestLoop, change_home_page, http_get, local_site
+from tools.replay import StepFailed
+
+pytestmark = pytest.mark.localboot
+ROOT = Path(__file__).resolve().parent.parent
+RECOVERY: dict[str, float] = {}  # fault → seconds until / answered 200 again
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    """A 1.5 GiB ext4 filesystem on a loop device, mounted on the host: the guest's /data."""
+    if not shutil.which("losetup") or not Path("/dev/loop-control").exists():
+        skip_or_fail("no loop devices on this host")
+    base = tmp_path_factory.mktemp("faults")
+    image, mount = base / "data.img", base / "data"
+    mount.mkdir()
+    subprocess.run(["truncate", "-s", "1536M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    app = tmp_path_factory.mktemp("faults-app") / APP
+    shutil.copytree(
+        ROOT / "examples" / APP,
+        app,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"),
+    )
+    return app
+
+
+@pytest.fixture(scope="module")
+def site(network, volume, workdir):
+    with local_site(network, "faults", {"app": {"source": str(workdir)}}, binds=((str(volume), "/data"),)) as live:
+        upload_photo(live, "before-the-faults")
+        yield live
+    print("\n[faults] seconds until / answered 200 again, no one stepping in:")
+    for fault, seconds in RECOVERY.items():
+        print(f"[faults]   {fault:<58} {seconds:5.1f} s")
+
+
+def counts(site) -> tuple[int, int]:
+    """(rows in the app's table, files under the media folder)."""
+    rows = sh(site, f'{APP}-manage shell -c "from feed.models import Photo; print(Photo.objects.count())"')
+    files = sh(site, f"find /srv/{APP}/media -type f | wc -l")
+    return int(rows.strip().splitlines()[-1]), int(files)
+
+
+def serving_again(site, fault: str, started: float, limit: float, ready=lambda: True) -> float:
+    """Seconds from `started` until `ready()` holds and / answers 200; fails after `limit` seconds."""
+    while True:
+        try:
+            if http_get(site.url + "/", timeout=3)[0] == 200 and ready():
+                break
+        except OSError:
+            pass
+        assert time.monotonic() - started < limit, f"{fault}: / did not answer 200 within {limit} s"
+        time.sleep(0.25)
+    RECOVERY[fault] = took = time.monotonic() - started
+    return took
+
+
+def main_pid(site, unit: str) -> str:
+    return sh(site, f"systemctl show -p MainPID --value {unit}").strip()
+
+
+def cluster_unit(site) -> str:
+    version, cluster = sh(site, "pg_lsclusters --no-header | head -n 1").split()[:2]
+    return f"postgresql@{version}-{cluster}.service"
+
+
+@pytest.mark.parametrize(
+    "fault, unit",
+    [
+        ("PostgreSQL's postmaster killed (kill -9, as the OOM killer)", "postgresql"),
+        ("PgBouncer killed (kill -9)", "pgbouncer.service"),
+        ("nginx's master killed (kill -9)", "nginx.service"),
+        ("gunicorn's master killed (kill -9)", "gunicorn.service"),
+    ],
+)
+def test_a_killed_service_comes_back_by_itself(site, fault, unit):
+    unit = cluster_unit(site) if unit == "postgresql" else unit
+    before, pid = counts(site), main_pid(site, unit)
+    started = time.monotonic()
+    sh(site, f"kill -9 {pid}")
+    # Served again only once the unit runs a new process (orphans of the old one may answer for a moment).
+    took = serving_again(site, fault, started, limit=15, ready=lambda: main_pid(site, unit) not in ("0", pid))
+    assert sh(site, f"systemctl is-active {unit}").strip() == "active"
+    assert counts(site) == before
+    print(f"\n[faults] {fault}: serving again after {took:.1f} s")
+
+
+def test_a_postgresql_restart_costs_seconds_and_a_deploy_right_after_succeeds(site, workdir):
+    fault = "PostgreSQL restarted behind PgBouncer"
+    with RequestLoop(site.url + "/") as loop:
+        started = time.monotonic()
+        sh(site, "systemctl restart postgresql")
+        serving_again(site, fault, started, limit=10)
+        time.sleep(2)
+    assert loop.failed <= 10, loop.errors[:10]  # a few requests while PostgreSQL is really down, no more
+    change_home_page(workdir, "after-a-database-restart")
+    sh(site, "systemctl restart postgresql")
+    site.up()  # the deploy's migrate and health check go through PgBouncer at once
+    assert b"release:after-a-database-restart" in http_get(site.url + "/")[2]
+
+
+def test_postgresql_stop_and_start_act_on_the_cluster_after_a_reboot(site):
+    before = counts(site)
+    started = time.monotonic()
+    site.guest.reboot_and_wait(timeout=180)
+    serving_again(site, "a reboot (from the reboot command)", started, limit=240)
+    unit = cluster_unit(site)
+    sh(site, "systemctl stop postgresql")
+    # The umbrella's stop reaches the cluster as a job of its own, which finishes a moment later.
+    deadline = time.monotonic() + 30
+    while sh(site, f"systemctl is-active {unit} || true").strip() != "inactive":
+        assert time.monotonic() < deadline, "`systemctl stop postgresql` did not stop the cluster"
+        time.sleep(0.5)
+    started = time.monotonic()
+    sh(site, "systemctl start postgresql")
+    assert sh(site, f"systemctl is-active {unit}").strip() == "active"
+    serving_again(site, "`systemctl stop/start postgresql` after a reboot", started, limit=15)
+    assert counts(site) == before
+
+
+def test_a_configure_step_that_failed_half_way_is_completed_by_the_retry(site):
+    """The env file is written, then the step fails (PostgreSQL cannot start); the retry finds nothing to
+    write but must still restart gunicorn, whose environment is the old one."""
+    config = {**site.config, "app": {**site.config["app"], "env": {"FAULT_MARKER": "one"}}}
+    unit = cluster_unit(site)
+    sh(site, f"systemctl stop postgresql && systemctl mask --runtime {unit}")
+    try:
+        with pytest.raises(StepFailed):
+            site.up(config)
+        assert "FAULT_MARKER='one'" in sh(site, f"cat /etc/{APP}/env")
+    finally:
+        sh(site, f"systemctl unmask --runtime {unit}")
+    site.up(config)
+    environ = sh(site, "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value gunicorn.service)/environ")
+    assert "FAULT_MARKER=one" in environ, "gunicorn still runs with the environment from before the change"
+    serving_again(site, "configure failed half-way, then retried", time.monotonic(), limit=15)
+
+
+def test_a_deploy_whose_second_migration_fails_leaves_the_schema_as_it_was(site, workdir):
+    """0002 adds a NOT NULL column (and would commit on its own under Django), 0003 fails: the release that
+    keeps serving must still be able to write."""
+    migrations = workdir / "feed" / "migrations"
+    (migrations / "0002_photo_rating.py").write_text(
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n"
+        "    dependencies = [('feed', '0001_initial')]\n"
+        "    operations = [migrations.AddField('photo', 'rating', models.IntegerField(default=0), "
+        "preserve_default=False)]\n"
+    )
+    (migrations / "0003_broken.py").write_text(
+        "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n"
+        "    dependencies = [('feed', '0002_photo_rating')]\n"
+        "    operations = [migrations.RunSQL('SELECT no_such_column FROM feed_photo')]\n"
+    )
+    try:
+        with pytest.raises(StepFailed) as failure:
+            site.up()
+        assert "the schema is as it was" in failure.value.stderr, failure.value.stderr[-2000:]
+    finally:
+        for name in ("0002_photo_rating.py", "0003_broken.py"):
+            (migrations / name).unlink()
+    columns = sh(
+        site,
+        f'runuser -u postgres -- psql -tAc "SELECT column_name FROM information_schema.columns '
+        f"WHERE table_name = 'feed_photo'\" {APP}",
+    ).split()
+    assert "rating" not in columns, columns
+    upload_photo(site, "written-by-the-release-that-kept-serving")
+
+
+def test_a_broken_nginx_site_fails_the_deploy_with_nginx_s_error(site):
+    live = Path(sh(site, f"readlink -f /srv/{APP}/current").strip()).name
+    sh(site, f"cp /etc/{APP}/nginx-site.conf /root/site.conf && echo 'this is not nginx' >> /etc/{APP}/nginx-site.conf")
+    try:
+        result = site.guest.exec(["bash", "-c", f"{APP}-activate {live}"], timeout=60)
+        assert result.returncode != 0
+        stderr = result.stderr.decode()
+        assert "nginx's configuration on this server is broken" in stderr and f"{APP}.conf" in stderr, stderr
+        assert http_get(site.url + "/")[0] == 200, "nginx keeps serving the configuration it has loaded"
+    finally:
+        sh(site, f"cp /root/site.conf /etc/{APP}/nginx-site.conf")
+
+
+def test_a_damaged_backup_is_refused_before_anything_is_touched(site):
+    upload_photo(site, "kept-through-a-bad-restore")
+    sh(site, f"rm -f /data/backups/*; {APP}-backup")
+    stamp = sh(site, "ls /data/backups | sed -n 's/^db-\\(.*\\)\\.dump$/\\1/p'").strip()
+    before = counts(site)
+    media = f"/data/backups/media-{stamp}.tar.gz"
+    sh(site, f"truncate -s $(( $(stat -c %s {media}) * 3 / 10 )) {media}")
+    result = site.guest.exec(["bash", "-c", f"{APP}-restore {stamp}"], timeout=120)
+    assert result.returncode != 0 and "does not match its checksums" in result.stderr.decode()
+    assert counts(site) == before
+    assert sh(site, f"stat -c %U /srv/{APP}/media/photos").strip() == APP
+    # The same damage in a backup without checksums (older ones): the full read refuses it just as well.
+    sh(site, f"rm /data/backups/sums-{stamp}.sha256")
+    result = site.guest.exec(["bash", "-c", f"{APP}-restore {stamp}"], timeout=120)
+    assert result.returncode != 0 and "nothing was changed" in result.stderr.decode()
+    assert counts(site) == before and http_get(site.url + "/")[0] == 200
+
+
+def test_a_full_data_volume_refuses_backups_and_postgresql_returns_when_space_does(site):
+    before = counts(site)
+    sh(site, "rm -f /data/backups/*")
+    free_mib = int(sh(site, "df -BM --output=avail /data | tail -n 1").strip().rstrip("M"))
+    sh(site, f"fallocate -l {free_mib - 40}M /data/filler")
+    try:
+        result = site.guest.exec(["bash", "-c", f"{APP}-backup"], timeout=120)
+        assert result.returncode != 0 and "not enough space" in result.stderr.decode(), result.stderr.decode()
+        assert sh(site, "ls /data/backups").strip() == "", "a refused backup leaves nothing behind"
+        # Now fill it to the last block and make PostgreSQL write: it stops (PANIC) or refuses the write.
+        sh(site, "fallocate -l 39M /data/filler2 || true; dd if=/dev/zero of=/data/filler3 bs=1M 2> /dev/null || true")
+        sh(
+            site,
+            'runuser -u postgres -- psql -c "CREATE TABLE wal_filler AS '
+            "SELECT repeat('x', 1000) AS pad FROM generate_series(1, 50000)\" " + APP,
+            check=False,
+        )
+    finally:
+        sh(site, "rm -f /data/filler /data/filler2 /data/filler3")
+    started = time.monotonic()
+    serving_again(site, "data volume full, then space freed", started, limit=30)
+    assert counts(site) == before
+    sh(site, f"runuser -u postgres -- psql -c 'DROP TABLE IF EXISTS wal_filler' {APP}")
+
+
+def test_restoring_a_backup_from_before_a_migration_brings_the_schema_forward(site, workdir):
+    sh(site, f"rm -f /data/backups/*; {APP}-backup")
+    before = counts(site)
+    models = workdir / "feed" / "models.py"
+    models.write_text(
+        models.read_text().replace(
+            "    created_at = ", '    caption = models.CharField(max_length=50, default="")\n    created_at = '
+        )
+    )
+    (workdir / "feed" / "migrations" / "0002_photo_caption.py").write_text(
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n"
+        "    dependencies = [('feed', '0001_initial')]\n"
+        "    operations = [migrations.AddField('photo', 'caption', models.CharField(max_length=50, default=''))]\n"
+    )
+    site.up()
+    create_row(site, "after-the-migration")
+    sh(site, f"{APP}-restore")
+    serving_again(site, "restore of a backup from before a migration", time.monotonic(), limit=15)
+    assert counts(site) == before
+    upload_photo(site, "written-after-the-restore")
