@@ -145,6 +145,8 @@ class SiteProvisioner(pulumi.ComponentResource):
             git_url=release.git_url,
             git_ref=release.git_ref,
             git_commit=release.git_commit,
+            # One server, one database: the deploy itself applies the migrations, all or nothing.
+            atomic_migrations=True,
         )
         self.deploy = step(
             "deploy",
