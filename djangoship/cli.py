@@ -1,0 +1,210 @@
+"""`python3 -m djangoship [--stack NAME | --outputs-file FILE] VERB …`: one verb, one server command over SSH.
+
+Progress and errors go to stderr (what runs, on which host); stdout is the server command's own, so it can be
+piped. The exit status is the server command's (255: ssh could not connect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import remote, report
+from .remote import Layout
+from .ssh import Session
+from .stack import Stack, StackError, read_outputs_file, read_pulumi_stack
+
+BACKUP_FILE = re.compile(r"^(db-[0-9]{8}T[0-9]{6}Z\.dump|media-[0-9]{8}T[0-9]{6}Z\.tar\.gz)$")
+VERBS: dict[str, Callable[[argparse.Namespace, Stack, Session], int]] = {}
+
+
+def verb(name: str) -> Callable[[Callable[[argparse.Namespace, Stack, Session], int]], Callable[..., int]]:
+    def register(function: Callable[[argparse.Namespace, Stack, Session], int]) -> Callable[..., int]:
+        VERBS[name] = function
+        return function
+
+    return register
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def say(message: str) -> None:
+    print(f"djangoship: {message}", file=sys.stderr, flush=True)
+
+
+def run(session: Session, what: str, command: str | None, *, tty: bool = False) -> int:
+    say(f"{what} on {session.stack.destination} ({session.stack.app})")
+    status = session.run(command, tty=tty)
+    if status not in (0, 255):
+        say(f"{what} failed on the server (exit {status})")
+    return status
+
+
+@verb("ssh")
+def ssh_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    command = " ".join(args.command) if args.command else None
+    return run(session, "a shell" if command is None else f"`{command}`", command, tty=command is None or interactive())
+
+
+@verb("logs")
+def logs_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    command = remote.logs(args.source, follow=args.follow, lines=args.lines)
+    return run(
+        session,
+        f"{args.source} logs{' (following; Ctrl-C stops)' if args.follow else ''}",
+        command,
+        tty=args.follow and interactive(),
+    )
+
+
+@verb("manage")
+def manage_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    return run(
+        session, f"manage.py {' '.join(args.args)}", remote.manage(Layout(stack.app), args.args), tty=interactive()
+    )
+
+
+@verb("status")
+def status_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    print(f"site:         {stack.url}", flush=True)
+    return run(session, "status", report.status(Layout(stack.app)))
+
+
+@verb("releases")
+def releases_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    return run(session, "kept releases (newest first, * live)", report.releases(Layout(stack.app)))
+
+
+@verb("rollback")
+def rollback_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    what = f"activating release {args.release}" if args.release else "rolling back to the previous release"
+    return run(session, what, remote.rollback(Layout(stack.app), args.release))
+
+
+@verb("backup")
+def backup_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    return run(session, "backing up the database and media", remote.backup(Layout(stack.app)))
+
+
+@verb("restore")
+def restore_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    command = remote.restore(Layout(stack.app), args.stamp)
+    which = args.stamp or "the newest backup"
+    if not args.yes:
+        if not interactive():
+            say("restore replaces the database and media: pass --yes to confirm")
+            return 2
+        answer = input(f"Replace {stack.app}'s database and media on {stack.host} with {which}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            say("not restored")
+            return 1
+    return run(session, f"restoring {which} (the site stops serving meanwhile)", command)
+
+
+@verb("download-backup")
+def download_backup_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    layout = Layout(stack.app)
+    say(f"finding backup {args.stamp or '(newest)'} on {stack.destination}")
+    found = session.capture(report.find_backup(layout, args.stamp))
+    if found.returncode != 0:
+        return found.returncode
+    folder = args.to or Path("backups") / stack.name
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for line in found.stdout.split("\n"):
+        if not line.strip():
+            continue
+        name, size = line.split()
+        if not BACKUP_FILE.match(name):
+            say(f"unexpected file name from the server: {name!r}")
+            return 1
+        target, partial = folder / name, folder / f".{name}.partial"
+        say(f"downloading {name} ({int(size):,} bytes) to {target}")
+        # 0600: a backup holds every row of the database.
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as stream:
+            status = session.run(report.read_backup_file(layout, name), stdout=stream)
+        if status != 0 or partial.stat().st_size != int(size):
+            partial.unlink(missing_ok=True)
+            say(f"downloading {name} failed (exit {status})")
+            return status or 1
+        partial.rename(target)
+    return 0
+
+
+@verb("maintenance")
+def maintenance_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
+    what = {"on": "turning maintenance on", "off": "turning maintenance off", None: "maintenance state"}[args.state]
+    return run(session, what, remote.maintenance(Layout(stack.app), args.state))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="python3 -m djangoship",
+        description="The operator's verbs for the stack's server, over SSH with the stack's key.",
+        epilog="Run from the project folder. `python3 -m djangoship VERB --help` for each verb.",
+    )
+    source = top.add_mutually_exclusive_group()
+    source.add_argument("--stack", "-s", help="the Pulumi stack (default: the current one, as `pulumi` picks it)")
+    source.add_argument(
+        "--outputs-file", type=Path, help="read the outputs from this JSON file (the local try-out's `--outputs`)"
+    )
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    shell = verbs.add_parser("ssh", help="a shell on the server, or run one command there")
+    shell.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a login shell")
+
+    logs = verbs.add_parser("logs", help="the last lines of a log, or follow it (-f)")
+    logs.add_argument(
+        "source",
+        nargs="?",
+        default="web",
+        help=f"{', '.join(remote.LOG_SOURCES)}, or any systemd unit (e.g. APP-backup); default web (gunicorn)",
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.add_argument("-n", "--lines", type=int, default=100, help="how many lines back (default 100)")
+
+    manage = verbs.add_parser(
+        "manage", help="a manage.py command as the app's user, with its env (interactive in a terminal)"
+    )
+    manage.add_argument("args", nargs=argparse.REMAINDER, help="e.g. shell, createsuperuser, migrate --plan")
+
+    verbs.add_parser("status", help="live release, kept releases, services, disk, memory, backups, certificate")
+    verbs.add_parser("releases", help="the releases kept on the server, newest first (* = live)")
+
+    rollback = verbs.add_parser("rollback", help="make an earlier kept release live again, without a rebuild")
+    rollback.add_argument("release", nargs="?", help="a release id from `releases` (default: the one before)")
+
+    verbs.add_parser("backup", help="back up the database and media now (to /data/backups, and S3 if configured)")
+
+    restore = verbs.add_parser("restore", help="replace the database and media with a backup (asks first)")
+    restore.add_argument("stamp", nargs="?", help="e.g. 20261128T033000Z (default: the newest on the server)")
+    restore.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when not in a terminal)")
+
+    download = verbs.add_parser("download-backup", help="copy a backup's files to this machine (mode 0600)")
+    download.add_argument(
+        "stamp", nargs="?", help="e.g. 20261128T033000Z (default: the newest; S3 if not on the server)"
+    )
+    download.add_argument("--to", type=Path, help="the folder to write to (default backups/STACK)")
+
+    maintenance = verbs.add_parser(
+        "maintenance", help="visitors get a 503 maintenance page (app and database keep running); no state: show it"
+    )
+    maintenance.add_argument("state", nargs="?", choices=["on", "off"])
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        stack = read_outputs_file(args.outputs_file) if args.outputs_file else read_pulumi_stack(args.stack)
+        with Session(stack) as session:
+            return VERBS[args.verb](args, stack, session)
+    except (StackError, ValueError) as error:
+        say(f"error: {error}")
+        return 2
