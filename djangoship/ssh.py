@@ -67,8 +67,8 @@ def ssh_command(stack: Stack, key_file: Path | None, trust: HostTrust, remote: s
 class Session:
     """The key and the host trust for one verb's ssh runs; `with Session(stack) as session: session.run(…)`."""
 
-    def __init__(self, stack: Stack, *, log: IO[str] = sys.stderr):
-        self.stack, self.log = stack, log
+    def __init__(self, stack: Stack, *, log: IO[str] | None = None):
+        self.stack, self.log = stack, log or sys.stderr
         self._dir: Path | None = None
         self.key_file: Path | None = None
         self.trust: HostTrust | None = None
@@ -90,7 +90,8 @@ class Session:
     def _host_trust(self, scratch: Path) -> HostTrust:
         if self.stack.host_key:
             pinned = scratch / "known_hosts"
-            pinned.write_text(f"{self.stack.host} {self.stack.host_key.strip()}\n")
+            keys = [line.strip() for line in self.stack.host_key.splitlines() if line.strip()]
+            pinned.write_text("".join(f"{self.stack.host} {key}\n" for key in keys))
             return HostTrust(pinned, "yes", pinned=True)
         store = trust_store(self.stack.name)
         store.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -132,7 +133,7 @@ class Session:
     def explain_unreachable(self) -> None:
         assert self.trust is not None
         hint = (
-            ""
+            ", or its host key is not the stack's `sshHostKey`"
             if self.trust.pinned
             else f"; if the server was replaced (a new host key), remove its line from {self.trust.known_hosts}"
         )

@@ -23,7 +23,7 @@ class Stack:
     app: str
     url: str
     private_key: str | None  # None: the stack was given your own public key (`sshPublicKey`); ssh finds yours
-    host_key: str | None  # `sshHostKey` ("ssh-ed25519 AAAA…"): pinned when the program provides it
+    host_key: str | None  # `sshHostKey`, "ssh-ed25519 AAAA…" (one key a line): pinned when the program provides it
 
     @property
     def destination(self) -> str:

@@ -1,0 +1,293 @@
+"""The operator's verbs (`python3 -m djangoship VERB`) run for real, over OpenSSH, against one guest deployed by the
+program's own steps; the CLI reads the outputs the local try-out writes (`tools.localup --outputs`), as it reads
+`pulumi stack output` for a real stack.
+
+What runs on the server is built by pure functions; tests/test_operator_cli.py checks those without a guest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from test_local_boot import APP, create_row, sh
+
+from localboot.keys import generate_ed25519_keypair
+from tools.localup import change_home_page, http_get, local_site, wait_for_200, write_outputs
+
+pytestmark = pytest.mark.localboot
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    import shutil
+
+    base = tmp_path_factory.mktemp("operator")
+    app = base / APP
+    shutil.copytree(
+        ROOT / "examples" / APP,
+        app,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"),
+    )
+    (base / "config").mkdir(mode=0o700)
+    return base, app
+
+
+@pytest.fixture(scope="module")
+def site(network, workdir, release):
+    base, app = workdir
+    with local_site(network, "ops1", {"app": {"source": str(app)}, "keepReleases": 3}, release=release) as live:
+        write_outputs(live, base / "ops1.json")
+        yield live
+
+
+class Verb:
+    """`python3 -m djangoship --outputs-file FILE …` from the project folder, as the operator types it."""
+
+    def __init__(self, outputs: Path, config_home: Path):
+        self.outputs, self.env = outputs, {**os.environ, "XDG_CONFIG_HOME": str(config_home)}
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "djangoship", "--outputs-file", str(self.outputs), *args]
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            self.argv(*args),
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{args} exited {result.returncode}:\n{result.stderr}{result.stdout}")
+        return result
+
+
+@pytest.fixture(scope="module")
+def verb(site, workdir):
+    base, _ = workdir
+    return Verb(base / "ops1.json", base / "config")
+
+
+def live_release(site) -> str:
+    return Path(sh(site, f"readlink -f /srv/{APP}/current").strip()).name
+
+
+def test_outputs_file_holds_what_the_verbs_need_and_only_the_user_reads_it(site, workdir):
+    base, _ = workdir
+    outputs = json.loads((base / "ops1.json").read_text())
+    assert outputs["publicIp"] == site.guest.ip and outputs["sshUser"] == "admin" and outputs["appName"] == APP
+    assert outputs["sshPrivateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert (base / "ops1.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_status_trusts_the_host_key_on_first_use_and_reports_the_site(site, verb, workdir):
+    base, _ = workdir
+    first = verb("status")
+    assert "trusting" in first.stderr and "first use" in first.stderr, first.stderr
+    known_hosts = base / "config" / "djangoship" / "known_hosts" / "ops1"
+    assert known_hosts.read_text().startswith(site.guest.ip + " ")
+    assert f"on admin@{site.guest.ip}" in first.stderr  # says what runs where
+    report = first.stdout
+    print(f"\n[operator] status:\n{report}")
+    assert f"release:      {site.run.outputs['releaseId']}, live for" in report
+    assert "maintenance:  off" in report
+    for unit in ("nginx.service", "gunicorn.socket", "gunicorn.service", "pgbouncer.service"):
+        assert any(line.split()[:2] == [unit, "active"] for line in report.splitlines()), unit
+    assert "postgresql@" in report and f"{APP}-backup.timer" in report and "FAILED" not in report
+    assert "Mem:" in report and "/data" in report and "certificate:  none (plain HTTP)" in report
+    second = verb("status")
+    assert "first use" not in second.stderr, "a known host is not announced again"
+
+
+def test_a_pinned_host_key_is_used_and_a_wrong_one_refused(site, workdir):
+    base, _ = workdir
+    outputs = json.loads((base / "ops1.json").read_text())
+    pinned, wrong = base / "pinned.json", base / "wrong.json"
+    for path, keys in ((pinned, site.guest.host_keys()), (wrong, [generate_ed25519_keypair()[1].strip()])):
+        path.write_text(json.dumps({**outputs, "sshHostKey": "\n".join(keys)}))
+    fresh_config = base / "config-pinned"  # nothing trusted on first use here
+    good = Verb(pinned, fresh_config)("releases")
+    assert "first use" not in good.stderr and site.run.outputs["releaseId"] in good.stdout
+    refused = Verb(wrong, fresh_config)("releases", check=False)
+    assert refused.returncode == 255 and "failed (exit 255)" in refused.stderr, refused.stderr
+    assert not (fresh_config / "djangoship" / "known_hosts").exists() or not any(
+        (fresh_config / "djangoship" / "known_hosts").iterdir()
+    )
+
+
+def test_unreachable_host_and_missing_outputs_say_what_to_do(network, workdir):
+    base, _ = workdir
+    outputs = json.loads((base / "ops1.json").read_text())
+    nowhere = base / "nowhere.json"
+    nowhere.write_text(json.dumps({**outputs, "publicIp": network.allocate()}))  # an address no guest has
+    result = Verb(nowhere, base / "config")("status", check=False)
+    assert result.returncode == 255 and "may still be booting" in result.stderr, result.stderr
+    empty = base / "empty.json"
+    empty.write_text("{}")
+    result = Verb(empty, base / "config")("status", check=False)
+    assert result.returncode == 2 and "no outputs yet: run `pulumi up` first" in result.stderr, result.stderr
+
+
+def test_ssh_runs_a_command_and_passes_its_exit_status(site, verb):
+    assert verb("ssh", "hostname").stdout.strip() == "ops1"
+    assert verb("ssh", "exit 7", check=False).returncode == 7
+
+
+def test_manage_runs_as_the_app_with_its_env_and_passes_failures_through(site, verb):
+    title = f"managed-{uuid.uuid4().hex[:6]}"
+    create_row(site, title)
+    count = verb(
+        "manage", "shell", "-c", f"from feed.models import Photo; print(Photo.objects.filter(title='{title}').count())"
+    )
+    assert count.stdout.strip() == "1"
+    failed = verb("manage", "no_such_command", check=False)
+    assert failed.returncode == 1 and "Unknown command" in failed.stderr, failed.stderr
+
+
+def test_manage_shell_is_interactive_in_a_terminal(site, verb):
+    """`manage shell` at a terminal: ssh gets a TTY, so Django's shell reads what is typed, line by line."""
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        verb.argv("manage", "shell"), cwd=ROOT, env=verb.env, stdin=secondary, stdout=secondary, stderr=secondary
+    )
+    os.close(secondary)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            assert time.monotonic() < deadline, seen[-2000:]
+            if select.select([primary], [], [], 1)[0]:
+                try:
+                    seen += os.read(primary, 4096)
+                except OSError:
+                    break
+
+    try:
+        read_until(b">>> ", 60)
+        os.write(primary, b"print(6 * 7, 'from the tty')\r")
+        read_until(b"42 from the tty", 30)
+        os.write(primary, b"exit()\r")
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(primary)
+
+
+def test_logs_of_each_source(site, verb):
+    marker = f"/logs-marker-{uuid.uuid4().hex[:8]}"
+    http_get(site.url + marker)
+    assert marker in verb("logs", "nginx").stdout
+    assert "gunicorn" in verb("logs", "-n", "50").stdout.lower()  # web (gunicorn) is the default
+    assert "database system is ready" in verb("logs", "postgres", "-n", "200").stdout
+    verb("logs", "pgbouncer")
+    assert verb("logs", "all", "-n", "5").stdout.strip()
+    verb("logs", "ssh.service", "-n", "5")  # any systemd unit
+    bad = verb("logs", "nginx; reboot", check=False)
+    assert bad.returncode == 2 and "neither a log source" in bad.stderr
+
+
+def test_logs_follow_shows_new_lines_until_interrupted(site, verb):
+    process = subprocess.Popen(
+        verb.argv("logs", "-f", "-n", "0", "nginx"), cwd=ROOT, env=verb.env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(2)  # tail -F has started on the server
+        marker = f"/follow-marker-{uuid.uuid4().hex[:8]}"
+        deadline = time.monotonic() + 30
+        seen = ""
+        assert process.stdout is not None
+        while marker not in seen:
+            http_get(site.url + marker)
+            assert time.monotonic() < deadline, seen
+            if select.select([process.stdout], [], [], 2)[0]:
+                seen += process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_backup_download_and_restore(site, verb, workdir):
+    base, _ = workdir
+    title = f"backed-up-{uuid.uuid4().hex[:6]}"
+    create_row(site, title)
+    made = verb("backup")
+    assert "wrote db-" in made.stdout, made.stdout + made.stderr
+    stamp = made.stdout.split("wrote db-")[1].split(".dump")[0]
+    assert f"last backup:  db-{stamp}.dump, 0 min ago" in verb("status").stdout
+
+    target = base / "downloads"
+    verb("download-backup", "--to", str(target))
+    dump = target / f"db-{stamp}.dump"
+    assert dump.read_bytes().startswith(b"PGDMP"), "pg_dump's custom format"
+    assert (target / f"media-{stamp}.tar.gz").exists()
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in target.iterdir())
+    assert dump.stat().st_size == int(sh(site, f"stat -c %s /data/backups/db-{stamp}.dump"))
+    missing = verb("download-backup", "20000101T000000Z", "--to", str(target), check=False)
+    assert missing.returncode == 1 and "is not in /data/backups" in missing.stderr
+
+    sh(site, f"{APP}-manage shell -c \"from feed.models import Photo; Photo.objects.filter(title='{title}').delete()\"")
+    assert title.encode() not in http_get(site.url + "/")[2]
+    refused = verb("restore", stamp, check=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr, "no terminal, no --yes: nothing is restored"
+    verb("restore", stamp, "--yes")
+    wait_for_200(site.url + "/healthz", timeout=30)
+    assert title.encode() in http_get(site.url + "/")[2]
+
+
+def test_maintenance_page_survives_a_deploy_which_still_checks_health(site, verb, workdir):
+    _, app = workdir
+    before = live_release(site)
+    assert verb("maintenance", "on").stdout.strip() == "on"
+    status, headers, page = http_get(site.url + "/")
+    assert status == 503 and headers["Retry-After"] == "300" and b"Down for maintenance" in page
+    assert http_get(site.url + "/healthz")[0] == 503, "outside monitors see the maintenance too"
+    assert http_get(site.url + "/static/feed/site.css")[0] == 200, "static files stay served"
+    # The app and database keep running: the server itself (loopback) still reaches them.
+    assert sh(site, "curl -s -o /dev/null -w '%{http_code}' -H 'Host: 127.0.0.1' http://127.0.0.1/healthz") == "200"
+    assert "maintenance:  ON" in verb("status").stdout
+
+    # A `pulumi up` meanwhile: the deploy's activation checks health through the socket and through nginx (from
+    # loopback), so the new release goes live; visitors still get the maintenance page.
+    change_home_page(app, "during-maintenance")
+    steps = site.up()
+    assert [step.name for step in steps if step.ran] == [f"{APP}-upload", f"{APP}-deploy"]
+    assert live_release(site) != before
+    assert http_get(site.url + "/")[0] == 503
+    assert verb("maintenance").stdout.strip() == "on"
+
+    assert verb("maintenance", "off").stdout.strip() == "off"
+    status, _, page = http_get(site.url + "/")
+    assert status == 200 and b"release:during-maintenance" in page
+
+
+def test_releases_and_rollback(site, verb):
+    listed = verb("releases").stdout.splitlines()
+    live = live_release(site)
+    assert listed[0].startswith(f"* {live}") and len(listed) == 2, listed
+    earlier = listed[1].split()[0]
+    verb("rollback")
+    assert live_release(site) == earlier and b"release:during-maintenance" not in http_get(site.url + "/")[2]
+    verb("rollback", live)
+    assert live_release(site) == live
+    unknown = verb("rollback", "0123456789ab", check=False)
+    assert unknown.returncode == 1 and "is not built on this server" in unknown.stderr
+    assert "exit 1" in unknown.stderr
+    assert verb("rollback", "not-a-release", check=False).returncode == 2
