@@ -41,7 +41,7 @@ def say(message: str) -> None:
 def run(session: Session, what: str, command: str | None, *, tty: bool = False) -> int:
     say(f"{what} on {session.stack.destination} ({session.stack.app})")
     status = session.run(command, tty=tty)
-    if status not in (0, 255):
+    if status not in (0, 130, 255):  # 130: interrupted; 255: ssh explained it
         say(f"{what} failed on the server (exit {status})")
     return status
 

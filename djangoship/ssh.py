@@ -22,6 +22,7 @@ from typing import IO
 from .stack import Stack
 
 UNREACHABLE = 255  # ssh's own exit status when it could not connect or authenticate
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(frozen=True)
@@ -112,13 +113,23 @@ class Session:
 
     def run(self, remote: str | None, *, tty: bool = False, stdout: IO[bytes] | None = None) -> int:
         """Run `remote` on the server, the terminal attached (or stdout to a file); returns its exit status.
-        Ctrl-C goes to ssh (and, with a TTY, to the remote command); this process waits and then cleans up."""
+        An interrupt ends ssh, not this process, which then cleans up: at a terminal Ctrl-C reaches ssh itself (or,
+        with a TTY, the remote command); a SIGINT sent to this process alone (`kill -INT`) is passed on to ssh."""
         process = subprocess.Popen(self.command(remote, tty=tty), stdout=stdout)
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        interrupted = False
+
+        def interrupt(*_: object) -> None:
+            nonlocal interrupted
+            interrupted = True
+            process.send_signal(signal.SIGINT)
+
+        previous = signal.signal(signal.SIGINT, interrupt)
         try:
             status = process.wait()
         finally:
             signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            return INTERRUPTED
         if status == UNREACHABLE:
             self.explain_unreachable()
         return status
