@@ -37,7 +37,8 @@ if [ -d "$live" ]; then
 else
     echo "release:      none live"
 fi
-echo "kept:         $(grep -vx "$(basename "$live")" {releases}/.history 2> /dev/null | tac | tr '\\n' ' ')"
+kept=$(grep -vx "$(basename "$live")" {releases}/.history 2> /dev/null | tac | tr '\\n' ' ')
+echo "kept:         ${{kept:-none}}"
 if [ -e {flag} ]; then echo "maintenance:  ON (visitors get 503)"; else echo "maintenance:  off"; fi
 echo
 echo "services:"
@@ -51,7 +52,8 @@ failed=$(systemctl --failed --plain --no-legend | awk '{{print $1}}' | tr '\\n' 
 [ -z "$failed" ] || echo "  FAILED: $failed"
 echo
 echo "disk:"
-df -h --output=target,size,used,avail,pcent / {data} | sed 's/^/  /'
+# /data is its own volume on EC2; where it is not (a guest without one), print the root's line once.
+df -h --output=target,size,used,avail,pcent / {data} | awk '!seen[$0]++ {{ print "  " $0 }}'
 echo "memory:"
 free -m | sed 's/^/  /'
 echo

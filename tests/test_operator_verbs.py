@@ -94,7 +94,8 @@ def test_status_trusts_the_host_key_on_first_use_and_reports_the_site(site, verb
     for unit in ("nginx.service", "gunicorn.socket", "gunicorn.service", "pgbouncer.service"):
         assert any(line.split()[:2] == [unit, "active"] for line in report.splitlines()), unit
     assert "postgresql@" in report and f"{APP}-backup.timer" in report and "FAILED" not in report
-    assert "Mem:" in report and "/data" in report and "certificate:  none (plain HTTP)" in report
+    assert "kept:         none" in report and "Mounted on" in report and "Mem:" in report
+    assert "certificate:  none (plain HTTP)" in report
     second = verb("status")
     assert "first use" not in second.stderr, "a known host is not announced again"
 
@@ -258,6 +259,10 @@ def test_maintenance_page_survives_a_deploy_which_still_checks_health(site, verb
     steps = site.up()
     assert [step.name for step in steps if step.ran] == [f"{APP}-upload", f"{APP}-deploy"]
     assert live_release(site) != before
+    assert http_get(site.url + "/")[0] == 503
+    # …and one that re-runs the configure step, which re-renders and reloads the nginx site: still on.
+    config = {**site.config, "app": {**site.config["app"], "env": {"DJANGO_CONN_MAX_AGE": "60"}}}
+    assert [step.name for step in site.up(config) if step.ran] == [f"{APP}-configure"]
     assert http_get(site.url + "/")[0] == 503
     assert verb("maintenance").stdout.strip() == "on"
 
