@@ -16,10 +16,11 @@ import pytest
 from test_templates import check_shell, plan_for, site_for
 
 from djangoship import remote, report
-from djangoship.cli import VERBS, main, parser
+from djangoship.cli import main, parser
 from djangoship.remote import Layout
 from djangoship.ssh import HostTrust, Session, ssh_command
 from djangoship.stack import Stack, StackError, from_outputs, read_pulumi_stack
+from djangoship.verbs import VERBS
 from tools.mockrun import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
