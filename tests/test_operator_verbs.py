@@ -19,23 +19,26 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_day2 import workdir  # noqa: F401  (a fixture, used by name: a copy of the example app)
+
+# Day 2's guest (a copy of the example app, backups to moto's S3): fixtures, used by name.
+from test_day2 import live_release, s3, site, workdir  # noqa: F401
 from test_local_boot import APP, create_row, sh
 
 from localboot.keys import generate_ed25519_keypair
-from tools.localup import change_home_page, http_get, local_site, wait_for_200, write_outputs
+from tools.localup import change_home_page, http_get, wait_for_200, write_outputs
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def site(network, workdir, release):
-    base, app, _ = workdir  # a copy of the example app (test_day2's fixture); the data folder is not used here
-    (base / "config").mkdir(mode=0o700)  # XDG_CONFIG_HOME: the trust-on-first-use known_hosts go there
-    with local_site(network, "ops1", {"app": {"source": str(app)}, "keepReleases": 3}, release=release) as live:
-        write_outputs(live, base / "ops1.json")
-        yield live
+def outputs(site, workdir):
+    """The local try-out's outputs file for day 2's guest (backups to moto's S3), and a config home for the CLI
+    (XDG_CONFIG_HOME: the trust-on-first-use known_hosts go there)."""
+    base, *_ = workdir
+    (base / "config").mkdir(mode=0o700)
+    write_outputs(site, base / "local.json")
+    return base / "local.json", base / "config"
 
 
 class Verb:
@@ -63,28 +66,23 @@ class Verb:
 
 
 @pytest.fixture(scope="module")
-def verb(site, workdir):
-    base, *_ = workdir
-    return Verb(base / "ops1.json", base / "config")
+def verb(outputs):
+    return Verb(*outputs)
 
 
-def live_release(site) -> str:
-    return Path(sh(site, f"readlink -f /srv/{APP}/current").strip()).name
+def test_outputs_file_holds_what_the_verbs_need_and_only_the_user_reads_it(site, outputs):
+    path, _ = outputs
+    written = json.loads(path.read_text())
+    assert written["publicIp"] == site.guest.ip and written["sshUser"] == "admin" and written["appName"] == APP
+    assert written["sshPrivateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
-def test_outputs_file_holds_what_the_verbs_need_and_only_the_user_reads_it(site, workdir):
-    base, *_ = workdir
-    outputs = json.loads((base / "ops1.json").read_text())
-    assert outputs["publicIp"] == site.guest.ip and outputs["sshUser"] == "admin" and outputs["appName"] == APP
-    assert outputs["sshPrivateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
-    assert (base / "ops1.json").stat().st_mode & 0o777 == 0o600
-
-
-def test_status_trusts_the_host_key_on_first_use_and_reports_the_site(site, verb, workdir):
-    base, *_ = workdir
+def test_status_trusts_the_host_key_on_first_use_and_reports_the_site(site, verb, outputs):
+    _, config_home = outputs
     first = verb("status")
     assert "trusting" in first.stderr and "first use" in first.stderr, first.stderr
-    known_hosts = base / "config" / "djangoship" / "known_hosts" / "ops1"
+    known_hosts = config_home / "djangoship" / "known_hosts" / "local"  # the outputs file's name stands for the stack
     assert known_hosts.read_text().startswith(site.guest.ip + " ")
     assert f"on admin@{site.guest.ip}" in first.stderr  # says what runs where
     report = first.stdout
@@ -100,9 +98,9 @@ def test_status_trusts_the_host_key_on_first_use_and_reports_the_site(site, verb
     assert "first use" not in second.stderr, "a known host is not announced again"
 
 
-def test_a_pinned_host_key_is_used_and_a_wrong_one_refused(site, workdir):
+def test_a_pinned_host_key_is_used_and_a_wrong_one_refused(site, outputs, workdir):
     base, *_ = workdir
-    outputs = json.loads((base / "ops1.json").read_text())
+    outputs = json.loads(outputs[0].read_text())
     pinned, wrong = base / "pinned.json", base / "wrong.json"
     for path, keys in ((pinned, site.guest.host_keys()), (wrong, [generate_ed25519_keypair()[1].strip()])):
         path.write_text(json.dumps({**outputs, "sshHostKey": "\n".join(keys)}))
@@ -116,9 +114,9 @@ def test_a_pinned_host_key_is_used_and_a_wrong_one_refused(site, workdir):
     )
 
 
-def test_unreachable_host_and_missing_outputs_say_what_to_do(network, workdir):
+def test_unreachable_host_and_missing_outputs_say_what_to_do(network, outputs, workdir):
     base, *_ = workdir
-    outputs = json.loads((base / "ops1.json").read_text())
+    outputs = json.loads(outputs[0].read_text())
     nowhere = base / "nowhere.json"
     nowhere.write_text(json.dumps({**outputs, "publicIp": network.allocate()}))  # an address no guest has
     result = Verb(nowhere, base / "config")("status", check=False)
@@ -130,7 +128,7 @@ def test_unreachable_host_and_missing_outputs_say_what_to_do(network, workdir):
 
 
 def test_ssh_runs_a_command_and_passes_its_exit_status(site, verb):
-    assert verb("ssh", "hostname").stdout.strip() == "ops1"
+    assert verb("ssh", "hostname").stdout == sh(site, "hostname")
     assert verb("ssh", "exit 7", check=False).returncode == 7
 
 
@@ -228,8 +226,13 @@ def test_backup_download_and_restore(site, verb, workdir):
     assert (target / f"media-{stamp}.tar.gz").exists()
     assert all(path.stat().st_mode & 0o777 == 0o600 for path in target.iterdir())
     assert dump.stat().st_size == int(sh(site, f"stat -c %s /data/backups/db-{stamp}.dump"))
+    # Gone from the server, the backup is fetched from the bucket first.
+    sh(site, "rm -f /data/backups/*")
+    from_s3 = base / "from-s3"
+    verb("download-backup", stamp, "--to", str(from_s3))
+    assert (from_s3 / f"db-{stamp}.dump").read_bytes() == dump.read_bytes()
     missing = verb("download-backup", "20000101T000000Z", "--to", str(target), check=False)
-    assert missing.returncode == 1 and "is not in /data/backups" in missing.stderr
+    assert missing.returncode != 0 and "20000101T000000Z" in missing.stderr, missing.stderr
 
     sh(site, f"{APP}-manage shell -c \"from feed.models import Photo; Photo.objects.filter(title='{title}').delete()\"")
     assert title.encode() not in http_get(site.url + "/")[2]
