@@ -85,6 +85,7 @@ class HostPlan:
     static_root: str = ""
     config_dir: str = ""
     env_file: str = ""
+    maintenance_flag: str = ""  # while it exists nginx serves the maintenance page (djangoship/remote.py sets it)
     socket_path: str = ""
     upload_dir: str = ""
     data_dir: str = "/data"  # the data volume's mount point
@@ -171,6 +172,7 @@ def plan_host(settings: Settings) -> HostPlan:
         static_root=f"{base}/current/{STATIC_LINK}",
         config_dir=f"/etc/{app}",
         env_file=f"/etc/{app}/env",
+        maintenance_flag=f"/etc/{app}/maintenance",
         socket_path=f"/run/{app}/gunicorn.sock",
         upload_dir=f"/var/tmp/{app}-uploads",
         pg=pg,

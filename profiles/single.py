@@ -94,6 +94,10 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         "adminUrl": pulumi.Output.concat(base_url, "/admin/"),
         "publicIp": server.public_ip,
         "sshCommand": server.public_ip.apply(lambda ip: f"ssh -i {name}-key.pem {settings.ssh_user}@{ip}"),
+        # What the operator's verbs (`python3 -m djangoship`) read besides publicIp and sshPrivateKey. A pinned
+        # host key will be `sshHostKey` ("ssh-ed25519 AAAA…"; issue 16): djangoship/stack.py already uses it.
+        "sshUser": settings.ssh_user,
+        "appName": settings.app.name,
         "adminUser": settings.admin_user,
         "adminPassword": secrets.admin_password_value,
         "releaseId": release.id,

@@ -1,11 +1,13 @@
 """Boot the program's exact first-boot document on a local Debian guest, then deploy with its own steps.
 
-    sudo .venv/bin/python -m tools.localup [--stack dev] [--release trixie|bookworm]
+    sudo .venv/bin/python -m tools.localup [--stack dev] [--release trixie|bookworm] [--outputs FILE]
 
 Try the whole site before paying for EC2 (Linux, root): the program runs under Pulumi's mocks with the
 guest's address standing in for the Elastic IP; the guest (systemd-nspawn, see localboot/) is seeded with
 the rendered user-data byte for byte, and the remote steps run over real SSH with the generated key.
-It prints the site's address and admin password, and tears everything down on Ctrl-C.
+It prints the site's address and admin password, and tears everything down on Ctrl-C. `--outputs FILE` writes
+the stack outputs as `pulumi stack output --json --show-secrets` would (mode 0600: the SSH key is in them), for
+the operator's verbs: `python3 -m djangoship --outputs-file FILE status`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import base64
 import contextlib
 import gzip
+import json
+import os
 import threading
 import time
 import urllib.error
@@ -151,6 +155,15 @@ class LocalSite:
         return self.steps
 
 
+def write_outputs(site: LocalSite, path: Path) -> None:
+    """The stack's outputs, secrets shown, as `pulumi stack output --json --show-secrets` prints them: readable
+    only by the user, since they hold the SSH private key and the admin password."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        json.dump(site.run.outputs, stream, indent=2, sort_keys=True, default=str)
+        stream.write("\n")
+
+
 def guest_config(config: dict[str, Any], release: str) -> dict[str, Any]:
     return {**config, "image": IMAGES[release]}
 
@@ -202,6 +215,11 @@ def main() -> None:
     parser.add_argument(
         "--data", type=Path, help="a host folder to keep the guest's data in (stands in for the data volume)"
     )
+    parser.add_argument(
+        "--outputs",
+        type=Path,
+        help="write the stack outputs here (JSON, 0600) for `python3 -m djangoship --outputs-file`",
+    )
     args = parser.parse_args()
     config = stack_config(args.stack)
     config.pop("instanceType", None)  # the guest has the host's CPUs and memory; keep the default sizing
@@ -213,6 +231,9 @@ def main() -> None:
             f"site:  {site.url}/\nadmin: {site.url}/admin/  user {site.run.outputs['adminUser']}, "
             f"password {site.run.outputs['adminPassword']}"
         )
+        if args.outputs:
+            write_outputs(site, args.outputs)
+            print(f"outputs: {args.outputs}  (python3 -m djangoship --outputs-file {args.outputs} status)")
         print("Ctrl-C tears the guest down.")
         with contextlib.suppress(KeyboardInterrupt):
             while True:

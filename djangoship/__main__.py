@@ -1,0 +1,5 @@
+import sys
+
+from djangoship.cli import main
+
+sys.exit(main())

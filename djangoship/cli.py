@@ -1,0 +1,79 @@
+"""`python3 -m djangoship [--stack NAME | --outputs-file FILE] VERB …`: the arguments, and a verb run with the
+stack's outputs and an SSH session (verbs.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import remote
+from .ssh import Session
+from .stack import StackError, read_outputs_file, read_pulumi_stack
+from .verbs import VERBS, say
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="python3 -m djangoship",
+        description="The operator's verbs for the stack's server, over SSH with the stack's key.",
+        epilog="Run from the project folder. `python3 -m djangoship VERB --help` for each verb.",
+    )
+    source = top.add_mutually_exclusive_group()
+    source.add_argument("--stack", "-s", help="the Pulumi stack (default: the current one, as `pulumi` picks it)")
+    source.add_argument(
+        "--outputs-file", type=Path, help="read the outputs from this JSON file (the local try-out's `--outputs`)"
+    )
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    shell = verbs.add_parser("ssh", help="a shell on the server, or run one command there")
+    shell.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a login shell")
+
+    logs = verbs.add_parser("logs", help="the last lines of a log, or follow it (-f)")
+    logs.add_argument(
+        "source",
+        nargs="?",
+        default="web",
+        help=f"{', '.join(remote.LOG_SOURCES)}, or any systemd unit (e.g. APP-backup); default web (gunicorn)",
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.add_argument("-n", "--lines", type=int, default=100, help="how many lines back (default 100)")
+
+    manage = verbs.add_parser(
+        "manage", help="a manage.py command as the app's user, with its env (interactive in a terminal)"
+    )
+    manage.add_argument("args", nargs=argparse.REMAINDER, help="e.g. shell, createsuperuser, migrate --plan")
+
+    verbs.add_parser("status", help="live release, kept releases, services, disk, memory, backups, certificate")
+    verbs.add_parser("releases", help="the releases kept on the server, newest first (* = live)")
+
+    rollback = verbs.add_parser("rollback", help="make an earlier kept release live again, without a rebuild")
+    rollback.add_argument("release", nargs="?", help="a release id from `releases` (default: the one before)")
+
+    verbs.add_parser("backup", help="back up the database and media now (to /data/backups, and S3 if configured)")
+
+    restore = verbs.add_parser("restore", help="replace the database and media with a backup (asks first)")
+    restore.add_argument("stamp", nargs="?", help="e.g. 20261128T033000Z (default: the newest on the server)")
+    restore.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when not in a terminal)")
+
+    download = verbs.add_parser("download-backup", help="copy a backup's files to this machine (mode 0600)")
+    download.add_argument(
+        "stamp", nargs="?", help="e.g. 20261128T033000Z (default: the newest; S3 if not on the server)"
+    )
+    download.add_argument("--to", type=Path, help="the folder to write to (default backups/STACK)")
+
+    maintenance = verbs.add_parser(
+        "maintenance", help="visitors get a 503 maintenance page (app and database keep running); no state: show it"
+    )
+    maintenance.add_argument("state", nargs="?", choices=["on", "off"])
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        stack = read_outputs_file(args.outputs_file) if args.outputs_file else read_pulumi_stack(args.stack)
+        with Session(stack) as session:
+            return VERBS[args.verb](args, stack, session)
+    except (StackError, ValueError) as error:
+        say(f"error: {error}")
+        return 2

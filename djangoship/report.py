@@ -1,0 +1,122 @@
+"""The read-only views of the server — `status` and `releases` — as bash scripts run as root. Pure functions of
+the layout, like remote.py; the tests shellcheck them."""
+
+from __future__ import annotations
+
+import shlex
+
+from .remote import Layout, root_script
+
+# Dates in UTC, as the release and backup stamps are.
+_RELEASES = """\
+set -euo pipefail
+releases={releases}
+live=$(basename "$(readlink -f {current})")
+[ -f "$releases/.history" ] || {{ echo "no release yet"; exit 0; }}
+while read -r id; do
+    [ -d "$releases/$id" ] || continue
+    mark=" "; [ "$id" = "$live" ] && mark="*"
+    printf '%s %s  built %s\\n' "$mark" "$id" "$(date -u -d "@$(stat -c %Y "$releases/$id")" '+%Y-%m-%d %H:%M UTC')"
+done < <(tac "$releases/.history")
+"""
+
+
+def releases(layout: Layout) -> str:
+    """The kept releases, newest first; `*` marks the live one."""
+    script = _RELEASES.format(releases=shlex.quote(layout.releases_dir), current=shlex.quote(layout.current_dir))
+    return root_script(script, "releases")
+
+
+_STATUS = """\
+set -uo pipefail
+now=$(date +%s)
+age() {{ local s=$((now - $1)); if ((s < 7200)); then echo "$((s / 60)) min"; else echo "$((s / 3600)) h"; fi; }}
+live=$(readlink -f {current} || true)
+if [ -d "$live" ]; then
+    echo "release:      $(basename "$live"), live for $(age "$(stat -c %Y {current})")"
+else
+    echo "release:      none live"
+fi
+kept=$(grep -vx "$(basename "$live")" {releases}/.history 2> /dev/null | tac | tr '\\n' ' ')
+echo "kept:         ${{kept:-none}}"
+if [ -e {flag} ]; then echo "maintenance:  ON (visitors get 503)"; else echo "maintenance:  off"; fi
+echo
+echo "services:"
+for unit in nginx.service gunicorn.socket gunicorn.service \\
+    $(systemctl list-units --all --plain --no-legend 'postgresql@*.service' | awk '{{print $1}}') \\
+    pgbouncer.service {app}-backup.timer; do
+    systemctl cat "$unit" > /dev/null 2>&1 || continue
+    printf '  %-28s %s\\n' "$unit" "$(systemctl is-active "$unit")"
+done
+failed=$(systemctl --failed --plain --no-legend | awk '{{print $1}}' | tr '\\n' ' ')
+[ -z "$failed" ] || echo "  FAILED: $failed"
+echo
+echo "disk:"
+# /data is its own volume on EC2; where it is not (a guest without one), print the root's line once.
+df -h --output=target,size,used,avail,pcent / {data} | awk '!seen[$0]++ {{ print "  " $0 }}'
+echo "memory:"
+free -m | sed 's/^/  /'
+echo
+latest=$(find {backups} -maxdepth 1 -name 'db-*.dump' -printf '%T@ %f\\n' 2> /dev/null | sort -n | tail -n 1)
+if [ -n "$latest" ]; then
+    echo "last backup:  ${{latest#* }}, $(age "${{latest%%.*}}") ago"
+else
+    echo "last backup:  none in {backups}"
+fi
+echo "next backup:  $(systemctl show -p NextElapseUSecRealtime --value {app}-backup.timer 2> /dev/null)"
+shopt -s nullglob
+certificates=(/etc/letsencrypt/live/*/cert.pem)
+if [ ${{#certificates[@]}} -eq 0 ]; then
+    echo "certificate:  none (plain HTTP)"
+fi
+for certificate in "${{certificates[@]}}"; do
+    expires=$(date -d "$(openssl x509 -enddate -noout -in "$certificate" | cut -d= -f2)" +%s)
+    echo "certificate:  $(basename "$(dirname "$certificate")") expires in $(((expires - now) / 86400)) days"
+done
+"""
+
+
+def status(layout: Layout) -> str:
+    """Release, services, disk, memory, backups, certificate: what an operator checks first."""
+    quoted = {
+        "current": layout.current_dir,
+        "releases": layout.releases_dir,
+        "flag": layout.maintenance_flag,
+        "backups": layout.backup_dir,
+        "data": "/data",
+        "app": layout.app,
+    }
+    script = _STATUS.format(**{key: shlex.quote(value) for key, value in quoted.items()})
+    return root_script(script, "status")
+
+
+_FIND_BACKUP = """\
+set -euo pipefail
+dir={backups}
+stamp=${{1:-}}
+if [ -z "$stamp" ]; then
+    latest=$(find "$dir" -maxdepth 1 -name 'db-*.dump' -printf '%f\\n' | sort | tail -n 1)
+    [ -n "$latest" ] || {{ echo "no backup in $dir (run the backup verb)" >&2; exit 1; }}
+    stamp=${{latest#db-}}
+    stamp=${{stamp%.dump}}
+fi
+if [ ! -f "$dir/db-$stamp.dump" ] && [ -x {uploader} ]; then
+    {uploader} download "$stamp" "$dir" >&2
+fi
+[ -f "$dir/db-$stamp.dump" ] || {{ echo "backup $stamp is not in $dir" >&2; exit 1; }}
+for name in "db-$stamp.dump" "media-$stamp.tar.gz"; do
+    [ ! -f "$dir/$name" ] || echo "$name $(stat -c %s "$dir/$name")"
+done
+"""
+
+
+def find_backup(layout: Layout, stamp: str | None) -> str:
+    """Names and sizes (one `NAME BYTES` a line) of the backup `stamp` (default the newest) on the server, fetched
+    from S3 first when only the bucket has it."""
+    uploader = f"/usr/local/lib/{layout.app}/s3backup.py"
+    script = _FIND_BACKUP.format(backups=shlex.quote(layout.backup_dir), uploader=shlex.quote(uploader))
+    return root_script(script, "download-backup", *([stamp] if stamp else []))
+
+
+def read_backup_file(layout: Layout, name: str) -> str:
+    return shlex.join(["sudo", "-n", "cat", "--", f"{layout.backup_dir}/{name}"])

@@ -1,0 +1,92 @@
+"""The stack's outputs, the only thing the verbs need to know about the server: where it is, who to log in as, the
+key, and the app's name (which names everything on the server: /srv/<app>, <app>-manage, …)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class StackError(Exception):
+    """The outputs cannot be had or lack what a verb needs; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str  # the Pulumi stack's name (or the outputs file's stem): keys the trust-on-first-use known_hosts
+    host: str
+    user: str
+    app: str
+    url: str
+    private_key: str | None  # None: the stack was given your own public key (`sshPublicKey`); ssh finds yours
+    host_key: str | None  # `sshHostKey`, "ssh-ed25519 AAAA…" (one key a line): pinned when the program provides it
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}"
+
+
+def from_outputs(name: str, outputs: dict[str, Any]) -> Stack:
+    """Build a Stack from `pulumi stack output --json --show-secrets`'s object. Older stacks have no `sshUser`
+    or `appName`: they are read from `sshCommand` ("ssh -i KEY USER@IP") and the `url`-less defaults."""
+    if not outputs:
+        raise StackError(
+            f"stack {name!r} has no outputs yet: run `pulumi up` first (or, locally, "
+            "`sudo .venv/bin/python -m tools.localup --outputs FILE` and pass `--outputs-file FILE`)"
+        )
+    if "publicIp" not in outputs:
+        raise StackError(
+            f"stack {name!r} has no `publicIp` output: the operator's verbs work on the single-server profile only "
+            "(a scaled stack's servers are behind a load balancer)"
+        )
+    user = outputs.get("sshUser") or _user_from_ssh_command(outputs.get("sshCommand", ""))
+    app = outputs.get("appName")
+    if not user or not app:
+        raise StackError(f"stack {name!r} lacks the `sshUser`/`appName` outputs: run `pulumi up` once to add them")
+    return Stack(
+        name=name,
+        host=str(outputs["publicIp"]),
+        user=str(user),
+        app=str(app),
+        url=str(outputs.get("url", f"http://{outputs['publicIp']}")),
+        private_key=outputs.get("sshPrivateKey") or None,
+        host_key=outputs.get("sshHostKey") or None,
+    )
+
+
+def _user_from_ssh_command(command: str) -> str:
+    last = command.split()[-1] if command.split() else ""
+    return last.split("@", 1)[0] if "@" in last else ""
+
+
+def read_outputs_file(path: Path) -> Stack:
+    """Outputs written by the local try-out (`tools.localup --outputs FILE`): the same keys as the stack's."""
+    try:
+        outputs = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StackError(f"{path}: no such outputs file") from None
+    except json.JSONDecodeError as error:
+        raise StackError(f"{path}: not JSON ({error})") from None
+    return from_outputs(path.stem, outputs)
+
+
+def read_pulumi_stack(stack: str | None, cwd: Path | None = None) -> Stack:
+    """The outputs of `stack` (or of the current stack, as `pulumi` itself picks it), secrets included; they stay
+    in this process's memory."""
+    if shutil.which("pulumi") is None:
+        raise StackError("the Pulumi CLI is not on PATH (or pass --outputs-file FILE from the local try-out)")
+    command = ["pulumi", "stack", "output", "--json", "--show-secrets", *(["--stack", stack] if stack else [])]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"`{' '.join(command)}` failed:\n{result.stderr.strip()}")
+    name = stack or _current_stack(cwd) or "current"
+    return from_outputs(name, json.loads(result.stdout or "{}"))
+
+
+def _current_stack(cwd: Path | None) -> str | None:
+    result = subprocess.run(["pulumi", "stack", "--show-name"], cwd=cwd, capture_output=True, text=True)
+    return result.stdout.strip() or None if result.returncode == 0 else None
