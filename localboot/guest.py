@@ -222,6 +222,9 @@ class Guest:
             raise TypeError("user_data must be bytes (it is written byte for byte)")
         self.name = name
         self.network = network
+        # nspawn names the host-side veth after the machine, so two runs on one host (each on its own bridge)
+        # booting the same guest name would collide: off the default bridge, the bridge's suffix is added.
+        self.machine_name = name if network.name == "lbr0" else f"{name[:8]}-{network.name[-3:]}"
         self.user_data = user_data
         self.release = release
         self._rootfs = rootfs
@@ -410,7 +413,7 @@ class Guest:
             "-D",
             str(self.merged),
             "-M",
-            self.name,
+            self.machine_name,
             "--register=no",
             "--keep-unit",
             "--boot",

@@ -282,3 +282,18 @@ def test_bridge_network_cleans_up_after_an_exception(lab: Lab) -> None:
     assert not link_exists(BRIDGE)
     assert not nft_table_exists(nft_table_name(BRIDGE))
     assert IP_FORWARD.read_text().strip() == before
+
+
+def test_runs_on_separate_bridges_give_the_same_guest_distinct_machines(tmp_path: Path) -> None:
+    import ipaddress
+
+    def machine(bridge: str) -> str:
+        network = BridgeNetwork(bridge, ipaddress.IPv4Interface("10.99.0.1/24"))
+        guest = Guest(network, "benchmem", b"#cloud-config\n", run_root=tmp_path, log_dir=tmp_path)
+        argv = guest.nspawn_argv()
+        name = argv[argv.index("-M") + 1]
+        assert len("vb-" + name) <= 15, name  # the host-side veth's name
+        return name
+
+    assert machine("lbr0") == "benchmem"
+    assert machine("lbr1") != machine("lbr2") != "benchmem"
