@@ -79,6 +79,13 @@ def default_workers(instance_type: str) -> int:
     return max(2, min(2 * size.vcpus + 1, size.memory_mib // 200))
 
 
+def max_workers(instance_type: str) -> int:
+    """The most gunicorn workers an explicit gunicornWorkers may ask for: ~160 MiB for the rest of the idle stack
+    and ~60 MiB per worker (45–55 MiB measured idle, more once it has served pages), at most 64."""
+    size = INSTANCE_TYPES[instance_type]
+    return max(default_workers(instance_type), min(64, (size.memory_mib - 160) // 60))
+
+
 def swap_mib(instance_type: str) -> int:
     """Swap for small instances: pip and migrations are OOM-killed on 512 MiB without it."""
     return 1024 if INSTANCE_TYPES[instance_type].memory_mib <= 2048 else 0

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
 from . import envcontract
 from .appshape import plan_python
-from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES
+from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES, max_workers
 from .configtable import Given
 from .scaled.prices import DB_INSTANCE_CLASSES
 
@@ -23,11 +24,25 @@ GIT_URL = re.compile(r"^(https://|http://|git://|ssh://|git@[\w.-]+:)\S+$")
 NAME = r"[a-z][a-z0-9_]{0,30}"  # a Unix user name that is also a PostgreSQL role and database name
 PY_MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 DOMAIN = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
-BUCKET = r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 OPENSSH_PUBLIC_KEY = r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?"
 AMI_ID = r"ami-[0-9a-f]{8,17}"
-SYSTEM_USERS = {"root", "postgres", "www-data", "nginx", "admin", "ubuntu"}
+# Names the server already uses: app.name becomes a Unix user and group, a PostgreSQL role and database, and
+# /etc/<name>, /run/<name>, /srv/<name>. By line: users and groups of Debian's and Ubuntu's base systems, cloud
+# images and the packages the first boot installs; PostgreSQL's maintenance database, templates and reserved role
+# names (and its pg_ prefix, below); folders and files in /etc that /etc/<name> would collide with.
+_SYSTEM_NAMES = """
+root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody nogroup
+systemd-network systemd-resolve systemd-timesync messagebus sshd polkitd tss uuidd syslog lxd landscape
+pollinate tcpdump dnsmasq chrony ntp postfix postgres pgbouncer nginx admin ubuntu debian ec2-user
+adm tty disk kmem dialout fax voice cdrom floppy tape sudo audio dip src shadow utmp video sasl plugdev
+staff users input kvm render netdev crontab ssh lpadmin sambashare
+template0 template1 public none current_user current_role session_user user
+apt cloud cron default dpkg init kernel letsencrypt logrotate network pam postgresql profile python3
+security skel ssl sudoers systemd udev ufw alternatives passwd group gshadow hosts hostname fstab environment
+issue motd timezone localtime
+"""
+SYSTEM_USERS = frozenset(_SYSTEM_NAMES.split())
 
 
 # --- the server and its image ---------------------------------------------------------------------------------
@@ -46,6 +61,23 @@ def or_image_user(user: str, given: Given) -> str:
     return user or IMAGES[given.value_of("image")].ssh_user
 
 
+def not_root(user: str, given: Given) -> str:
+    """The first boot turns root login off (disable_root, PermitRootLogin no): the steps would never connect."""
+    if user == "root":
+        given.fail("not root: root login is off on the server; leave it empty for the image's own user", user)
+    return user
+
+
+def workers_fit_memory(workers: int, given: Given) -> int:
+    """An explicit worker count the instance's memory can hold (0 = the default rule, which always fits)."""
+    instance_type = given.value_of("instanceType")
+    most = max_workers(instance_type)
+    if workers > most:
+        memory = INSTANCE_TYPES[instance_type].memory_mib
+        given.fail(f"at most {most} on a {instance_type} ({memory} MiB): each worker takes ~60 MiB", workers)
+    return workers
+
+
 def pairs_with_public_key(private_key: str, given: Given) -> str:
     """Both halves of the operator's key, or neither (one is generated): the remote commands log in with it."""
     public_key = given.value_of("sshPublicKey")
@@ -62,19 +94,29 @@ def pairs_with_public_key(private_key: str, given: Given) -> str:
 # --- the doors ------------------------------------------------------------------------------------------------
 
 
+_DOTTED_CIDR = re.compile(r"\d{1,3}(\.\d{1,3}){3}(/\d{1,2})?")
+
+
 def ipv4_network(cidr: str, given: Given) -> str:
+    """An IPv4 network written as a.b.c.d/len (a bare address is one host, /32). The other forms Python and AWS
+    would also read — a netmask (/255.0.0.0), a bare integer — are refused: a reviewer must see the range."""
     try:
-        ipaddress.IPv4Network(cidr, strict=True)
+        if not _DOTTED_CIDR.fullmatch(cidr):
+            raise ValueError(cidr)
+        network = ipaddress.IPv4Network(cidr, strict=True)
     except ValueError:
-        given.fail("an IPv4 network in CIDR form with no host bits, e.g. 203.0.113.0/24", cidr)
-    return cidr
+        given.fail("an IPv4 network in CIDR form with no host bits, e.g. 203.0.113.0/24 (or one address)", cidr)
+        return cidr
+    return network.with_prefixlen
 
 
 def reachable_over_ssh(cidrs: list[str], given: Given) -> list[str]:
+    """At least one network on one server. Returned collapsed — overlaps and repeats merged, adjacent networks
+    joined — so the security group says what is really open: ["0.0.0.0/1", "128.0.0.0/1"] is 0.0.0.0/0."""
     # One server is deployed over SSH; the scaled profile's app servers are not reached that way (SSM, S3).
     if given.value_of("profile") == "single" and not cidrs:
         given.fail("at least one CIDR: the remote commands deploy over SSH", cidrs)
-    return cidrs
+    return [network.with_prefixlen for network in ipaddress.collapse_addresses(map(ipaddress.IPv4Network, cidrs))]
 
 
 def not_a_database_port(port: int, given: Given) -> int:
@@ -102,6 +144,24 @@ def needs_domain(email: str, given: Given) -> str:
 
 
 # --- the scaled profile ---------------------------------------------------------------------------------------
+
+
+def s3_bucket_name(name: str, given: Given) -> str:
+    """AWS's rules for general purpose bucket names (S3 User Guide, "Bucket naming rules")."""
+    allowed = (
+        "an S3 bucket name: 3–63 lower-case letters, digits, dots and hyphens, starting and ending with a letter "
+        "or digit, no '..', not shaped like an IP address, not starting with xn--, sthree- or amzn-s3-demo-, not "
+        "ending with -s3alias, --ol-s3, .mrap, --x-s3 or --table-s3"
+    )
+    if (
+        not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name)
+        or ".." in name
+        or re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", name)
+        or name.startswith(("xn--", "sthree-", "amzn-s3-demo-"))
+        or name.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"))
+    ):
+        given.fail(allowed, name)
+    return name
 
 
 def priced_when_scaled(db_class: str, given: Given) -> str:
@@ -149,8 +209,12 @@ def or_name_from_source(name: str, given: Given) -> str:
 
 
 def not_a_system_user(name: str, given: Given) -> str:
-    if name in SYSTEM_USERS:
-        given.fail("must not be an existing system user", name)
+    if name in SYSTEM_USERS or name.startswith("pg_"):
+        given.fail(
+            "a name the server does not already use (not a system user or group, a PostgreSQL role or database "
+            "such as template1 or pg_*, or a folder in /etc)",
+            name,
+        )
     return name
 
 
@@ -166,8 +230,15 @@ def app_environment(env: dict[str, Any], given: Given) -> dict[str, str]:
     reserved = envcontract.reserved_names(given.value_of("app.envPrefix"), given.value_of("profile"))
     accepted: dict[str, str] = {}
     for name, value in sorted(env.items()):
-        if not envcontract.NAME.match(name) or name in reserved:
+        if not envcontract.NAME.fullmatch(name) or name in reserved:
             given.fail("an upper-case variable name not set by the deployer itself", key=f"app.env.{name}")
+            continue
+        if envcontract.owned_by_the_system(name):
+            given.fail(
+                "a name that bash, the dynamic loader and Python leave alone (not PATH, UID, SHELLOPTS, IFS, "
+                "LD_*, PYTHONHOME …): the manage wrapper and gunicorn read the env file",
+                key=f"app.env.{name}",
+            )
             continue
         if isinstance(value, bool):
             value = "true" if value else "false"
@@ -207,3 +278,130 @@ def python_available(python: str, given: Given) -> str:
     except ValueError as error:
         given.fail(str(error), python or source, key="app.python" if python else "app.source")
     return python
+
+
+# --- systemd calendar events (OnCalendar=) ---------------------------------------------------------------------
+
+_CALENDAR_SHORTHANDS = frozenset(
+    {
+        "minutely",
+        "hourly",
+        "daily",
+        "weekly",
+        "monthly",
+        "quarterly",
+        "semiannually",
+        "biannually",
+        "yearly",
+        "annually",
+    }
+)
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_CALENDAR_ITEM = re.compile(
+    r"(?P<start>\d+(?:\.\d{1,6})?)(?:\.\.(?P<stop>\d+(?:\.\d{1,6})?))?(?:/(?P<repeat>\d+(?:\.\d{1,6})?))?"
+)
+
+
+def _calendar_chain(text: str, low: int, high: int, *, fraction: bool = False, year: bool = False) -> bool:
+    """One component (`*`, or a list of `a`, `a..b`, `a/r`, `a..b/r`) with every number in [low, high]."""
+    if text == "*":
+        return True
+    for item in text.split(","):
+        match = _CALENDAR_ITEM.fullmatch(item)
+        if not match or (not fraction and "." in item.replace("..", "")):
+            return False
+        start, stop, repeat = (match[name] for name in ("start", "stop", "repeat"))
+        values = [float(start)] + ([float(stop)] if stop else [])
+        if year:  # systemd reads 0–69 as 20xx and 70–99 as 19xx
+            values = [v + 2000 if v < 70 else v + 1900 if v < 100 else v for v in values]
+        if any(not low <= v <= high for v in values) or (stop and values[0] > values[1]):
+            return False
+        if repeat is not None and float(repeat) <= 0:
+            return False
+    return True
+
+
+def _calendar_weekdays(text: str) -> bool:
+    def day(name: str) -> int | None:
+        name = name.lower()
+        for number, full in enumerate(_WEEKDAYS):
+            if name in (full, full[:3]):
+                return number
+        return None
+
+    for item in text.split(","):
+        ends = re.split(r"\.\.|-", item)
+        days = [day(end) for end in ends]
+        if len(ends) > 2 or None in days or (len(days) == 2 and days[0] > days[1]):  # type: ignore[operator]
+            return False
+    return True
+
+
+def _calendar_date(text: str) -> bool:
+    """[YEAR-]MONTH-DAY or [YEAR-]MONTH~DAY (days from the month's end)."""
+    parts = re.split(r"([-~])", text)
+    chains, separators = parts[0::2], parts[1::2]
+    if len(chains) == 2:
+        month, day = chains
+        year = None
+    elif len(chains) == 3 and separators[0] == "-":
+        year, month, day = chains
+    else:
+        return False
+    return (
+        (year is None or _calendar_chain(year, 1970, 2199, year=True))
+        and _calendar_chain(month, 1, 12)
+        and _calendar_chain(day, 1, 31)
+    )
+
+
+def _calendar_time(text: str) -> bool:
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        return False
+    hour, minute, *second = parts
+    return (
+        _calendar_chain(hour, 0, 23)
+        and _calendar_chain(minute, 0, 59)
+        and all(_calendar_chain(s, 0, 59.999999, fraction=True) for s in second)  # type: ignore[arg-type]
+    )
+
+
+def calendar_event_is_valid(text: str) -> bool:
+    """Whether systemd accepts `text` as a calendar event (systemd.time(7), `systemd-analyze calendar`):
+    a shorthand (`daily`, `weekly`, …), or `[WEEKDAYS] [DATE] [TIME]`, each optional but not all, then an
+    optional time zone. Decided here, at preview, on any operator's machine; tests/test_config_rules.py holds it
+    to systemd's own verdict. Stricter than systemd in one place: `@EPOCH` is refused."""
+    words = text.split()
+    if words and (words[-1].upper() == "UTC" or words[-1] in _time_zones()):
+        words = words[:-1]
+    if len(words) == 1 and words[0].lower() in _CALENDAR_SHORTHANDS:
+        return True
+    if not words or len(words) > 3:
+        return False
+    if words[0][0].isalpha() and not _calendar_weekdays(words.pop(0)):
+        return False
+    if words and ":" not in words[0] and not _calendar_date(words.pop(0)):
+        return False
+    if words and not _calendar_time(words.pop(0)):
+        return False
+    return not words and bool(text.split())
+
+
+def _time_zones() -> frozenset[str]:
+    try:
+        return frozenset(zoneinfo.available_timezones())
+    except (OSError, ValueError):  # no tz database on this machine: only UTC is accepted
+        return frozenset()
+
+
+def oncalendar(expression: str, given: Given) -> str:
+    """A systemd `OnCalendar=` expression (a timer's schedule), checked at preview with systemd's own rules, so
+    that `every day` fails here rather than silently on the server."""
+    if not calendar_event_is_valid(expression):
+        given.fail(
+            "a systemd OnCalendar expression such as *-*-* 03:30:00, Mon..Fri 02:00, daily or weekly "
+            "(man systemd.time; check with systemd-analyze calendar)",
+            expression,
+        )
+    return expression

@@ -21,7 +21,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # only for annotations: host.py imports settings.py, which imports this module
     from .host import HostPlan
 
-NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")  # a variable name `app.env` may use (when not reserved)
+NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # a variable name `app.env` may use (fullmatch; when not reserved)
+# Names the env file must not set although nothing of ours writes them: `sudo <app>-manage` sources the file into
+# bash (`set -a`), where UID, EUID, PPID, SHELLOPTS and BASHOPTS are read-only (the wrapper dies), PATH, IFS,
+# BASH_ENV, ENV, CDPATH and GLOBIGNORE change what its next lines run; systemd passes the file to gunicorn, where
+# the loader's LD_* and Python's own start-up variables change the program before the app is imported.
+_SYSTEM_NAMES = """
+PATH IFS UID EUID PPID GROUPS SHELLOPTS BASHOPTS BASHPID ENV CDPATH GLOBIGNORE POSIXLY_CORRECT PS4 PROMPT_COMMAND
+SHELL HOME USER LOGNAME PWD OLDPWD SHLVL TMPDIR HOSTNAME SECONDS RANDOM LINENO OPTIND OPTARG FUNCNAME HISTFILE
+PYTHONHOME PYTHONSTARTUP PYTHONINSPECT PYTHONUSERBASE PYTHONNOUSERSITE PYTHONSAFEPATH PYTHONEXECUTABLE PYTHONPLATLIBDIR
+NOTIFY_SOCKET LISTEN_FDS LISTEN_PID LISTEN_FDNAMES INVOCATION_ID
+"""
+SYSTEM_NAMES = frozenset(_SYSTEM_NAMES.split())
 UNSAFE_VALUE = re.compile(r"['\\\n\r]")
 PG_SSLMODE = "require"  # RDS for PostgreSQL ≥ 15 refuses unencrypted connections (rds.force_ssl)
 # DJANGO_SETTINGS_MODULE: the deployer's overlay (cloud-init/python/), which imports the app's own module.
@@ -79,6 +90,11 @@ def reserved_names(prefix: str, profile: str) -> frozenset[str]:
     """The names the deployer writes for this profile: `app.env` may not set them. The names do not depend on
     the values, so any Site gives them."""
     return frozenset(variables(Site(), prefix, profile))
+
+
+def owned_by_the_system(name: str) -> bool:
+    """Whether `app.env` may not set this name because bash, the loader, Python or systemd read it."""
+    return name in SYSTEM_NAMES or name.startswith(("LD_", "BASH_", "BASH_FUNC_"))
 
 
 def writable(value: str) -> bool:

@@ -23,7 +23,6 @@ from .catalog import IMAGES, INSTANCE_TYPES
 from .configchecks import (
     AMI_ID,
     APT_PACKAGE,
-    BUCKET,
     DOMAIN,
     EMAIL,
     GIT_URL,
@@ -40,6 +39,8 @@ from .configchecks import (
     needs_domain,
     not_a_database_port,
     not_a_system_user,
+    not_root,
+    oncalendar,
     only_with_git_source,
     or_image_user,
     or_name_from_source,
@@ -48,7 +49,9 @@ from .configchecks import (
     priced_when_scaled,
     python_available,
     reachable_over_ssh,
+    s3_bucket_name,
     within_group_size,
+    workers_fit_memory,
 )
 from .configtable import (
     ConfigError,
@@ -171,6 +174,7 @@ class Settings:
         "login user of the image; empty = ubuntu on Ubuntu, admin on Debian.",
         or_image_user,
         matches(NAME, "a Unix user name (lower case letters, digits, _)"),
+        not_root,
         profile="single",
     )
     ssh_public_key: str = key(
@@ -215,7 +219,12 @@ class Settings:
         profile="single",
     )
     root_volume_gb: int = key(10, "Size of the encrypted gp3 root volume, GiB.", between(8, 1024))
-    gunicorn_workers: int = key(0, "Gunicorn worker processes; 0 = 2 x vCPU + 1, capped by memory.", between(0, 64))
+    gunicorn_workers: int = key(
+        0,
+        "Gunicorn worker processes; 0 = 2 x vCPU + 1, capped by memory; more must fit in memory (~60 MiB each).",
+        between(0, 64),
+        workers_fit_memory,
+    )
     db_pooler: bool = key(
         True,  # docs/performance.md
         "PgBouncer (session pooling, loopback only, password auth) between the app and PostgreSQL; "
@@ -239,7 +248,7 @@ class Settings:
     backup_bucket: str = key(
         "",
         "name of an S3 bucket to create for off-server backups; empty = local backups only.",
-        optional(matches(BUCKET, "an S3 bucket name: 3–63 lower-case letters, digits, dots and hyphens")),
+        optional(s3_bucket_name),
         profile="single",
     )
     backup_retention_days: int = key(
@@ -248,7 +257,8 @@ class Settings:
     backup_schedule: str = key(
         "*-*-* 03:30:00",
         "when the nightly backup runs (systemd OnCalendar, UTC).",
-        matches(r"[\w*:,./ ~-]{1,60}", "a systemd OnCalendar expression such as *-*-* 03:30:00 or daily"),
+        matches(r"[\w*:,./ ~+-]{1,60}", "a systemd OnCalendar expression such as *-*-* 03:30:00 or daily"),
+        oncalendar,
         profile="single",
     )
     db_instance_class: str = key(
