@@ -6,11 +6,11 @@ djangoship_policies.py, where tests import them.
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-from djangoship_policies import POLICIES
+from djangoship_policies import POLICIES, STACK_POLICIES
 
 PolicyPack(
     name="djangoship",
     # Mandatory: a violation fails the preview and stops `pulumi up` before any change is made.
     enforcement_level=EnforcementLevel.MANDATORY,
-    policies=list(POLICIES),
+    policies=[*POLICIES, *STACK_POLICIES],
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +24,8 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
@@ -32,6 +35,8 @@ INSTANCE = "aws:ec2/instance:Instance"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 EBS_VOLUME = "aws:ebs/volume:Volume"
 RDS_INSTANCE = "aws:rds/instance:Instance"
+RDS_CLUSTER = "aws:rds/cluster:Cluster"
+RDS_CLUSTER_INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
 
 # Duplicated from components/catalog.py on purpose: a policy pack is a separate program (it may be published and
 # applied to other stacks), so it does not import the project. tests/test_policy.py keeps the two lists equal.
@@ -55,6 +60,47 @@ DEFAULT_INSTANCE_TYPES = (
 )
 WORLD = ("0.0.0.0/0", "::/0")
 SSH_PORT = 22
+# Stack names that mean production, as whole words of the name in any case: prod, Prod-EU, eu-prd, live, production.
+PRODUCTION_WORDS = re.compile(r"(?:^|[^a-z0-9])(?:prod[a-z0-9]*|prd|live)(?:$|[^a-z0-9])")
+# The public address space (what "the internet" means for an ingress rule): IPv4 but for the private, shared,
+# loopback, link-local, multicast and reserved blocks; IPv6's global unicast block.
+_NOT_PUBLIC_V4 = [
+    ipaddress.IPv4Network(block)
+    for block in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+]
+
+
+def _public_v4() -> list[ipaddress.IPv4Network]:
+    blocks = [ipaddress.IPv4Network("0.0.0.0/0")]
+    for reserved in _NOT_PUBLIC_V4:
+        blocks = [part for block in blocks for part in _without(block, reserved)]
+    return sorted(blocks)
+
+
+def _without(block: Any, reserved: Any) -> list[Any]:
+    if not block.overlaps(reserved):
+        return [block]
+    if block.subnet_of(reserved):
+        return []
+    return list(block.address_exclude(reserved))
+
+
+PUBLIC_V4 = _public_v4()
+PUBLIC_V6 = [ipaddress.IPv6Network("2000::/3")]
+# SSH open to more than this much of the public internet is "the world" on production, however it is written
+# (0.0.0.0/0, or 0.0.0.0/1 + 128.0.0.0/1): no operator's own network is larger than a /8 (IPv4, the largest
+# allocation ever made to one organisation) or a /32 (IPv6, a whole ISP's allocation).
+MAX_SSH_ADDRESSES = {4: 2**24, 6: 2**96}
 # Guards against a gzip bomb in user-data: EC2 takes 16 KiB, cloud-init never needs more than this unpacked.
 MAX_USER_DATA_BYTES = 4 * 1024 * 1024
 
@@ -64,16 +110,29 @@ NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "on", "off", "null"
 SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "a password or key assignment",
-        # NAME=value or name: value with a literal value; `$VAR`, `${VAR}` and `$(cmd)` read it at run time.
+        # NAME=value, name: value or "name": "value" (JSON) with a literal value; `$VAR`, `${VAR}` and `$(cmd)` read
+        # it at run time. PASS and PWD count as whole words only (DB_PASS, not BYPASS).
         re.compile(
-            r"(?P<name>\b[A-Za-z0-9_]*(?:PASSWORD|PASSWD|SECRET_KEY|SECRET|API_KEY|ACCESS_KEY|PRIVATE_KEY|TOKEN))\s*[=:]\s*[\"']?"
-            r"(?![\s$\"'{<])(?P<value>[^\s\"']+)",
+            r"(?P<name>\b[A-Za-z0-9_]*(?:PASSWORD|PASSWD|SECRET_KEY|SECRET|API_KEY|ACCESS_KEY|PRIVATE_KEY|TOKEN)"
+            r"|\b(?:[A-Za-z0-9]+_)*(?:PASS|PWD)\b)[\"']?\s*[=:]\s*[\"']?"
+            r"(?![\s$\"'{<,}\]])(?P<value>[^\s\"',}]+)",
             re.IGNORECASE,
         ),
+    ),
+    # postgres://user:password@host/db, https://user:token@host/repo.git: a URL that carries its credentials.
+    (
+        "a URL with a password",
+        re.compile(r"\b(?P<name>[a-z][a-z0-9+.-]*)://[^\s:/@\"']+:(?![$\s@])(?P<value>[^\s@/\"']+)@", re.IGNORECASE),
     ),
     ("a private key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
     ("an AWS access key id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
     ("an AWS secret access key", re.compile(r"aws_secret_access_key", re.IGNORECASE)),
+)
+# A base64 block inside the text (write_files' `encoding: b64` or `gz+b64`, a MIME part), maybe over several
+# lines of a YAML block scalar: at least 16 characters, so that words and paths are not taken for one.
+BASE64_BLOCK = re.compile(
+    r"(?<![A-Za-z0-9+/=])(?:[A-Za-z0-9+/]{4}(?:[ \t]*\n[ \t]*)?){4,}"
+    r"(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=])"
 )
 
 
@@ -150,27 +209,53 @@ def ingress_rules(resource_type: str, props: Mapping[str, Any]) -> Iterator[Ingr
         yield found
 
 
+def _unpacked(data: bytes) -> bytes | None:
+    """One layer down: gzip unpacked, or base64 decoded; None when the data is neither."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            return zlib.decompressobj(wbits=31).decompress(data, MAX_USER_DATA_BYTES)
+        except zlib.error:
+            return None
+    compact = re.sub(rb"\s+", b"", data)
+    if len(compact) < 8 or not re.fullmatch(rb"[A-Za-z0-9+/]+={0,2}", compact):
+        return None
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def user_data_layers(value: str) -> list[str]:
     """The user-data as given and every layer beneath it: EC2 takes it base64-encoded (`userDataBase64`, launch
-    templates) and cloud-init unpacks gzip, so a secret can hide under either, or both."""
+    templates) and cloud-init unpacks gzip, so a secret can hide under either, or both — and inside the document,
+    in write_files with `encoding: b64` or `gz+b64` (`gzip+base64`), under the same two."""
     layers = [value]
     data = value.encode()
     for _ in range(3):
-        if data[:2] == b"\x1f\x8b":
-            try:
-                data = zlib.decompressobj(wbits=31).decompress(data, MAX_USER_DATA_BYTES)
-            except zlib.error:
-                break
-        else:
-            compact = re.sub(rb"\s+", b"", data)
-            if len(compact) < 8 or not re.fullmatch(rb"[A-Za-z0-9+/]+={0,2}", compact):
-                break
-            try:
-                data = base64.b64decode(compact, validate=True)
-            except (binascii.Error, ValueError):
-                break
+        unpacked = _unpacked(data)
+        if unpacked is None:
+            break
+        data = unpacked
         layers.append(data.decode("utf-8", errors="replace"))
-    return layers
+    return layers + [inner for layer in layers for inner in embedded_layers(layer)]
+
+
+def embedded_layers(text: str, depth: int = 2) -> list[str]:
+    """The text of every base64 block inside `text` (gzip unpacked), and of the blocks inside those."""
+    found: list[str] = []
+    for block in BASE64_BLOCK.finditer(text):
+        data = _unpacked(block.group().encode())
+        if data is None:
+            continue
+        if data[:2] == b"\x1f\x8b":
+            data = _unpacked(data)
+            if data is None:
+                continue
+        inner = data.decode("utf-8", errors="replace")
+        found.append(inner)
+        if depth > 1:
+            found += embedded_layers(inner, depth - 1)
+    return found
 
 
 def secrets_in(text: str) -> list[str]:
@@ -201,16 +286,60 @@ def no_database_ingress(args: ResourceValidationArgs, report_violation: ReportVi
             )
 
 
+def is_production(stack: str) -> bool:
+    """prod, Prod, prod-eu, production, eu-prd, live, shop-live: a word of the name, in any case."""
+    return bool(PRODUCTION_WORDS.search(stack.lower()))
+
+
+def public_addresses(networks: Sequence[str], version: int) -> int:
+    """How many public addresses (PUBLIC_V4 / PUBLIC_V6) the networks reach together, overlaps counted once."""
+    parsed = []
+    for network in networks:
+        try:
+            parsed.append(ipaddress.ip_network(network, strict=False))
+        except ValueError:
+            continue  # a prefix list id or a security group: no addresses of its own here
+    union = list(ipaddress.collapse_addresses(net for net in parsed if net.version == version))
+    public = PUBLIC_V4 if version == 4 else PUBLIC_V6
+    total = 0
+    for net in union:
+        for block in public:
+            if net.subnet_of(block):  # type: ignore[arg-type]
+                total += net.num_addresses
+            elif block.subnet_of(net):  # type: ignore[arg-type]
+                total += block.num_addresses
+    return total
+
+
 def no_world_ssh_in_production(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     stack = stack_of(args.urn)
-    if not stack.startswith("prod"):
+    if not is_production(stack):
         return
-    for rule in ingress_rules(args.resource_type, args.props):
-        world = [network for network in rule.networks if network in WORLD]
-        if rule.covers(SSH_PORT) and world:
+    networks = [
+        network
+        for rule in ingress_rules(args.resource_type, args.props)
+        if rule.covers(SSH_PORT)
+        for network in rule.networks
+    ]
+    world = [network for network in networks if network in WORLD]
+    if world:
+        report_violation(
+            f"{args.name}: SSH (port 22) is open to {', '.join(world)} on production stack {stack!r}; "
+            "set sshAllowedCidrs to your own networks",
+            None,
+        )
+        return
+    for version, whole in ((4, sum(b.num_addresses for b in PUBLIC_V4)), (6, PUBLIC_V6[0].num_addresses)):
+        reached = public_addresses(networks, version)
+        if reached > MAX_SSH_ADDRESSES[version]:
+            shown = (
+                ", ".join(n for n in networks if ":" in n)
+                if version == 6
+                else ", ".join(n for n in networks if ":" not in n)
+            )
             report_violation(
-                f"{args.name}: SSH (port 22) is open to {', '.join(world)} on production stack {stack!r}; "
-                "set sshAllowedCidrs to your own networks",
+                f"{args.name}: SSH (port 22) is open to {shown}, {reached / whole:.0%} of the public IPv{version} "
+                f"internet, on production stack {stack!r}; set sshAllowedCidrs to your own networks",
                 None,
             )
 
@@ -265,6 +394,39 @@ def encrypted_volumes(args: ResourceValidationArgs, report_violation: ReportViol
         report_violation(f"{args.name}: {what} is not encrypted; set {setting}: true", None)
 
 
+def database_not_public(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER_INSTANCE):
+        return
+    if _is_true(args.props.get("publiclyAccessible")):
+        report_violation(
+            f"{args.name}: publiclyAccessible is true: the database gets a public address; set it to false and reach "
+            "it from the app servers' security group only",
+            None,
+        )
+
+
+def database_ports_closed(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """A database on a port of its own choosing (RDS `port: 6543`) is still a database: no security group in the
+    stack may open that port to a network either."""
+    ports: dict[int, str] = {}
+    for resource in args.resources:
+        if resource.resource_type in (RDS_INSTANCE, RDS_CLUSTER) and resource.props.get("port") is not None:
+            ports[int(resource.props["port"])] = resource.name
+    extra = {port: name for port, name in ports.items() if port not in DATABASE_PORTS}
+    if not extra:
+        return
+    for resource in args.resources:
+        for rule in ingress_rules(resource.resource_type, resource.props):
+            opened = [port for port in sorted(extra) if rule.covers(port)]
+            if opened and rule.networks:
+                names = ", ".join(f"{port} ({extra[port]})" for port in opened)
+                report_violation(
+                    f"{resource.name}: ingress {rule.describe()} opens database port(s) {names}; a database is "
+                    "reached from the app servers' security group only",
+                    resource.urn,
+                )
+
+
 def no_secrets_in_user_data(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type not in (INSTANCE, LAUNCH_TEMPLATE):
         return
@@ -300,7 +462,8 @@ POLICIES: list[ResourceValidationPolicy] = [
     ),
     _policy(
         "no-world-ssh-in-production",
-        "On stacks whose name starts with 'prod', SSH is not open to 0.0.0.0/0 or ::/0.",
+        "On production stacks (a word of the name, any case: prod…, prd, live), SSH is open to no more than a /8 "
+        "of the public IPv4 internet (a /32 of IPv6), however the networks are split.",
         no_world_ssh_in_production,
     ),
     _policy(
@@ -329,7 +492,22 @@ POLICIES: list[ResourceValidationPolicy] = [
     ),
     _policy(
         "no-secrets-in-user-data",
-        "User-data holds no password, secret key, private key or AWS key (checked through base64 and gzip).",
+        "User-data holds no password, secret key, private key, URL with a password or AWS key (checked through "
+        "base64 and gzip, also inside the document's write_files).",
         no_secrets_in_user_data,
+    ),
+    _policy(
+        "database-not-public",
+        "RDS instances are not publicly accessible.",
+        database_not_public,
+    ),
+]
+
+STACK_POLICIES: list[StackValidationPolicy] = [
+    StackValidationPolicy(
+        name="database-ports-closed",
+        description="A database's own port, when it is not a standard one, is opened to no network either.",
+        validate=database_ports_closed,
+        enforcement_level=EnforcementLevel.MANDATORY,
     ),
 ]

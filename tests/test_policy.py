@@ -103,9 +103,10 @@ def test_pack_serves_every_policy_mandatory(monkeypatch):
     runpy.run_path(str(ROOT / "policy"), run_name="__main__")
     assert created["name"] == "djangoship"
     assert created["enforcement_level"] == pulumi_policy.EnforcementLevel.MANDATORY
-    assert [policy.name for policy in created["policies"]] == list(POLICY)
-    assert all(policy.enforcement_level == pulumi_policy.EnforcementLevel.MANDATORY for policy in pack.POLICIES)
-    assert len(POLICY) == 6
+    assert [policy.name for policy in created["policies"]] == [*POLICY, *(p.name for p in pack.STACK_POLICIES)]
+    every = [*pack.POLICIES, *pack.STACK_POLICIES]
+    assert all(policy.enforcement_level == pulumi_policy.EnforcementLevel.MANDATORY for policy in every)
+    assert (len(POLICY), len(pack.STACK_POLICIES)) == (7, 1)
 
 
 def test_pack_is_a_python_pack_in_the_project_venv():
