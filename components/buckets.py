@@ -27,13 +27,16 @@ class PrivateBucketArgs:
 class PrivateBucket(pulumi.ComponentResource):
     def __init__(self, name: str, args: PrivateBucketArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("djangoship:index:PrivateBucket", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        # A bucket kept on destroy keeps its settings too: deleting the public-access block, versioning, encryption
+        # or lifecycle rule would leave the kept data open to a public policy, unversioned, unencrypted for new
+        # objects and never expiring.
+        child = pulumi.ResourceOptions(parent=self, retain_on_delete=args.keep_on_destroy)
         self.bucket = aws.s3.Bucket(
             name,
             bucket=args.bucket_name,
             force_destroy=not args.keep_on_destroy,
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.keep_on_destroy),
+            opts=child,
         )
         self.public_access_block = aws.s3.BucketPublicAccessBlock(
             f"{name}-private",
