@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 import zoneinfo
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 PROFILES = ("single", "scaled")
 GIT_URL = re.compile(r"^(https://|http://|git://|ssh://|git@[\w.-]+:)\S+$")
+SSH_GIT_URL = re.compile(r"^(ssh://|git@[\w.-]+:)")  # fetched over SSH, with the stack's deploy key
+KNOWN_HOSTS_LINE = r"[\w.:\[\],-]+ (ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}"
 NAME = r"[a-z][a-z0-9_]{0,30}"  # a Unix user name that is also a PostgreSQL role and database name
 PY_MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 DOMAIN = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
@@ -182,13 +185,41 @@ def within_group_size(desired: int, given: Given) -> int:
 
 
 def git_url_or_local_folder(source: str, given: Given) -> str:
-    """A git URL as given, or a local folder (relative to the project) made absolute."""
+    """A git URL as given, or a local folder (relative to the project) made absolute. A URL that carries
+    credentials is refused without showing it: it would be in the deploy step's text (the preview's diff, the
+    state), in `ps` on the server during the fetch, and in the scaled profile's user-data."""
     if GIT_URL.match(source):
+        if carries_credentials(source):
+            given.fail(
+                "a git URL without credentials (no user:token@ in it): for a private repository use an ssh:// or "
+                "git@host: URL, and add the stack output deployKey to the repository as a read-only deploy key"
+            )
         return source
     folder = (PROJECT_ROOT / source).resolve()
     if not (folder / "manage.py").is_file():
         given.fail("a git URL (https://, ssh://, git@host:) or a local folder with manage.py", source)
     return str(folder)
+
+
+def carries_credentials(url: str) -> bool:
+    """https://user:token@…, https://token@…, git://user@…, ssh://user:password@…: a secret inside the URL. A user
+    name alone is how SSH URLs say whom to log in as (ssh://git@host/…, git@host:…), not a credential."""
+    if SSH_GIT_URL.match(url) and url.startswith("git@"):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return True  # not a URL Python can even read: do not guess, refuse
+    if url.startswith("ssh://"):
+        return password is not None
+    return "@" in parts.netloc or bool(re.search(r"(?i)(token|password|secret|key)=", parts.query))
+
+
+def only_with_ssh_source(host_key: str, given: Given) -> str:
+    if host_key and not SSH_GIT_URL.match(given.value_of("app.source")):
+        given.fail("only meaningful with an ssh:// or git@host: source (it pins that host's key)")
+    return host_key
 
 
 def only_with_git_source(ref: str, given: Given) -> str:

@@ -112,6 +112,13 @@ class HostPlan:
     python_dir: str = ""  # the settings overlay and WSGI wrapper, on the app's PYTHONPATH
     static_dir: str = ""  # static files, one folder per release (outside the app's code)
     tools_dir: str = ""  # the deploy's own tools (uv, poetry) and uv-managed Pythons
+    # An ssh:// or git@host: source is fetched with the stack's deploy key (components/deploykey.py), kept in a
+    # root-only file; the git host's key is pinned (app.gitHostKey) or trusted on first use and then kept.
+    git_ssh: bool = False
+    deploy_key_file: str = ""
+    git_known_hosts: str = ""
+    git_host_key: str = ""
+    deploy_key_from_stdin: bool = True  # one server: the deploy step's stdin; app servers: from SSM at boot
 
     @property
     def tls(self) -> bool:
@@ -157,6 +164,10 @@ def plan_host(settings: Settings) -> HostPlan:
         packages=tuple(sorted(set(settings.app.packages))),
         release_commands=tuple(tuple(command.split()) for command in settings.app.release_commands),
         python_dir=f"/usr/local/lib/{app}/python",
+        git_ssh=settings.app.source_is_ssh,
+        deploy_key_file=f"/etc/{app}/deploy-key",
+        git_known_hosts=f"/etc/{app}/git-known-hosts",
+        git_host_key=settings.app.git_host_key,
         static_dir=f"{base}/static",
         tools_dir=f"{base}/tools",
         memory_mib=size.memory_mib,

@@ -50,6 +50,7 @@ class SiteProvisionerArgs:
     admin_password: pulumi.Output[str]
     app_env: pulumi.Output[dict[str, str]]
     server_ready: list[pulumi.Resource]  # e.g. the EIP association: SSH to the address needs it
+    deploy_key: pulumi.Output[str] | None = None  # secret: the deploy key's private half (ssh:// sources)
 
 
 class SiteProvisioner(pulumi.ComponentResource):
@@ -153,6 +154,8 @@ class SiteProvisioner(pulumi.ComponentResource):
             as_root(deploy_text, f"deploy-{release.id}"),
             [build_id(release.id, plan)],
             deploy_after,
+            # A private repository's deploy key: on stdin, saved root-only by the script (never in its text).
+            stdin=args.deploy_key if plan.git_ssh else None,
         )
 
         superuser_script = remote_script(

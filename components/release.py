@@ -9,11 +9,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import re
 import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .configchecks import SSH_GIT_URL
 
 # Never shipped: local state, caches, build output, and local secrets.
 EXCLUDED_NAMES = {
@@ -87,6 +90,24 @@ def local_release(folder: Path, build_dir: Path = BUILD_DIR) -> Release:
     return Release(id=release_id, archive=archive)
 
 
+def _ls_remote_environment(url: str) -> dict[str, str]:
+    """git's environment for the preview's lookup: never a prompt (a preview must not wait for a password or a
+    host-key question), the operator's own SSH configuration otherwise untouched."""
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    if SSH_GIT_URL.match(url) and not (env.get("GIT_SSH_COMMAND") or env.get("GIT_SSH") or _configured_ssh()):
+        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+    return env
+
+
+def _configured_ssh() -> bool:
+    """Whether the operator's git config names its own ssh command (core.sshCommand): then it is used as is."""
+    try:
+        found = subprocess.run(["git", "config", "--get", "core.sshCommand"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return found.returncode == 0 and bool(found.stdout.strip())
+
+
 def git_release(url: str, ref: str) -> Release:
     """Resolve the ref to a commit now, so the preview says exactly what will be deployed."""
     if re.fullmatch(r"[0-9a-f]{40}", ref):
@@ -94,11 +115,25 @@ def git_release(url: str, ref: str) -> Release:
     wanted = ref or "HEAD"
     try:
         listed = subprocess.run(
-            ["git", "ls-remote", "--", url, wanted], check=True, capture_output=True, text=True, timeout=60
+            ["git", "ls-remote", "--", url, wanted],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env=_ls_remote_environment(url),
         ).stdout
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as error:
         detail = getattr(error, "stderr", "") or str(error)
-        raise ValueError(f"app.source: cannot read {url}: {detail.strip()}") from error
+        hint = ""
+        if SSH_GIT_URL.match(url):
+            # The deploy key is the server's; the preview runs git here, with this machine's own SSH access.
+            hint = (
+                " — resolving app.ref at preview runs `git ls-remote` on this machine with your own SSH access "
+                "(ssh-agent or ~/.ssh, the host in known_hosts): give this machine (or the CI runner) read access "
+                "to the repository, or set app.ref to a full 40-hex commit, which needs no lookup"
+            )
+        raise ValueError(f"app.source: cannot read {url}: {detail.strip()}{hint}") from error
     candidates = {}
     for line in listed.splitlines():
         commit, name = line.split("\t", 1)

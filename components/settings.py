@@ -26,10 +26,12 @@ from .configchecks import (
     DOMAIN,
     EMAIL,
     GIT_URL,
+    KNOWN_HOSTS_LINE,
     NAME,
     OPENSSH_PUBLIC_KEY,
     PROFILES,
     PY_MODULE,
+    SSH_GIT_URL,
     app_environment,
     deployable_and_served,
     git_url_or_local_folder,
@@ -42,6 +44,7 @@ from .configchecks import (
     not_root,
     oncalendar,
     only_with_git_source,
+    only_with_ssh_source,
     or_image_user,
     or_name_from_source,
     pairs_with_public_key,
@@ -83,6 +86,13 @@ class AppSettings:
         "Git branch, tag or commit; empty = the remote's HEAD. Resolved to a commit at preview time.",
         optional(matches(r"[\w./-]{1,200}", "a branch, tag or commit")),
         only_with_git_source,
+    )
+    git_host_key: str = key(
+        "",
+        "The git host's SSH key as a known_hosts line (`ssh-keyscan HOST`, checked against the host's published "
+        "fingerprints) for an ssh:// or git@host: source; empty = each server trusts the key it first sees.",
+        optional(matches(KNOWN_HOSTS_LINE, "a known_hosts line: host ssh-ed25519 AAAA…")),
+        only_with_ssh_source,
     )
     name: str = key(
         "",
@@ -142,6 +152,11 @@ class AppSettings:
     @property
     def source_is_git(self) -> bool:
         return bool(GIT_URL.match(self.source))
+
+    @property
+    def source_is_ssh(self) -> bool:
+        """Fetched over SSH: the stack generates a deploy key for it (components/deploykey.py)."""
+        return bool(SSH_GIT_URL.match(self.source))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -107,15 +107,26 @@ MAX_USER_DATA_BYTES = 4 * 1024 * 1024
 # Settings such as cloud-init's `lock_passwd: true` name a password without holding one.
 NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "on", "off", "null", "none", "~"})
 # What a secret looks like in first-boot text. The messages name the pattern and the variable, never the value.
+_SECRET_NAME = (
+    r"\b[A-Za-z0-9_]*(?:PASSWORD|PASSWD|SECRET_KEY|SECRET|API_KEY|ACCESS_KEY|PRIVATE_KEY|TOKEN)"
+    r"|\b(?:[A-Za-z0-9]+_)*(?:PASS|PWD)\b"
+)
 SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "a password or key assignment",
-        # NAME=value, name: value or "name": "value" (JSON) with a literal value; `$VAR`, `${VAR}` and `$(cmd)` read
-        # it at run time. PASS and PWD count as whole words only (DB_PASS, not BYPASS).
+        # NAME=value or name: value with a literal value; `$VAR`, `${VAR}` and `$(cmd)` read it at run time.
+        # PASS and PWD count as whole words only (DB_PASS, not BYPASS).
         re.compile(
-            r"(?P<name>\b[A-Za-z0-9_]*(?:PASSWORD|PASSWD|SECRET_KEY|SECRET|API_KEY|ACCESS_KEY|PRIVATE_KEY|TOKEN)"
-            r"|\b(?:[A-Za-z0-9]+_)*(?:PASS|PWD)\b)[\"']?\s*[=:]\s*[\"']?"
-            r"(?![\s$\"'{<,}\]])(?P<value>[^\s\"',}]+)",
+            rf"(?P<name>{_SECRET_NAME})\s*[=:]\s*[\"']?(?![\s$\"'{{<])(?P<value>[^\s\"']+)",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "a password or key assignment",
+        # JSON and dict literals: "password": "value" (a quoted name takes a quoted value; a bare word after it is
+        # a variable, as in headers={"X-aws-ec2-metadata-token": ticket}).
+        re.compile(
+            rf"[\"'](?P<name>{_SECRET_NAME})[\"']\s*:\s*[\"'](?![\s$\"'{{<])(?P<value>[^\s\"']+)[\"']",
             re.IGNORECASE,
         ),
     ),

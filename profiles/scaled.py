@@ -15,6 +15,7 @@ import pulumi_aws as aws
 
 from components.buckets import PrivateBucket, PrivateBucketArgs
 from components.catalog import INSTANCE_TYPES
+from components.deploykey import DeployKey, DeployKeyArgs
 from components.envcontract import app_server_env_file
 from components.host import HEALTH_PATH, HostPlan, encode_user_data
 from components.release import Release
@@ -35,7 +36,7 @@ from components.scaled.identity import AppServerIdentity, AppServerIdentityArgs
 from components.scaled.loadbalancer import LoadBalancer, LoadBalancerArgs
 from components.scaled.network import Network, NetworkArgs
 from components.scaled.prices import monthly_cost_breakdown, monthly_cost_usd
-from components.scaled.secretstore import SecretStore, SecretStoreArgs, parameter_names
+from components.scaled.secretstore import SecretStore, SecretStoreArgs, deploy_key_parameter_name, parameter_names
 from components.secrets import AppSecrets
 from components.settings import Settings
 from components.tagging import standard_tags
@@ -121,13 +122,15 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
 
     # 4. The app servers: their identity, their secrets (in SSM, never in user-data), then the servers.
     prefix = f"/{settings.project}/{settings.stack}/{plan.app}"
+    # A private repository (ssh:// or git@host:) is read with a deploy key of this stack's own.
+    deploy_key = DeployKey(name, DeployKeyArgs(f"djangoship-{settings.stack}-{name}")) if plan.git_ssh else None
     group_name_prefix = f"{name}-app-"
     identity = AppServerIdentity(
         name,
         AppServerIdentityArgs(
             region=region,
             account_id=account_id,
-            parameter_names=list(parameter_names(prefix)),
+            parameter_names=[*parameter_names(prefix), *([deploy_key_parameter_name(prefix)] if plan.git_ssh else [])],
             artifacts_bucket_arn=artifacts.bucket.arn,
             assets_bucket_arn=assets.bucket.arn,
             group_name_prefix=group_name_prefix,
@@ -145,10 +148,11 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             env_file=env_file,
             admin_password=secrets.admin_password_value,
             tags=tags,
+            deploy_key=deploy_key.private_key if deploy_key else None,
         ),
     )
     user_data = pulumi.Output.all(
-        store.env_selector, store.admin_selector, artifacts.bucket.id, assets.bucket.id
+        store.env_selector, store.admin_selector, artifacts.bucket.id, assets.bucket.id, store.deploy_key_selector
     ).apply(lambda values: first_boot(settings, plan, release, BootValues(region, *values)))
     servers = AppServers(
         name,
@@ -172,6 +176,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
                 database.instance,
                 store.env_file,
                 store.admin_password,
+                *([store.deploy_key] if store.deploy_key else []),
                 *identity.ready,
                 *network.egress_ready,
                 *balancer.listeners,
@@ -205,6 +210,8 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             )
         ),
     }
+    if deploy_key:
+        outputs["deployKey"] = deploy_key.public_key  # add to the repository as a read-only deploy key
     if alb_certificate and cdn_certificate:
         # The CNAME records the operator creates (per certificate; ACM usually asks for the same one twice).
         outputs["certificateValidationRecords"] = pulumi.Output.all(

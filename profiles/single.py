@@ -11,6 +11,7 @@ import pulumi_aws as aws
 from components.backups import BackupBucket, BackupBucketArgs
 from components.catalog import monthly_cost_usd
 from components.data import DataVolume, DataVolumeArgs
+from components.deploykey import DeployKey, DeployKeyArgs
 from components.host import encode_user_data, plan_host, render_user_data
 from components.keys import SshKey, SshKeyArgs
 from components.network import WebSecurityGroup, WebSecurityGroupArgs
@@ -62,6 +63,8 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
 
     # 2. Secrets, then the site itself over SSH.
     secrets = AppSecrets(name)
+    # A private repository (ssh:// or git@host:) is read with a deploy key of this stack's own.
+    deploy_key = DeployKey(name, DeployKeyArgs(f"djangoship-{settings.stack}-{name}")) if plan.git_ssh else None
     app_env = (
         pulumi.Output.secret(settings.app.env)
         if settings.app_env_is_secret
@@ -81,6 +84,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             admin_password=secrets.admin_password_value,
             app_env=app_env,
             server_ready=[server.eip_association, data_attachment],
+            deploy_key=deploy_key.private_key if deploy_key else None,
         ),
     )
 
@@ -108,4 +112,6 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         outputs["sshPrivateKey"] = ssh_key.private_key
     if backups:
         outputs["backupBucket"] = backups.bucket.id
+    if deploy_key:
+        outputs["deployKey"] = deploy_key.public_key  # add to the repository as a read-only deploy key
     return outputs

@@ -128,6 +128,7 @@ def test_secret_in_a_gzip_base64_write_file_is_found_also_over_several_lines(def
         ("BYPASS=1", []),
         ('{"user": "app", "password": "hunter2"}', ["a password or key assignment (password=…)"]),
         ('{"password": "${DB_PASSWORD}"}', []),
+        ('headers={"X-aws-ec2-metadata-token": ticket}', []),  # a quoted name with a variable after it
         ("DATABASE_URL=postgres://u:$DB_PASSWORD@db:5432/app", []),  # read at run time
         ("https://github.com/o/r.git", []),
         ("ssh://git@github.com/o/r.git", []),

@@ -66,13 +66,16 @@ class BootValues:
     admin_parameter: str
     artifacts_bucket: str
     media_bucket: str
+    deploy_key_parameter: str = ""  # "name:version" of the deploy key (ssh:// sources); "" = none
 
 
 def scaled_plan(settings: Settings) -> HostPlan:
     """The single server's plan, minus what an app server behind a load balancer does not do itself:
     TLS (the load balancer and CloudFront terminate it), backups (RDS and S3 versioning keep them) and
     PgBouncer (a pool per app server would multiply, not bound, the database's connections)."""
-    return dataclasses.replace(plan_host(settings), tls_email="", backup_bucket="", db_pooler=False)
+    return dataclasses.replace(
+        plan_host(settings), tls_email="", backup_bucket="", db_pooler=False, deploy_key_from_stdin=False
+    )
 
 
 def artifact_key(release: Release) -> str:
@@ -136,6 +139,7 @@ def release_context(
         "region": boot.region,
         "env_parameter": boot.env_parameter,
         "admin_parameter": boot.admin_parameter,
+        "deploy_key_parameter": boot.deploy_key_parameter,
         "artifacts_bucket": boot.artifacts_bucket,
         "artifact_key": artifact_key(release),
         "media_bucket": boot.media_bucket,

@@ -25,6 +25,7 @@ class SecretStoreArgs:
     env_file: pulumi.Output[str]  # secret
     admin_password: pulumi.Output[str]  # secret
     tags: dict[str, str]
+    deploy_key: pulumi.Output[str] | None = None  # secret: the deploy key's private half (ssh:// sources)
 
 
 def parameter_names(prefix: str) -> tuple[str, str]:
@@ -32,6 +33,11 @@ def parameter_names(prefix: str) -> tuple[str, str]:
     Not ".../admin-password": the boot names the parameter with its version in user-data, and "password:3"
     reads as a password assignment to the policy pack's user-data check."""
     return f"{prefix}/env", f"{prefix}/superuser"
+
+
+def deploy_key_parameter_name(prefix: str) -> str:
+    """The deploy key's private half (a private repository's ssh:// source), beside the other two."""
+    return f"{prefix}/deploy-key"
 
 
 def key_policy(account_id: str, region: str, reader_role_arn: str) -> str:
@@ -95,6 +101,18 @@ class SecretStore(pulumi.ComponentResource):
         self.admin_password = parameter(
             "superuser", admin_name, args.admin_password, f"{name}: the Django superuser's password"
         )
+        self.deploy_key: aws.ssm.Parameter | None = None
+        self.deploy_key_selector: pulumi.Output[str] = pulumi.Output.from_input("")
+        if args.deploy_key is not None:
+            self.deploy_key = parameter(
+                "deploy-key",
+                deploy_key_parameter_name(args.prefix),
+                args.deploy_key,
+                f"{name}: the deploy key's private half (the app's private git repository)",
+            )
+            self.deploy_key_selector = pulumi.Output.concat(
+                self.deploy_key.name, ":", self.deploy_key.version.apply(str)
+            )
         # "name:version": the boot reads exactly the version its launch template names, and a new version (a
         # changed environment) is a new launch template version, which rolls the app servers.
         self.env_selector: pulumi.Output[str] = pulumi.Output.concat(
