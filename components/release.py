@@ -16,26 +16,63 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pathspec
+
 from .configchecks import SSH_GIT_URL
 
-# Never shipped: local state, caches, build output, and local secrets.
-EXCLUDED_NAMES = {
-    ".git",
-    ".hg",
-    ".venv",
-    "venv",
-    "__pycache__",
-    "node_modules",
-    "media",
-    "staticfiles",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    "db.sqlite3",
-    ".env",
-    ".DS_Store",
-}
-EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
+# Never shipped, in .gitignore syntax (components/release.py is their one home; the README lists them): local state,
+# caches and build output, then whatever looks like a secret. Then each .gitignore in the folder (its patterns
+# relative to its own folder), then a .deployignore at the top, read last: `!path` there ships a file that a line
+# above leaves out (`!certs/rds-ca.pem`, `!static/dist/`). A file holding a private key is never shipped.
+DEFAULT_IGNORE = """
+.git/
+.hg/
+.svn/
+.venv/
+venv/
+__pycache__/
+node_modules/
+media/
+staticfiles/
+.pytest_cache/
+.mypy_cache/
+.ruff_cache/
+.tox/
+*.pyc
+*.pyo
+*.sqlite3
+.DS_Store
+.env
+.env.*
+!.env.example
+!.env.sample
+!.env.template
+!.env.dist
+.envrc
+.aws/
+.ssh/
+.gnupg/
+.docker/
+.kube/
+.netrc
+.pgpass
+.git-credentials
+.pypirc
+.npmrc
+id_rsa
+id_dsa
+id_ecdsa
+id_ed25519
+*.pem
+*.key
+*.p12
+*.pfx
+*.jks
+*.keystore
+*.tfstate
+*.tfstate.*
+"""
+PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 BUILD_DIR = Path(__file__).resolve().parent.parent / ".build" / "releases"
 
 
@@ -48,26 +85,66 @@ class Release:
     git_commit: str = ""
 
 
-def _included(folder: Path) -> list[Path]:
-    files = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if any(part in EXCLUDED_NAMES for part in relative.parts) or path.name.endswith(EXCLUDED_SUFFIXES):
+def _spec(text: str) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+
+
+def _ignored(relative: str, rules: list[tuple[str, pathspec.GitIgnoreSpec]]) -> bool:
+    """gitignore's rule across files: the last pattern that matches decides (a deeper .gitignore after a higher
+    one, the .deployignore after all)."""
+    verdict = False
+    for prefix, spec in rules:
+        if not relative.startswith(prefix):
             continue
-        if path.is_file() and not path.is_symlink():
+        found = spec.check_file(relative[len(prefix) :])
+        if found.include is not None:
+            verdict = found.include
+    return verdict
+
+
+def _included(folder: Path) -> list[Path]:
+    """The files to ship, sorted: not ignored (DEFAULT_IGNORE, the .gitignore files, .deployignore), regular
+    files (no symlinks), holding no private key."""
+    rules = [("", _spec(DEFAULT_IGNORE))]
+    deploy_ignore = folder / ".deployignore"
+    last = [("", _spec(deploy_ignore.read_text()))] if deploy_ignore.is_file() else []
+    files = []
+    for top, dirs, names in os.walk(folder):
+        here = Path(top).relative_to(folder).as_posix()
+        prefix = "" if here == "." else here + "/"
+        if ".gitignore" in names and not (Path(top) / ".gitignore").is_symlink():
+            rules.append((prefix, _spec((Path(top) / ".gitignore").read_text())))
+        dirs[:] = sorted(d for d in dirs if not _ignored(f"{prefix}{d}/", rules + last))
+        for name in names:
+            path = Path(top) / name
+            if path.is_symlink() or not path.is_file() or _ignored(prefix + name, rules + last):
+                continue
             files.append(path)
-    return files
+    return sorted(files, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def shipped(folder: Path) -> list[str]:
+    """What the archive of this folder holds (relative paths): for the tests and the curious."""
+    return [path.relative_to(folder).as_posix() for path in _included(folder) if not _holds_private_key(path)]
+
+
+def _holds_private_key(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return bool(PRIVATE_KEY.search(stream.read(1 << 20)))
 
 
 def archive_bytes(folder: Path) -> bytes:
-    """A .tar.gz of the folder with sorted entries, fixed owners, times and modes: reproducible."""
+    """A .tar.gz of the folder with sorted entries, fixed owners, times and modes: reproducible. Modes give
+    others nothing: on the server the app's group reads the code (cloud-init/scripts/deploy.sh.j2)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in _included(folder):
-            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
             data = path.read_bytes()
+            if PRIVATE_KEY.search(data):
+                continue
+            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
             info.size = len(data)
-            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            info.mode = 0o750 if path.stat().st_mode & 0o111 else 0o640
             info.mtime = 0
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
