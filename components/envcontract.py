@@ -152,7 +152,6 @@ def app_server_env_file(
     db_port: int | str,
     public_host: str,
     cdn_domain: str,
-    balancer_dns: str,
     media_bucket: str,
     region: str,
     extra: dict[str, str],
@@ -166,8 +165,8 @@ def app_server_env_file(
         db_host=db_host,
         db_port=str(db_port),
         db_options=f"?sslmode={PG_SSLMODE}",
-        # Django answers for the site's name, CloudFront's, and the load balancer's (for operators).
-        hosts=tuple(dict.fromkeys([public_host, cdn_domain, balancer_dns])),
+        # Django answers for the site's name and CloudFront's: the load balancer serves only what CloudFront sends.
+        hosts=tuple(dict.fromkeys([public_host, cdn_domain])),
         csrf_origins=tuple(f"https://{host}" for host in dict.fromkeys([public_host, cdn_domain])),
         media_bucket=media_bucket,
         media_domain=public_host,

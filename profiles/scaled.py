@@ -33,7 +33,7 @@ from components.scaled.certificate import SiteCertificate, SiteCertificateArgs
 from components.scaled.database import Database, DatabaseArgs
 from components.scaled.firewalls import Firewalls, FirewallsArgs
 from components.scaled.identity import AppServerIdentity, AppServerIdentityArgs
-from components.scaled.loadbalancer import LoadBalancer, LoadBalancerArgs
+from components.scaled.loadbalancer import ORIGIN_HEADER, LoadBalancer, LoadBalancerArgs
 from components.scaled.network import Network, NetworkArgs
 from components.scaled.prices import monthly_cost_breakdown, monthly_cost_usd
 from components.scaled.secretstore import SecretStore, SecretStoreArgs, deploy_key_parameter_name, parameter_names
@@ -43,6 +43,7 @@ from components.tagging import standard_tags
 
 VPC_CIDR = "10.20.0.0/16"
 CLOUDFRONT_CERTIFICATE_REGION = "us-east-1"  # CloudFront takes certificates from this region only
+CLOUDFRONT_ORIGIN_FACING = "com.amazonaws.global.cloudfront.origin-facing"  # AWS-managed prefix list
 
 
 def build(settings: Settings, release: Release) -> dict[str, Any]:
@@ -57,7 +58,12 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
 
     # 1. The network and its doors: internet → load balancer → app servers → database, nothing else.
     network = Network(name, NetworkArgs(VPC_CIDR, tags))
-    doors = Firewalls(name, FirewallsArgs(network.vpc.id, VPC_CIDR, https=bool(domain), tags=tags))
+    # CloudFront's origin-facing addresses (an AWS-managed prefix list, per region): all the load balancer admits.
+    cloudfront = aws.ec2.get_managed_prefix_list_output(name=CLOUDFRONT_ORIGIN_FACING)
+    doors = Firewalls(
+        name,
+        FirewallsArgs(network.vpc.id, VPC_CIDR, https=bool(domain), cloudfront_prefix_list_id=cloudfront.id, tags=tags),
+    )
 
     # 2. The data: the database, the uploads and static files, the release archive.
     secrets = AppSecrets(name)
@@ -115,6 +121,8 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             bucket_ready=[assets.public_access_block],
             domain=domain,
             certificate_arn=cdn_certificate.arn if cdn_certificate else None,
+            origin_header=ORIGIN_HEADER,
+            origin_secret=balancer.origin_secret.result,
             tags=tags,
         ),
     )
@@ -137,7 +145,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             tags=tags,
         ),
     )
-    env_file = app_environment(settings, plan, secrets, database, public_host, cdn, balancer, assets, region)
+    env_file = app_environment(settings, plan, secrets, database, public_host, cdn, assets, region)
     store = SecretStore(
         name,
         SecretStoreArgs(
@@ -227,7 +235,6 @@ def app_environment(
     database: Database,
     public_host: pulumi.Output[str],
     cdn: Cdn,
-    balancer: LoadBalancer,
     assets: PrivateBucket,
     region: str,
 ) -> pulumi.Output[str]:
@@ -244,7 +251,6 @@ def app_environment(
         database.port,
         public_host,
         cdn.domain_name,
-        balancer.dns_name,
         assets.bucket.id,
         app_env,
     )
@@ -258,10 +264,9 @@ def app_environment(
                 db_port=v[3],
                 public_host=v[4],
                 cdn_domain=v[5],
-                balancer_dns=v[6],
-                media_bucket=v[7],
+                media_bucket=v[6],
                 region=region,
-                extra=v[8],
+                extra=v[7],
             )
         )
     )

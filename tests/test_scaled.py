@@ -138,7 +138,7 @@ def group_id(run: ProgramRun, name: str) -> str:
 
 def secrets_of(state: MockState) -> list[str]:
     values = list(state.passwords.values())
-    assert len(values) == 3, "expected the database password, the Django key and the admin password"
+    assert len(values) == 4, "expected the database password, the Django key, the admin password, the origin secret"
     return values
 
 
@@ -321,7 +321,21 @@ def test_secrets_are_only_in_the_ssm_parameters_and_marked_secret(scaled: Progra
         for secret in secrets
         if secret in json.dumps(r.inputs) and r.type != "random:index/randomPassword:RandomPassword"
     }
-    assert holders == {"photofeed-env", "photofeed-superuser", "photofeed-db"}
+    assert holders == {
+        "photofeed-env",
+        "photofeed-superuser",
+        "photofeed-db",
+        "photofeed-cdn",
+        "photofeed-from-cloudfront",
+    }
+    # CloudFront's origin secret: in the distribution (its header) and the listener rule (its condition), secret.
+    origin = state.passwords["photofeed-origin-secret"]
+    assert "origins" in by_name(scaled, "photofeed-cdn").secret_inputs
+    assert "conditions" in by_name(scaled, "photofeed-from-cloudfront").secret_inputs
+    assert {r.name for r in scaled.resources.values() if origin in json.dumps(r.inputs)} == {
+        "photofeed-cdn",
+        "photofeed-from-cloudfront",
+    }
     # The boot reads exactly the parameter versions its launch template was rendered with.
     assert "/usr/local/sbin/photofeed-aws get-parameter /djangoship/dev/photofeed/env:1 >" in document
 
@@ -363,9 +377,8 @@ def test_env_contract_points_at_rds_in_the_same_form(scaled: ProgramRun, state: 
         "photofeed",
         "photofeed",
     )
-    assert env["DJANGO_ALLOWED_HOSTS"] == (
-        "d111111abcdef8.cloudfront.net,photofeed-alb-1234567890.us-east-1.elb.amazonaws.com"
-    )
+    # Not the load balancer's own name: it serves only what CloudFront sends.
+    assert env["DJANGO_ALLOWED_HOSTS"] == "d111111abcdef8.cloudfront.net"
     assert env["DJANGO_CSRF_TRUSTED_ORIGINS"] == "https://d111111abcdef8.cloudfront.net"
     assert env["DJANGO_MEDIA_BUCKET"] == "photofeed-assets"
     assert env["DJANGO_MEDIA_DOMAIN"] == "d111111abcdef8.cloudfront.net"
@@ -968,7 +981,9 @@ def test_cloudfront_serves_static_and_media_from_s3_and_the_rest_from_the_load_b
         "StringEquals": {"AWS:SourceArn": "arn:aws:cloudfront::123456789012:distribution/E2QWRUHAPOMQZL"}
     }
     (listener,) = scaled.of_type(LISTENER)
-    assert listener.inputs["port"] == 80 and listener.inputs["defaultActions"][0]["type"] == "forward"
+    assert listener.inputs["port"] == 80 and listener.inputs["defaultActions"][0]["type"] == "fixed-response"
+    (rule,) = scaled.of_type("aws:lb/listenerRule:ListenerRule")
+    assert rule.inputs["actions"][0]["type"] == "forward"
 
 
 def test_domain_brings_certificates_https_and_the_records_to_create(with_domain: ProgramRun) -> None:
@@ -977,14 +992,14 @@ def test_domain_brings_certificates_https_and_the_records_to_create(with_domain:
     listeners = {item.inputs["port"]: item.inputs for item in with_domain.of_type(LISTENER)}
     assert listeners[80]["defaultActions"][0]["type"] == "redirect"
     assert listeners[80]["defaultActions"][0]["redirect"]["protocol"] == "HTTPS"
-    assert listeners[443]["protocol"] == "HTTPS" and listeners[443]["defaultActions"][0]["type"] == "forward"
+    assert listeners[443]["protocol"] == "HTTPS" and listeners[443]["defaultActions"][0]["type"] == "fixed-response"
     assert listeners[443]["certificateArn"] == "arn:aws:acm:us-east-1:123456789012:certificate/photofeed-cert"
     cdn = with_domain.one(DISTRIBUTION).inputs
     assert cdn["aliases"] == [DOMAIN]
     assert cdn["viewerCertificate"]["acmCertificateArn"] == listeners[443]["certificateArn"]
     origin = {o["originId"]: o for o in cdn["origins"]}["load-balancer"]
     assert origin["customOriginConfig"]["originProtocolPolicy"] == "https-only"
-    assert sorted(r["fromPort"] for r in with_domain.named("photofeed-alb-sg").inputs["ingress"]) == [80, 443]
+    assert [r["fromPort"] for r in with_domain.named("photofeed-alb-sg").inputs["ingress"]] == [443]  # CloudFront's
     assert with_domain.outputs["url"] == f"https://{DOMAIN}"
     assert with_domain.outputs["certificateValidationRecords"] == [
         {

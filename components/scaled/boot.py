@@ -18,6 +18,7 @@ from ..envcontract import PG_SSLMODE
 from ..host import HostPlan, digest, plan_host, render, render_python_modules
 from ..release import Release
 from ..settings import Settings
+from .loadbalancer import ORIGIN_HEADER
 
 LIFECYCLE_HOOK = "release-installed"  # the Auto Scaling launch hook that the boot script completes
 GATE_ENV = "DJANGOSHIP_RELEASE_ID"  # set by the boot script for the deploy; named literally in the templates
@@ -148,5 +149,6 @@ def release_context(
         "lock_wait_seconds": LOCK_WAIT_SECONDS,
         "pg_sslmode": PG_SSLMODE,
         "deb_arch": deb_arch(arch),
+        "origin_header": ORIGIN_HEADER,
         "vpc_cidr": vpc_cidr,
     }

@@ -3,8 +3,11 @@ Access Control, the bucket admitting only this distribution), everything else fr
 uncached, with the visitor's Host, cookies and query string.
 
 Without a domain the site is https://<distribution>.cloudfront.net and CloudFront reaches the load balancer
-over plain HTTP. With a domain, CloudFront answers for it (a certificate in us-east-1) and reaches the load
-balancer over HTTPS: it forwards the visitor's Host, which the load balancer's certificate names.
+over plain HTTP (the load balancer has no certificate for its own name): the visitor's leg is encrypted, the
+leg from CloudFront to the region is not. With a domain, CloudFront answers for it (a certificate in us-east-1)
+and reaches the load balancer over HTTPS: it forwards the visitor's Host, which the load balancer's certificate
+names. Every request to the load balancer carries the origin header (loadbalancer.ORIGIN_HEADER), and every
+behaviour redirects HTTP visitors to HTTPS: whatever reaches the app servers was HTTPS from the visitor.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class CdnArgs:
     bucket_ready: list[pulumi.Resource]  # its public access block: the policy comes after it
     domain: str
     certificate_arn: pulumi.Input[str] | None  # us-east-1, required with a domain
+    origin_header: str  # sent to the load balancer with origin_secret: its listener serves nothing else
+    origin_secret: pulumi.Input[str]
     tags: dict[str, str]
 
 
@@ -94,6 +99,11 @@ class Cdn(pulumi.ComponentResource):
                 aws.cloudfront.DistributionOriginArgs(
                     origin_id=ALB_ORIGIN,
                     domain_name=args.load_balancer_dns,
+                    custom_headers=[
+                        aws.cloudfront.DistributionOriginCustomHeaderArgs(
+                            name=args.origin_header, value=pulumi.Output.secret(args.origin_secret)
+                        )
+                    ],
                     custom_origin_config=aws.cloudfront.DistributionOriginCustomOriginConfigArgs(
                         http_port=80,
                         https_port=443,

@@ -1,6 +1,12 @@
 """The three security groups, each admitting only the one before it:
 
-    internet ──80/443──▶ load balancer ──80──▶ app servers ──5432──▶ database
+    CloudFront ──80 or 443──▶ load balancer ──80──▶ app servers ──5432──▶ database
+
+The load balancer admits CloudFront's origin-facing addresses only (AWS's managed prefix list), on the one port
+CloudFront uses: 443 with a domain (HTTPS to the load balancer), 80 without. Those addresses serve every
+CloudFront distribution, not only ours: the load balancer's listener also requires the secret header that only
+our distribution sends (loadbalancer.py). One rule, one port: the prefix list counts as ~55 rules of the group's
+quota of 60.
 
 Nothing else is reachable: no SSH anywhere (operators use SSM Session Manager, which needs no inbound
 port), the app servers have no public address, the database admits only the app servers' group.
@@ -21,6 +27,7 @@ class FirewallsArgs:
     vpc_id: pulumi.Input[str]
     vpc_cidr: str
     https: bool  # 443 on the load balancer (a domain with its certificate)
+    cloudfront_prefix_list_id: pulumi.Input[str]  # com.amazonaws.global.cloudfront.origin-facing
     tags: dict[str, str]
 
 
@@ -28,21 +35,19 @@ class Firewalls(pulumi.ComponentResource):
     def __init__(self, name: str, args: FirewallsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("djangoship:scaled:Firewalls", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ports = [80, 443] if args.https else [80]
+        port = 443 if args.https else 80
         self.load_balancer = aws.ec2.SecurityGroup(
             f"{name}-alb-sg",
             vpc_id=args.vpc_id,
-            description="Load balancer: HTTP(S) from anywhere",
+            description="Load balancer: HTTP(S) from CloudFront only",
             ingress=[
                 aws.ec2.SecurityGroupIngressArgs(
-                    description="visitors (through CloudFront, or directly)",
+                    description="CloudFront's origin-facing servers",
                     protocol="tcp",
                     from_port=port,
                     to_port=port,
-                    cidr_blocks=["0.0.0.0/0"],
-                    ipv6_cidr_blocks=["::/0"],
+                    prefix_list_ids=[args.cloudfront_prefix_list_id],
                 )
-                for port in ports
             ],
             # To the app servers only. Written as the VPC's range rather than their group, which names this
             # one: two groups naming each other inline cannot be created.

@@ -1,6 +1,8 @@
 """The application load balancer in the public subnets, its target group (the app servers, health-checked
-on /healthz) and its listeners: HTTP forwards to the app servers, or — with a domain and its certificate —
-redirects to HTTPS, which forwards."""
+on /healthz) and its listeners: HTTP serves, or — with a domain and its certificate — redirects to HTTPS, which
+serves. Serving means: a request that carries CloudFront's origin header (ORIGIN_HEADER, a random secret that only
+our distribution adds, cdn.py) goes to the app servers; any other gets 403. The security group already admits
+CloudFront's addresses only, but those are every distribution's: the header is what makes it ours."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
+
+ORIGIN_HEADER = "X-Origin-Verify"  # CloudFront → load balancer; the app servers' nginx drops it before Django
 
 
 @dataclass
@@ -57,7 +62,16 @@ class LoadBalancer(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.targets.arn)]
+        # Generated once and kept secret in state; rotating it (replace this resource) updates both sides.
+        self.origin_secret = random.RandomPassword(f"{name}-origin-secret", length=40, special=False, opts=child)
+        forward = [
+            aws.lb.ListenerDefaultActionArgs(
+                type="fixed-response",
+                fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(
+                    content_type="text/plain", message_body="Not through the site's address.\n", status_code="403"
+                ),
+            )
+        ]
         if args.certificate_arn is None:
             self.http = aws.lb.Listener(
                 f"{name}-http",
@@ -94,6 +108,23 @@ class LoadBalancer(pulumi.ComponentResource):
                 default_actions=forward,
                 opts=child,
             )
+        serving = self.https or self.http
+        self.from_cloudfront = aws.lb.ListenerRule(
+            f"{name}-from-cloudfront",
+            listener_arn=serving.arn,
+            priority=1,
+            conditions=[
+                aws.lb.ListenerRuleConditionArgs(
+                    http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                        http_header_name=ORIGIN_HEADER, values=[pulumi.Output.secret(self.origin_secret.result)]
+                    )
+                )
+            ],
+            actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=self.targets.arn)],
+            tags=args.tags,
+            opts=child,
+        )
         self.dns_name: pulumi.Output[str] = self.balancer.dns_name
         self.listeners = [listener for listener in (self.http, self.https) if listener is not None]
+        self.listeners.append(self.from_cloudfront)
         self.register_outputs({"dnsName": self.dns_name, "targetGroupArn": self.targets.arn})
