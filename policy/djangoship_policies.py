@@ -310,14 +310,14 @@ def public_addresses(networks: Sequence[str], version: int) -> int:
             parsed.append(ipaddress.ip_network(network, strict=False))
         except ValueError:
             continue  # a prefix list id or a security group: no addresses of its own here
-    union = list(ipaddress.collapse_addresses(net for net in parsed if net.version == version))
+    union: list[Any] = list(ipaddress.collapse_addresses(net for net in parsed if net.version == version))  # type: ignore[type-var]
     public = PUBLIC_V4 if version == 4 else PUBLIC_V6
     total = 0
     for net in union:
         for block in public:
-            if net.subnet_of(block):  # type: ignore[arg-type]
+            if net.subnet_of(block):
                 total += net.num_addresses
-            elif block.subnet_of(net):  # type: ignore[arg-type]
+            elif block.subnet_of(net):
                 total += block.num_addresses
     return total
 

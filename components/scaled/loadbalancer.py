@@ -125,6 +125,7 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=child,
         )
         self.dns_name: pulumi.Output[str] = self.balancer.dns_name
-        self.listeners = [listener for listener in (self.http, self.https) if listener is not None]
+        # What must exist before app servers join: the listeners and the rule that forwards to them.
+        self.listeners: list[pulumi.Resource] = [listener for listener in (self.http, self.https) if listener]
         self.listeners.append(self.from_cloudfront)
         self.register_outputs({"dnsName": self.dns_name, "targetGroupArn": self.targets.arn})
