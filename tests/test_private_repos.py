@@ -386,3 +386,23 @@ def test_the_app_servers_boot_and_deploy_scripts_pass_shellcheck(tmp_path):
         _shellcheck(files[name], tmp_path)
     assert "GIT_SSH_COMMAND=" in files["/usr/local/sbin/shop-deploy"]
     assert "cat > /etc/shop/deploy-key.new" not in files["/usr/local/sbin/shop-deploy"]  # from SSM, not stdin
+
+
+def test_the_preview_resolves_a_private_ref_with_the_operators_own_ssh(private_repo, monkeypatch):
+    """`git ls-remote` at preview uses this machine's SSH as configured (here GIT_SSH_COMMAND with a key that the
+    repository admits, as an operator's ~/.ssh would), not the deploy key, and resolves the branch to its commit."""
+    key = private_repo["tmp"] / "operator-key"
+    key.write_text(private_repo["private"])
+    key.chmod(0o600)
+    known = private_repo["tmp"] / "operator-known-hosts"
+    ssh = f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={known}"
+    monkeypatch.setenv("GIT_SSH_COMMAND", ssh)
+    branch = subprocess.run(
+        ["git", "-C", str(private_repo["tmp"] / "work"), "branch", "--show-current"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    url = f"ssh://git@127.0.0.1:{private_repo['host'].port}/shop.git"
+    found = release_module.git_release(url, branch)
+    assert (found.git_commit, found.git_ref, found.git_url) == (private_repo["commit"], branch, url)
