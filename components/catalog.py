@@ -82,3 +82,24 @@ def default_workers(instance_type: str) -> int:
 def swap_mib(instance_type: str) -> int:
     """Swap for small instances: pip and migrations are OOM-killed on 512 MiB without it."""
     return 1024 if INSTANCE_TYPES[instance_type].memory_mib <= 2048 else 0
+
+
+# What each part of a single server takes, in MiB, for the memory budget at preview (memory.py). Measured as
+# PSS (shared pages divided among their sharers, so the parts add up) on a Debian 13 guest after a request
+# loop, with `bench.memory --app workers` (bench/memory.py; 2026-12-02, figures in the README), rounded up
+# with headroom for a request's peak:
+MEMORY_MIB = {
+    "system": 70,  # systemd, journald, sshd, cron, nginx, PgBouncer, cloud-init's leftovers: the idle machine
+    "postgresql": 40,  # the postmaster and its helpers plus one backend per worker, beyond shared_buffers
+    "gunicorn_master": 25,
+    "gunicorn_worker": 45,  # one sync worker of a small Django app after requests
+    "asgi_worker": 55,  # one uvicorn worker (asyncio, websockets) of the same app
+    "process": 60,  # one app.processes entry: a Django process (manage.py command, or a Celery worker, solo pool)
+    "redis": 10,  # redis-server empty; its data is capped by maxmemory (redis_maxmemory_mib) on top
+}
+
+
+def redis_maxmemory_mib(instance_type: str) -> int:
+    """Redis's cap: 1/16 of the memory (64 MiB on a t2.micro), enough for a broker's queues and a small cache
+    beside PostgreSQL, which takes 1/8 for its shared buffers."""
+    return max(32, INSTANCE_TYPES[instance_type].memory_mib // 16)

@@ -13,7 +13,9 @@ from typing import Any
 from . import envcontract
 from .appshape import plan_python
 from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES
-from .configtable import Given
+from .configtable import HIDDEN, Given
+from .memory import memory_budget
+from .oncalendar import CalendarError, check_calendar
 from .scaled.prices import DB_INSTANCE_CLASSES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -163,7 +165,9 @@ def path_inside_app(path: str, given: Given) -> str:
 def app_environment(env: dict[str, Any], given: Given) -> dict[str, str]:
     """Names the deployer does not write itself (for this profile), values the env file can hold. A value is
     never shown: set with `--secret --path`, it is a secret even in a problem."""
-    reserved = envcontract.reserved_names(given.value_of("app.envPrefix"), given.value_of("profile"))
+    reserved = envcontract.reserved_names(
+        given.value_of("app.envPrefix"), given.value_of("profile"), redis=given.value_of("redis")
+    )
     accepted: dict[str, str] = {}
     for name, value in sorted(env.items()):
         if not envcontract.NAME.match(name) or name in reserved:
@@ -207,3 +211,105 @@ def python_available(python: str, given: Given) -> str:
     except ValueError as error:
         given.fail(str(error), python or source, key="app.python" if python else "app.source")
     return python
+
+
+# --- beyond the web process: processes, schedules, Redis, ASGI (issue 14) ----------------------------------------
+
+_UNIT_NAME = r"[a-z][a-z0-9-]{0,30}"  # the part after `<app>-` in a unit's name
+# `<app>-<name>` units the deployer writes itself (or may): a process or schedule may not take their names.
+RESERVED_UNIT_NAMES = frozenset({"backup", "restore", "activate", "manage", "deploy", "pg-upgrade", "web", "redis"})
+_PROGRAM = re.compile(r"[A-Za-z0-9_][\w.+-]{0,60}")  # a program in the app's virtualenv's bin/
+_ARGUMENT = re.compile(r"[\w=.,:/@+-]{1,200}")  # one word: no quotes, blanks, $, % or shell syntax
+
+
+def only_single(value: Any, given: Given) -> Any:
+    """Keys the scaled profile has no equivalent for yet: refused there rather than silently ignored."""
+    if value and given.value_of("profile") != "single":
+        given.fail("only with profile single for now (the scaled profile has no equivalent yet; see the README)")
+    return value
+
+
+def on_calendar(expression: str, given: Given) -> str:
+    """A systemd OnCalendar= expression, by systemd's own rules (oncalendar.py)."""
+    try:
+        return check_calendar(expression)
+    except CalendarError as error:
+        given.fail(f"a systemd OnCalendar expression such as '*-*-* 03:30:00', 'daily' or 'Mon..Fri 12:00' ({error})", expression)
+    return expression
+
+
+def app_command(command: Any, given: Given, key: str) -> str:
+    """A process's or a schedule's command: `manage.py COMMAND ARG…`, or `PROGRAM ARG…` where PROGRAM is in
+    the app's virtualenv (celery, rq, …). Each word safe as one word of a systemd command line."""
+    words = command.split() if isinstance(command, str) else []
+    if words[:1] == ["manage.py"]:
+        good = len(words) > 1 and _MANAGE_COMMAND.fullmatch(words[1]) and all(map(_ARGUMENT.fullmatch, words[2:]))
+    else:
+        good = bool(words) and _PROGRAM.fullmatch(words[0]) and all(map(_ARGUMENT.fullmatch, words[1:]))
+    if not good:
+        given.fail(
+            "'manage.py COMMAND ARG…' or a program of the app's virtualenv with its arguments, such as "
+            "'celery -A proj worker -l info' (letters, digits and -_=.,:/@+ only; no quotes, $ or %)",
+            command if isinstance(command, str) else HIDDEN,
+            key=key,
+        )
+        return ""
+    return " ".join(words)
+
+
+def _unit_name(name: str, given: Given, key: str) -> bool:
+    if not re.fullmatch(_UNIT_NAME, name) or name in RESERVED_UNIT_NAMES:
+        reserved = ", ".join(sorted(RESERVED_UNIT_NAMES))
+        given.fail(f"a name of lower-case letters, digits and -, starting with a letter (≤ 31), not {reserved}", key=key)
+        return False
+    return True
+
+
+def app_processes(processes: dict[str, Any], given: Given) -> dict[str, str]:
+    accepted = {}
+    for name, command in sorted(processes.items()):
+        key = f"app.processes.{name}"
+        if _unit_name(name, given, key):
+            accepted[name] = app_command(command, given, key)
+    return accepted
+
+
+def app_schedules(schedules: dict[str, Any], given: Given) -> dict[str, dict[str, str]]:
+    """name → {schedule, command}; a name is a unit's, so it may not be a process's too."""
+    processes = given.value_of("app.processes")
+    accepted = {}
+    for name, job in sorted(schedules.items()):
+        key = f"app.schedules.{name}"
+        if not _unit_name(name, given, key):
+            continue
+        if name in processes:
+            given.fail("a name not used by app.processes (both become the unit <app>-<name>)", key=key)
+            continue
+        if not isinstance(job, dict) or set(job) != {"schedule", "command"}:
+            given.fail("an object with exactly the keys schedule and command", key=key)
+            continue
+        schedule = job["schedule"] if isinstance(job["schedule"], str) else ""
+        try:
+            check_calendar(schedule)
+        except CalendarError as error:
+            given.fail(f"a systemd OnCalendar expression such as 'daily' or '*-*-* 04:00:00' ({error})", schedule, key=f"{key}.schedule")
+            continue
+        accepted[name] = {"schedule": schedule, "command": app_command(job["command"], given, f"{key}.command")}
+    return accepted
+
+
+def fits_in_memory(app: Any, given: Given) -> Any:
+    """One server: its processes, Redis, gunicorn's workers and PostgreSQL must fit the instance's memory
+    (memory.py, from measured figures). Beyond what swap can carry, the cheapest size that fits is named."""
+    if given.value_of("profile") != "single":
+        return app
+    budget = memory_budget(
+        given.value_of("instanceType"),
+        workers=given.value_of("gunicornWorkers"),
+        processes=len(app.processes),
+        redis=given.value_of("redis"),
+        asgi=bool(app.asgi_module),
+    )
+    if budget.verdict == "over":
+        given.fail(budget.explain(), given.value_of("instanceType"), key="instanceType")
+    return app

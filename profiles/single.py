@@ -13,6 +13,7 @@ from components.catalog import monthly_cost_usd
 from components.data import DataVolume, DataVolumeArgs
 from components.host import encode_user_data, plan_host, render_user_data
 from components.keys import SshKey, SshKeyArgs
+from components.memory import memory_budget
 from components.network import WebSecurityGroup, WebSecurityGroupArgs
 from components.provisioning import SiteProvisioner, SiteProvisionerArgs
 from components.release import Release
@@ -61,7 +62,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     data_attachment = data.attach_to(name, server.instance.id)
 
     # 2. Secrets, then the site itself over SSH.
-    secrets = AppSecrets(name)
+    secrets = AppSecrets(name, redis=settings.redis)
     app_env = (
         pulumi.Output.secret(settings.app.env)
         if settings.app_env_is_secret
@@ -79,10 +80,21 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             secret_key=secrets.django_secret_key_value,
             db_password=secrets.db_password_value,
             admin_password=secrets.admin_password_value,
+            redis_password=secrets.redis_password_value,
             app_env=app_env,
             server_ready=[server.eip_association, data_attachment],
         ),
     )
+
+    budget = memory_budget(
+        settings.instance_type,
+        workers=settings.gunicorn_workers,
+        processes=len(settings.app.processes),
+        redis=settings.redis,
+        asgi=bool(settings.app.asgi_module),
+    )
+    if budget.verdict == "swap":  # "over" already failed at validation
+        pulumi.log.warn(f"instanceType: {budget.explain()}; it runs with the swap file, slower when idle pages are needed")
 
     # 3. What the operator needs.
     if settings.domain:
