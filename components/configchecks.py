@@ -234,7 +234,10 @@ def on_calendar(expression: str, given: Given) -> str:
     try:
         return check_calendar(expression)
     except CalendarError as error:
-        given.fail(f"a systemd OnCalendar expression such as '*-*-* 03:30:00', 'daily' or 'Mon..Fri 12:00' ({error})", expression)
+        given.fail(
+            f"a systemd OnCalendar expression such as '*-*-* 03:30:00', 'daily' or 'Mon..Fri 12:00' ({error})",
+            expression,
+        )
     return expression
 
 
@@ -260,7 +263,9 @@ def app_command(command: Any, given: Given, key: str) -> str:
 def _unit_name(name: str, given: Given, key: str) -> bool:
     if not re.fullmatch(_UNIT_NAME, name) or name in RESERVED_UNIT_NAMES:
         reserved = ", ".join(sorted(RESERVED_UNIT_NAMES))
-        given.fail(f"a name of lower-case letters, digits and -, starting with a letter (≤ 31), not {reserved}", key=key)
+        given.fail(
+            f"a name of lower-case letters, digits and -, starting with a letter (≤ 31), not {reserved}", key=key
+        )
         return False
     return True
 
@@ -292,7 +297,11 @@ def app_schedules(schedules: dict[str, Any], given: Given) -> dict[str, dict[str
         try:
             check_calendar(schedule)
         except CalendarError as error:
-            given.fail(f"a systemd OnCalendar expression such as 'daily' or '*-*-* 04:00:00' ({error})", schedule, key=f"{key}.schedule")
+            given.fail(
+                f"a systemd OnCalendar expression such as 'daily' or '*-*-* 04:00:00' ({error})",
+                schedule,
+                key=f"{key}.schedule",
+            )
             continue
         accepted[name] = {"schedule": schedule, "command": app_command(job["command"], given, f"{key}.command")}
     return accepted

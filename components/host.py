@@ -34,7 +34,11 @@ UV_VERSION = "0.13.8"  # from PyPI, for uv projects and for Pythons the image la
 POETRY_VERSION = "2.5.1"  # from PyPI, for poetry projects
 # With app.asgiModule: uvicorn's worker class for gunicorn (the maintained uvicorn-worker package; uvicorn's own
 # uvicorn.workers is deprecated) and websockets for the protocol, each added when the app lacks it, pinned.
-ASGI_PACKAGES = (("uvicorn_worker", "uvicorn-worker==0.4.0"), ("uvicorn", "uvicorn==0.54.0"), ("websockets", "websockets==17.4"))
+ASGI_PACKAGES = (
+    ("uvicorn_worker", "uvicorn-worker==0.4.0"),
+    ("uvicorn", "uvicorn==0.54.0"),
+    ("websockets", "websockets==17.4"),
+)
 REDIS_PORT = 6379
 PROCESS_SETTLE_SECONDS = 5  # a process (app.processes) that stays up this long after a restart has started
 CONN_MAX_AGE = 600  # persistent database connections (s) for an app that leaves Django's 0
@@ -174,7 +178,9 @@ def plan_host(settings: Settings) -> HostPlan:
     pg = postgres_memory(size.memory_mib)
     # Room for every worker's connection (or PgBouncer's pool and its reserve), the deploy's migrate beside
     # them, and PostgreSQL's 3 superuser slots (backups, the operator), whatever gunicornWorkers says.
-    pg["max_connections"] = str(max(int(pg["max_connections"]), pool_size(workers) + 1 + 5))
+    # Each of the app's processes and scheduled jobs holds a connection of its own while it runs.
+    pool = pool_size(workers) + len(settings.app.processes) + len(settings.app.schedules)
+    pg["max_connections"] = str(max(int(pg["max_connections"]), pool + 1 + 5))
     return HostPlan(
         app=app,
         ssh_user=settings.ssh_user,
@@ -211,9 +217,11 @@ def plan_host(settings: Settings) -> HostPlan:
         backup_retention_days=settings.backup_retention_days,
         backup_schedule=settings.backup_schedule,
         db_pooler=settings.db_pooler,
-        pool_size=pool_size(workers),
+        pool_size=pool,
         asgi_module=settings.app.asgi_module,
-        processes=tuple((name, exec_start(command, f"{base}/current")) for name, command in sorted(settings.app.processes.items())),
+        processes=tuple(
+            (name, exec_start(command, f"{base}/current")) for name, command in sorted(settings.app.processes.items())
+        ),
         schedules=tuple(
             (name, job["schedule"], exec_start(job["command"], f"{base}/current"))
             for name, job in sorted(settings.app.schedules.items())

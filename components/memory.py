@@ -46,7 +46,9 @@ class Budget:
             text += f" (+{self.swap_mib} MiB swap)"
         if self.cheapest_fit:
             size = INSTANCE_TYPES[self.cheapest_fit]
-            text += f": the cheapest size that fits is {self.cheapest_fit} ({size.memory_mib} MiB, ${size.usd_per_hour}/h)"
+            text += (
+                f": the cheapest size that fits is {self.cheapest_fit} ({size.memory_mib} MiB, ${size.usd_per_hour}/h)"
+            )
         else:
             text += ": no size in the catalog fits; run fewer processes or gunicornWorkers"
         return text
@@ -64,7 +66,9 @@ def _parts(instance_type: str, workers: int, processes: int, redis: bool, asgi: 
     }
 
 
-def memory_budget(instance_type: str, *, workers: int = 0, processes: int = 0, redis: bool = False, asgi: bool = False) -> Budget:
+def memory_budget(
+    instance_type: str, *, workers: int = 0, processes: int = 0, redis: bool = False, asgi: bool = False
+) -> Budget:
     """`workers`: gunicornWorkers (0 = the size's default)."""
 
     def fits(size: str) -> bool:

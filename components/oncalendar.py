@@ -18,7 +18,18 @@ import zoneinfo
 from decimal import Decimal, InvalidOperation
 
 SHORTHANDS = frozenset(
-    {"minutely", "hourly", "daily", "weekly", "monthly", "quarterly", "semiannually", "semi-annually", "yearly", "annually"}
+    {
+        "minutely",
+        "hourly",
+        "daily",
+        "weekly",
+        "monthly",
+        "quarterly",
+        "semiannually",
+        "semi-annually",
+        "yearly",
+        "annually",
+    }
 )
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEKDAY_NAMES = {name: index for index, name in enumerate(WEEKDAYS)} | {
@@ -51,7 +62,12 @@ def check_calendar(expression: str) -> str:
         return expression
     parts = list(words)
     found = False
-    if parts and re.fullmatch(r"[A-Za-z.,-]+", parts[0]) and parts[0].lower() not in ("utc",) and _is_weekdays(parts[0]):
+    if (
+        parts
+        and re.fullmatch(r"[A-Za-z.,-]+", parts[0])
+        and parts[0].lower() not in ("utc",)
+        and _is_weekdays(parts[0])
+    ):
         _weekdays(parts.pop(0))
         found = True
     if parts and ":" not in parts[0] and ("-" in parts[0] or "~" in parts[0]):

@@ -154,7 +154,7 @@ class SiteProvisioner(pulumi.ComponentResource):
             # One server, one database: the deploy itself applies the migrations, all or nothing.
             atomic_migrations=True,
         )
-        deploy_triggers = [build_id(release.id, plan)]
+        deploy_triggers: list[pulumi.Input[str]] = [build_id(release.id, plan)]
         if plan.processes:
             # A change to the app's processes re-runs the deploy: its activation starts them on the live release
             # and fails, with their journal, when one cannot start (configure only restarts running ones).

@@ -94,7 +94,9 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         asgi=bool(settings.app.asgi_module),
     )
     if budget.verdict == "swap":  # "over" already failed at validation
-        pulumi.log.warn(f"instanceType: {budget.explain()}; it runs with the swap file, slower when idle pages are needed")
+        pulumi.log.warn(
+            f"instanceType: {budget.explain()}; it runs with the swap file, slower when idle pages are needed"
+        )
 
     # 3. What the operator needs.
     if settings.domain:

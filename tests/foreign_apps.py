@@ -581,7 +581,7 @@ def workers(folder: Path) -> ForeignApp:
     with `jobs/version.py`'s VERSION, so a test can tell which release's code did the work."""
     files = {
         **_project("shop", "jobs", manage="shop.settings", wsgi="shop.settings"),
-        "shop/__init__.py": "from .celery import app as celery_app\n\n__all__ = (\"celery_app\",)\n",
+        "shop/__init__.py": 'from .celery import app as celery_app\n\n__all__ = ("celery_app",)\n',
         "shop/celery.py": """
             import os
 

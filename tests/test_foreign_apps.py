@@ -263,7 +263,9 @@ def unit_pid(site, unit: str) -> int:
 
 def pss_mib(site, pattern: str) -> float:
     """PSS of the processes whose command line matches `pattern` (MiB): the memory budget's measure."""
-    total = sh(site, f"for p in $(pgrep -f {shlex.quote(pattern)}); do awk '/^Pss:/ {{print $2}}' /proc/$p/smaps_rollup; done")
+    total = sh(
+        site, f"for p in $(pgrep -f {shlex.quote(pattern)}); do awk '/^Pss:/ {{print $2}}' /proc/$p/smaps_rollup; done"
+    )
     return sum(int(kib) for kib in total.split()) / 1024
 
 
@@ -300,12 +302,15 @@ def test_a_long_running_command_and_a_schedule_write_rows_and_a_failed_run_shows
     before = state(guest)
     wait_for("the listener's heartbeats", lambda: state(guest)["heartbeats"] >= before["heartbeats"] + 2, 10)
     wait_for("a run of the 5-second schedule", lambda: state(guest)["ticks"] > before["ticks"], 15)
-    failed = wait_for("the failing schedule in systemctl --failed", lambda: sh(guest, "systemctl --failed --plain --no-legend"), 15)
+    failed = wait_for(
+        "the failing schedule in systemctl --failed", lambda: sh(guest, "systemctl --failed --plain --no-legend"), 15
+    )
     assert f"{NAME}-failing.service" in failed, failed
     assert "fails on purpose" in sh(guest, f"journalctl -u {NAME}-failing.service --no-pager -o cat")
     print(
         f"\n[foreign] PSS: celery worker {pss_mib(guest, 'celery -A shop worker'):.1f} MiB, "
-        f"manage.py listen {pss_mib(guest, 'manage.py listen'):.1f} MiB, redis {pss_mib(guest, 'redis-server'):.1f} MiB, "
+        f"manage.py listen {pss_mib(guest, 'manage.py listen'):.1f} MiB, "
+        f"redis {pss_mib(guest, 'redis-server'):.1f} MiB, "
         f"gunicorn (uvicorn workers) {pss_mib(guest, 'gunicorn'):.1f} MiB"
     )
 
@@ -338,7 +343,7 @@ def test_processes_come_back_after_kill_9(guest, workers):
         unit = f"{NAME}-{name}.service"
         pid = unit_pid(guest, unit)
         sh(guest, f"kill -9 {pid}")
-        wait_for(f"{unit} restarted", lambda: unit_pid(guest, unit) not in (0, pid), 15)
+        wait_for(f"{unit} restarted", lambda unit=unit, pid=pid: unit_pid(guest, unit) not in (0, pid), 15)
     job_done(guest, "after-kill", "v2")
     before = state(guest)["heartbeats"]
     wait_for("heartbeats again", lambda: state(guest)["heartbeats"] > before, 10)
@@ -362,7 +367,9 @@ def test_a_process_that_cannot_start_fails_the_up_and_the_web_keeps_serving(gues
     finally:
         guest.config = config
     message = failed.value.stdout + failed.value.stderr
-    assert f"{NAME}-broken.service did not start" in message and "Unknown command: 'nosuchcommand'" in message, message[-3000:]
+    assert f"{NAME}-broken.service did not start" in message and "Unknown command: 'nosuchcommand'" in message, message[
+        -3000:
+    ]
     assert http_get(guest.url + "/healthz")[0] == 200
     job_done(guest, "beside-a-broken-process", "v2")
 

@@ -14,7 +14,16 @@ from typing import Any
 
 import pulumi
 import pytest
-from test_templates import PUBLIC_IP, assert_nginx_accepts, certificate, heredoc, need, run, sent_scripts, systemd_verify
+from test_templates import (
+    PUBLIC_IP,
+    assert_nginx_accepts,
+    certificate,
+    heredoc,
+    need,
+    run,
+    sent_scripts,
+    systemd_verify,
+)
 
 from components.catalog import INSTANCE_TYPES, MEMORY_MIB
 from components.configtable import ConfigError
@@ -50,19 +59,106 @@ def problems(config: dict[str, Any]) -> list[str]:
 # expression): the shorthands, weekdays and their ranges, dates with `~`, repetitions, fractions of seconds,
 # time zones, @epoch — and the edges where a value, a range or a repetition leaves its component's range.
 CALENDAR = [
-    "daily", "Daily", "hourly UTC", "semi-annually", "quarterly", "minutely", "weekly", "@1700000000", "@0",
-    "*-*-* 03:30:00", "03:30", "*:0/15", "*:*:0/5", "*-*-* *:*:00/10", "Mon..Fri 10:00", "Mon-Fri *-*-* 10:00",
-    "mon,wed 10:00", "Monday", "Mon..Fri,Sun 1:00", "Sat,Sun 20-*-1,5 11:12:13", "*-02~03", "*-*~07/1", "*-*~28/1",
-    "2026-*~01", "*~1", "12:00 UTC", "10:00 utc", "12:00 Europe/Berlin", "1:00 Etc/GMT+1", "2003-03-05 05:40",
-    "1-1-1", "99-1-1", "0001-1-1", "2199-1-1", "*-*-* 10:00:59.5", "*:*:1/0.5", "0..5/2:00", "*:58/1", "22/1:00",
-    "*-*-1/30", "*:*:0/59", "1,2,3:00", "*-1..12-1", "Mon..Mon", "Mon,Tue  1:00", "*-*", "*:*",
+    "daily",
+    "Daily",
+    "hourly UTC",
+    "semi-annually",
+    "quarterly",
+    "minutely",
+    "weekly",
+    "@1700000000",
+    "@0",
+    "*-*-* 03:30:00",
+    "03:30",
+    "*:0/15",
+    "*:*:0/5",
+    "*-*-* *:*:00/10",
+    "Mon..Fri 10:00",
+    "Mon-Fri *-*-* 10:00",
+    "mon,wed 10:00",
+    "Monday",
+    "Mon..Fri,Sun 1:00",
+    "Sat,Sun 20-*-1,5 11:12:13",
+    "*-02~03",
+    "*-*~07/1",
+    "*-*~28/1",
+    "2026-*~01",
+    "*~1",
+    "12:00 UTC",
+    "10:00 utc",
+    "12:00 Europe/Berlin",
+    "1:00 Etc/GMT+1",
+    "2003-03-05 05:40",
+    "1-1-1",
+    "99-1-1",
+    "0001-1-1",
+    "2199-1-1",
+    "*-*-* 10:00:59.5",
+    "*:*:1/0.5",
+    "0..5/2:00",
+    "*:58/1",
+    "22/1:00",
+    "*-*-1/30",
+    "*:*:0/59",
+    "1,2,3:00",
+    "*-1..12-1",
+    "Mon..Mon",
+    "Mon,Tue  1:00",
+    "*-*",
+    "*:*",
     # refused:
-    "", " 1:00", "1:00 ", "10", "now", "today", "Mo", "thurs", "Fri..Mon", "Sun..Sat", "Fri-Mon 1:00",
-    "Mon , Tue 1:00", "1:00 Mon", "hourly Mon", "Mon *-*-* 25:00", "24:00", "1:60", "*-*-* 10:00:60",
-    "00:00:59.9999999", "*-13-01", "*-00-01", "*-*-0", "2200-1-1", "1969-01-01", "100-1-1", "2026-*", "*/2:00",
-    "*:59/1", "*:58/2", "23/1:00", "0/24:00", "*-*-31/2", "*-*-1/31", "*-12/1-01", "1..3/0:00", "23..1:00",
-    "*-*~0", "*-*~29", "*-*~3..1", "*-*-1~2", "~01", "*,1:00", "1..2..3:00", "1,,2:00", "*:*:.5", "*:*:5.",
-    "12:00 Mars/X", "1:00 Europe/berlin", "05:40 UTC+1", "01:00:00 UTC UTC", "2026-12-02T10:00", "@abc",
+    "",
+    " 1:00",
+    "1:00 ",
+    "10",
+    "now",
+    "today",
+    "Mo",
+    "thurs",
+    "Fri..Mon",
+    "Sun..Sat",
+    "Fri-Mon 1:00",
+    "Mon , Tue 1:00",
+    "1:00 Mon",
+    "hourly Mon",
+    "Mon *-*-* 25:00",
+    "24:00",
+    "1:60",
+    "*-*-* 10:00:60",
+    "00:00:59.9999999",
+    "*-13-01",
+    "*-00-01",
+    "*-*-0",
+    "2200-1-1",
+    "1969-01-01",
+    "100-1-1",
+    "2026-*",
+    "*/2:00",
+    "*:59/1",
+    "*:58/2",
+    "23/1:00",
+    "0/24:00",
+    "*-*-31/2",
+    "*-*-1/31",
+    "*-12/1-01",
+    "1..3/0:00",
+    "23..1:00",
+    "*-*~0",
+    "*-*~29",
+    "*-*~3..1",
+    "*-*-1~2",
+    "~01",
+    "*,1:00",
+    "1..2..3:00",
+    "1,,2:00",
+    "*:*:.5",
+    "*:*:5.",
+    "12:00 Mars/X",
+    "1:00 Europe/berlin",
+    "05:40 UTC+1",
+    "01:00:00 UTC UTC",
+    "2026-12-02T10:00",
+    "@abc",
 ]
 
 
@@ -103,10 +199,21 @@ BAD = [
     ({"app": {"processes": {"worker": ["celery"]}}}, "app.processes.worker"),
     ({"app": {"schedules": {"nightly": "daily"}}}, "app.schedules.nightly"),
     ({"app": {"schedules": {"nightly": {"schedule": "daily"}}}}, "app.schedules.nightly"),
-    ({"app": {"schedules": {"nightly": {"schedule": "nightly", "command": "manage.py x"}}}}, "app.schedules.nightly.schedule"),
-    ({"app": {"schedules": {"nightly": {"schedule": "daily", "command": "manage.py 'x y'"}}}}, "app.schedules.nightly.command"),
     (
-        {"app": {"processes": {"tick": "manage.py tick"}, "schedules": {"tick": {"schedule": "daily", "command": "manage.py tick"}}}},
+        {"app": {"schedules": {"nightly": {"schedule": "nightly", "command": "manage.py x"}}}},
+        "app.schedules.nightly.schedule",
+    ),
+    (
+        {"app": {"schedules": {"nightly": {"schedule": "daily", "command": "manage.py 'x y'"}}}},
+        "app.schedules.nightly.command",
+    ),
+    (
+        {
+            "app": {
+                "processes": {"tick": "manage.py tick"},
+                "schedules": {"tick": {"schedule": "daily", "command": "manage.py tick"}},
+            }
+        },
         "app.schedules.tick",
     ),
     ({"app": {"asgiModule": "my site.asgi"}}, "app.asgiModule"),
@@ -114,7 +221,10 @@ BAD = [
     ({"profile": "scaled", "redis": True}, "redis"),
     ({"profile": "scaled", "app": {"asgiModule": "photofeed.asgi"}}, "app.asgiModule"),
     ({"profile": "scaled", "app": {"processes": {"worker": "celery worker"}}}, "app.processes"),
-    ({"profile": "scaled", "app": {"schedules": {"j": {"schedule": "daily", "command": "manage.py x"}}}}, "app.schedules"),
+    (
+        {"profile": "scaled", "app": {"schedules": {"j": {"schedule": "daily", "command": "manage.py x"}}}},
+        "app.schedules",
+    ),
     ({"redis": True, "app": {"env": {"REDIS_URL": "redis://elsewhere"}}}, "app.env.REDIS_URL"),
     ({"redis": True, "app": {"env": {"DJANGO_REDIS_URL": "redis://elsewhere"}}}, "app.env.DJANGO_REDIS_URL"),
 ]
@@ -160,16 +270,15 @@ def test_over_budget_fails_naming_the_cheapest_size_that_fits() -> None:
     assert memory_budget(budget.cheapest_fit, processes=n, redis=True).verdict == "fits"
     # …and it is the cheapest one of the same architecture that does.
     cheaper = [
-        name
-        for name, size in INSTANCE_TYPES.items()
-        if size.arch == fit.arch and size.usd_per_hour < fit.usd_per_hour
+        name for name, size in INSTANCE_TYPES.items() if size.arch == fit.arch and size.usd_per_hour < fit.usd_per_hour
     ]
     assert all(memory_budget(name, processes=n, redis=True).verdict != "fits" for name in cheaper)
 
 
 def test_a_budget_within_half_the_swap_is_a_warning_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     budget = next(
-        memory_budget("t2.nano", processes=n, redis=True) for n in range(10)
+        memory_budget("t2.nano", processes=n, redis=True)
+        for n in range(10)
         if memory_budget("t2.nano", processes=n, redis=True).verdict == "swap"
     )
     assert budget.memory_mib < budget.total <= budget.memory_mib + budget.swap_mib // 2
@@ -193,9 +302,16 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     # Debian 12's render (this host's systemd 252 has no RestartSteps=; the guest test verifies Debian 13's there).
     plan = plan_host(settings_for({**WORKERS, "image": "debian-12"}))
     units = render_app_units(plan)
-    assert sorted(units) == plan.units == [
-        "photofeed-alerts.service", "photofeed-sessions.service", "photofeed-sessions.timer", "photofeed-worker.service",
-    ]
+    assert (
+        sorted(units)
+        == plan.units
+        == [
+            "photofeed-alerts.service",
+            "photofeed-sessions.service",
+            "photofeed-sessions.timer",
+            "photofeed-worker.service",
+        ]
+    )
     result = systemd_verify(units, tmp_path / "root")
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
 
@@ -205,8 +321,16 @@ def test_unit_properties() -> None:
     worker = units["photofeed-worker.service"]
     assert "ExecStart=/srv/photofeed/current/venv/bin/celery -A photofeed worker -l info\n" in worker
     alerts = units["photofeed-alerts.service"]
-    assert "ExecStart=/srv/photofeed/current/venv/bin/python /srv/photofeed/current/manage.py send_alerts --loop\n" in alerts
-    hardening = ["NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/srv/photofeed/media", "CapabilityBoundingSet="]
+    assert (
+        "ExecStart=/srv/photofeed/current/venv/bin/python /srv/photofeed/current/manage.py send_alerts --loop\n"
+        in alerts
+    )
+    hardening = [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/srv/photofeed/media",
+        "CapabilityBoundingSet=",
+    ]
     for text in units.values():
         if "[Service]" in text:
             assert "User=photofeed\n" in text and "EnvironmentFile=/etc/photofeed/env\n" in text
@@ -235,7 +359,9 @@ def test_nginx_accepts_the_asgi_site(https: bool, tmp_path: Path, request: pytes
 
 def test_gunicorn_runs_uvicorns_worker_for_asgi() -> None:
     asgi = render_gunicorn_config(plan_host(settings_for(WORKERS)))
-    assert 'worker_class = "uvicorn_worker.UvicornWorker"' in asgi and 'wsgi_app = "djangoship_asgi:application"' in asgi
+    assert (
+        'worker_class = "uvicorn_worker.UvicornWorker"' in asgi and 'wsgi_app = "djangoship_asgi:application"' in asgi
+    )
     compile(asgi, "gunicorn.conf.py", "exec")
     wsgi = render_gunicorn_config(plan_host(settings_for({})))
     assert 'worker_class = "sync"' in wsgi and 'wsgi_app = "djangoship_wsgi:application"' in wsgi
@@ -298,6 +424,6 @@ def test_a_change_to_the_processes_re_runs_the_deploy_and_nothing_else_when_unch
 def test_processes_script_waits_for_the_settle_time_and_names_the_unit() -> None:
     script = heredoc(sent_scripts(run_program(WORKERS, state=MockState()))["configure-host"], "PROCESSES")
     assert "units=(photofeed-alerts.service photofeed-worker.service)" in script
-    assert "for _ in $(seq 1 5); do" in script and "journalctl -u \"$unit\" -n 30" in script
+    assert "for _ in $(seq 1 5); do" in script and 'journalctl -u "$unit" -n 30' in script
     bash = need("bash")
     assert subprocess.run([bash, "-n", "-c", script], check=False).returncode == 0
