@@ -788,7 +788,8 @@ def workers(folder: Path) -> ForeignApp:
             "processes": {"worker": "celery -A shop worker --pool solo -l info", "listener": "manage.py listen"},
             "schedules": {
                 "tick": {"schedule": "*:*:0/5", "command": "manage.py tick"},
-                "failing": {"schedule": "*:*:0/5", "command": "manage.py tick --fail"},
+                # Every 20 s: its failed state lasts until the next run, for `systemctl --failed` to show it.
+                "failing": {"schedule": "*:*:0/20", "command": "manage.py tick --fail"},
             },
         },
         label="jobs",

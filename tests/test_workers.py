@@ -18,6 +18,7 @@ from test_templates import (
     PUBLIC_IP,
     assert_nginx_accepts,
     certificate,
+    check_shell,
     heredoc,
     need,
     run,
@@ -373,7 +374,6 @@ def workers_run():
 
 
 def test_scripts_pass_shellcheck(workers_run, tmp_path: Path) -> None:
-    shellcheck = need("shellcheck")
     scripts = sent_scripts(workers_run)
     texts = {
         "configure-host": scripts["configure-host"],
@@ -382,10 +382,8 @@ def test_scripts_pass_shellcheck(workers_run, tmp_path: Path) -> None:
         "activate": heredoc(scripts["configure-host"], "ACTIVATE"),
     }
     for name, text in texts.items():
-        path = tmp_path / f"{name}.sh"
-        path.write_text(text)
-        result = run([shellcheck, "--shell=bash", "--severity=style", str(path)])
-        assert result.returncode == 0, f"{name}: {result.stdout}"
+        (tmp_path / name).mkdir()
+        check_shell(text, tmp_path / name)
     assert "photofeed-processes restart" in texts["activate"]
     assert "apt-get install -y -q redis-server" in texts["configure-host"]
 
@@ -427,3 +425,21 @@ def test_processes_script_waits_for_the_settle_time_and_names_the_unit() -> None
     assert "for _ in $(seq 1 5); do" in script and 'journalctl -u "$unit" -n 30' in script
     bash = need("bash")
     assert subprocess.run([bash, "-n", "-c", script], check=False).returncode == 0
+
+
+def test_asgi_leaves_persistent_connections_to_the_app() -> None:
+    """Under ASGI a request's sync code may run in any thread, and Django's persistent connections belong to a
+    thread: the overlay must not turn them on there (it does for WSGI)."""
+    from components.host import render_python_modules
+
+    asgi = render_python_modules(plan_host(settings_for(WORKERS)))
+    assert "djangoship_asgi.py" in asgi and 'CONN_MAX_AGE"] = ' not in asgi["djangoship_settings.py"]
+    compile(asgi["djangoship_asgi.py"], "djangoship_asgi.py", "exec")
+    wsgi = render_python_modules(plan_host(settings_for({})))
+    assert "djangoship_wsgi.py" in wsgi and 'CONN_MAX_AGE"] = 600' in wsgi["djangoship_settings.py"]
+
+
+def test_the_pool_has_room_for_every_process_and_schedule() -> None:
+    plain, workers = plan_host(settings_for({})), plan_host(settings_for(WORKERS))
+    assert workers.pool_size == plain.pool_size + 3  # two processes, one schedule
+    assert int(workers.pg["max_connections"]) >= workers.pool_size + 6
