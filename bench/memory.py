@@ -19,6 +19,7 @@ Load: `wrk` on the home page (a DB read of ~100 rows) from the host, bounded by 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -108,7 +109,9 @@ def main() -> None:
         # Named like the example app, so that the paths below hold.
         config |= {"redis": True, "app": {"source": str(project.folder), "name": APP, **project.config}}
         del config["app"]["schedules"]["failing"]
-    with bridge_network() as network, local_site(network, "benchmem", config) as site:
+    # LOCALBOOT_BRIDGE=NAME,CIDR: another bridge than lbr0, as the tests take it (tests/conftest.py).
+    bridge = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
+    with bridge_network(*bridge) as network, local_site(network, "benchmem", config) as site:
         guest = site.guest
         if args.app == "workers":
             for token in range(20):
