@@ -84,18 +84,19 @@ def swap_mib(instance_type: str) -> int:
     return 1024 if INSTANCE_TYPES[instance_type].memory_mib <= 2048 else 0
 
 
-# What each part of a single server takes, in MiB, for the memory budget at preview (memory.py). Measured as
-# PSS (shared pages divided among their sharers, so the parts add up) on a Debian 13 guest after a request
-# loop, with `bench.memory --app workers` (bench/memory.py; 2026-12-02, figures in the README), rounded up
-# with headroom for a request's peak:
+# What each part of a single server takes, in MiB, for the memory budget at preview (memory.py): PSS (shared
+# pages divided among their sharers, so the parts add up), measured on Debian 13 guests with the tests' `workers`
+# project (tests/foreign_apps.py) after jobs, heartbeats and page views — `tests/test_foreign_apps.py` prints
+# them, `bench.memory --app workers` (t2.micro sizing) has the whole machine; 2026-12-02, figures in the README —
+# rounded up for a request's or a job's peak:
 MEMORY_MIB = {
-    "system": 70,  # systemd, journald, sshd, cron, nginx, PgBouncer, cloud-init's leftovers: the idle machine
-    "postgresql": 40,  # the postmaster and its helpers plus one backend per worker, beyond shared_buffers
+    "system": 70,  # systemd, journald, sshd, cron, nginx, PgBouncer: the idle machine around the site
+    "postgresql": 40,  # the postmaster, its helpers and the backends, beyond shared_buffers (counted whole)
     "gunicorn_master": 25,
-    "gunicorn_worker": 45,  # one sync worker of a small Django app after requests
-    "asgi_worker": 55,  # one uvicorn worker (asyncio, websockets) of the same app
-    "process": 60,  # one app.processes entry: a Django process (manage.py command, or a Celery worker, solo pool)
-    "redis": 10,  # redis-server empty; its data is capped by maxmemory (redis_maxmemory_mib) on top
+    "gunicorn_worker": 45,  # one sync worker of a small Django app after requests (docs/performance.md)
+    "asgi_worker": 50,  # one uvicorn worker of the same app (measured: master + 3 workers 159 PSS)
+    "process": 70,  # one app.processes entry: a Celery worker (solo pool) 65 after jobs; `manage.py` command 47
+    "redis": 10,  # redis-server nearly empty (7.7); its data is capped by maxmemory (redis_maxmemory_mib) on top
 }
 
 
