@@ -90,11 +90,11 @@ def swap_mib(instance_type: str) -> int:
 # them, `bench.memory --app workers` (t2.micro sizing) has the whole machine; 2026-12-02, figures in the README —
 # rounded up for a request's or a job's peak:
 MEMORY_MIB = {
-    "system": 70,  # systemd, journald, sshd, cron, nginx, PgBouncer: the idle machine around the site
-    "postgresql": 40,  # the postmaster, its helpers and the backends, beyond shared_buffers (counted whole)
+    "system": 70,  # systemd, journald, sshd, cron, nginx, PgBouncer: the machine around the site (52 measured)
+    "postgresql": 40,  # postmaster, helpers, backends beyond shared_buffers (counted whole); 46 measured in all
     "gunicorn_master": 25,
     "gunicorn_worker": 45,  # one sync worker of a small Django app after requests (docs/performance.md)
-    "asgi_worker": 50,  # one uvicorn worker of the same app (measured: master + 3 workers 159 PSS)
+    "asgi_worker": 55,  # one uvicorn worker of the same app (master + 3 workers: 159 idle, 185 under load)
     "process": 70,  # one app.processes entry: a Celery worker (solo pool) 65 after jobs; `manage.py` command 47
     "redis": 10,  # redis-server nearly empty (7.7); its data is capped by maxmemory (redis_maxmemory_mib) on top
 }
