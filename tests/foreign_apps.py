@@ -291,6 +291,23 @@ def _common(label: str, urls: str, extra_apps: str = "", extra_middleware: str =
     return COMMON_SETTINGS.format(label=label, urls=urls, extra_apps=extra_apps, extra_middleware=extra_middleware)
 
 
+# Settings read from the env contract's DJANGO_-prefixed database names (ldapsite, workers).
+DJANGO_DATABASE_AND_URLS = """
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ["DJANGO_DB_NAME"],
+            "USER": os.environ["DJANGO_DB_USER"],
+            "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
+            "HOST": os.environ["DJANGO_DB_HOST"],
+            "PORT": os.environ["DJANGO_DB_PORT"],
+        }
+    }
+    STATIC_URL = "static/"
+    MEDIA_URL = "media/"
+"""
+
+
 def classic(folder: Path) -> ForeignApp:
     """(a) The classic tutorials' project, exactly as the issue describes it."""
     settings = "mysite.settings.prod"
@@ -448,20 +465,7 @@ def ldapsite(folder: Path) -> ForeignApp:
             ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
             """)
         + d(_common("records", "ldapsite.urls"))
-        + d("""
-            DATABASES = {
-                "default": {
-                    "ENGINE": "django.db.backends.postgresql",
-                    "NAME": os.environ["DJANGO_DB_NAME"],
-                    "USER": os.environ["DJANGO_DB_USER"],
-                    "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
-                    "HOST": os.environ["DJANGO_DB_HOST"],
-                    "PORT": os.environ["DJANGO_DB_PORT"],
-                }
-            }
-            STATIC_URL = "static/"
-            MEDIA_URL = "media/"
-            """),
+        + d(DJANGO_DATABASE_AND_URLS),
         "records/static/records/site.css": "body { margin: 0; }\n/* ldapsite stylesheet */\n",
         "requirements.txt": f"{DJANGO}\n{PSYCOPG}\npython-ldap==3.4.8\n",
         **_feature(
@@ -629,19 +633,8 @@ def workers(folder: Path) -> ForeignApp:
             ALLOWED_HOSTS = os.environ["DJANGO_ALLOWED_HOSTS"].split(",")
             """)
         + d(_common("jobs", "shop.urls"))
+        + d(DJANGO_DATABASE_AND_URLS)
         + d("""
-            DATABASES = {
-                "default": {
-                    "ENGINE": "django.db.backends.postgresql",
-                    "NAME": os.environ["DJANGO_DB_NAME"],
-                    "USER": os.environ["DJANGO_DB_USER"],
-                    "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
-                    "HOST": os.environ["DJANGO_DB_HOST"],
-                    "PORT": os.environ["DJANGO_DB_PORT"],
-                }
-            }
-            STATIC_URL = "static/"
-            MEDIA_URL = "media/"
             CELERY_BROKER_URL = os.environ["REDIS_URL"]
             CELERY_RESULT_BACKEND = os.environ["REDIS_URL"]
             CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
