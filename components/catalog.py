@@ -89,3 +89,25 @@ def max_workers(instance_type: str) -> int:
 def swap_mib(instance_type: str) -> int:
     """Swap for small instances: pip and migrations are OOM-killed on 512 MiB without it."""
     return 1024 if INSTANCE_TYPES[instance_type].memory_mib <= 2048 else 0
+
+
+# What each part of a single server takes, in MiB, for the memory budget at preview (memory.py): PSS (shared
+# pages divided among their sharers, so the parts add up), measured on Debian 13 guests with the tests' `workers`
+# project (tests/foreign_apps.py) after jobs, heartbeats and page views — `tests/test_foreign_apps.py` prints
+# them, `bench.memory --app workers` (t2.micro sizing) has the whole machine; 2026-12-02, figures in the README —
+# rounded up for a request's or a job's peak:
+MEMORY_MIB = {
+    "system": 70,  # systemd, journald, sshd, cron, nginx, PgBouncer: the machine around the site (52 measured)
+    "postgresql": 40,  # postmaster, helpers, backends beyond shared_buffers (counted whole); 46 measured in all
+    "gunicorn_master": 25,
+    "gunicorn_worker": 45,  # one sync worker of a small Django app after requests (docs/performance.md)
+    "asgi_worker": 55,  # one uvicorn worker of the same app (master + 3 workers: 159 idle, 185 under load)
+    "process": 70,  # one app.processes entry: a Celery worker (solo pool) 65 after jobs; `manage.py` command 47
+    "redis": 10,  # redis-server nearly empty (7.7); its data is capped by maxmemory (redis_maxmemory_mib) on top
+}
+
+
+def redis_maxmemory_mib(instance_type: str) -> int:
+    """Redis's cap: 1/16 of the memory (64 MiB on a t2.micro), enough for a broker's queues and a small cache
+    beside PostgreSQL, which takes 1/8 for its shared buffers."""
+    return max(32, INSTANCE_TYPES[instance_type].memory_mib // 16)

@@ -8,14 +8,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
-import zoneinfo
 from pathlib import Path
 from typing import Any
 
 from . import envcontract
 from .appshape import plan_python
 from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES, max_workers
-from .configtable import Given
+from .configtable import HIDDEN, Given
+from .memory import memory_budget
+from .oncalendar import CalendarError, check_calendar
 from .scaled.prices import DB_INSTANCE_CLASSES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -258,7 +259,9 @@ def path_inside_app(path: str, given: Given) -> str:
 def app_environment(env: dict[str, Any], given: Given) -> dict[str, str]:
     """Names the deployer does not write itself (for this profile), values the env file can hold. A value is
     never shown: set with `--secret --path`, it is a secret even in a problem."""
-    reserved = envcontract.reserved_names(given.value_of("app.envPrefix"), given.value_of("profile"))
+    reserved = envcontract.reserved_names(
+        given.value_of("app.envPrefix"), given.value_of("profile"), redis=given.value_of("redis")
+    )
     accepted: dict[str, str] = {}
     for name, value in sorted(env.items()):
         if not envcontract.NAME.fullmatch(name) or name in reserved:
@@ -311,128 +314,112 @@ def python_available(python: str, given: Given) -> str:
     return python
 
 
-# --- systemd calendar events (OnCalendar=) ---------------------------------------------------------------------
+# --- beyond the web process: processes, schedules, Redis, ASGI (issue 14) ----------------------------------------
 
-_CALENDAR_SHORTHANDS = frozenset(
-    {
-        "minutely",
-        "hourly",
-        "daily",
-        "weekly",
-        "monthly",
-        "quarterly",
-        "semiannually",
-        "biannually",
-        "yearly",
-        "annually",
-    }
-)
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_CALENDAR_ITEM = re.compile(
-    r"(?P<start>\d+(?:\.\d{1,6})?)(?:\.\.(?P<stop>\d+(?:\.\d{1,6})?))?(?:/(?P<repeat>\d+(?:\.\d{1,6})?))?"
-)
+_UNIT_NAME = r"[a-z][a-z0-9-]{0,30}"  # the part after `<app>-` in a unit's name
+# `<app>-<name>` units the deployer writes itself (or may): a process or schedule may not take their names.
+RESERVED_UNIT_NAMES = frozenset({"backup", "restore", "activate", "manage", "deploy", "pg-upgrade", "web", "redis"})
+_PROGRAM = re.compile(r"[A-Za-z0-9_][\w.+-]{0,60}")  # a program in the app's virtualenv's bin/
+_ARGUMENT = re.compile(r"[\w=.,:/@+-]{1,200}")  # one word: no quotes, blanks, $, % or shell syntax
 
 
-def _calendar_chain(text: str, low: int, high: int, *, fraction: bool = False, year: bool = False) -> bool:
-    """One component (`*`, or a list of `a`, `a..b`, `a/r`, `a..b/r`) with every number in [low, high]."""
-    if text == "*":
-        return True
-    for item in text.split(","):
-        match = _CALENDAR_ITEM.fullmatch(item)
-        if not match or (not fraction and "." in item.replace("..", "")):
-            return False
-        start, stop, repeat = (match[name] for name in ("start", "stop", "repeat"))
-        values = [float(start)] + ([float(stop)] if stop else [])
-        if year:  # systemd reads 0–69 as 20xx and 70–99 as 19xx
-            values = [v + 2000 if v < 70 else v + 1900 if v < 100 else v for v in values]
-        if any(not low <= v <= high for v in values) or (stop and values[0] > values[1]):
-            return False
-        if repeat is not None and float(repeat) <= 0:
-            return False
-    return True
+def only_single(value: Any, given: Given) -> Any:
+    """Keys the scaled profile has no equivalent for yet: refused there rather than silently ignored."""
+    if value and given.value_of("profile") != "single":
+        given.fail("only with profile single for now (the scaled profile has no equivalent yet; see the README)")
+    return value
 
 
-def _calendar_weekdays(text: str) -> bool:
-    def day(name: str) -> int | None:
-        name = name.lower()
-        for number, full in enumerate(_WEEKDAYS):
-            if name in (full, full[:3]):
-                return number
-        return None
-
-    for item in text.split(","):
-        ends = re.split(r"\.\.|-", item)
-        days = [day(end) for end in ends]
-        if len(ends) > 2 or None in days or (len(days) == 2 and days[0] > days[1]):  # type: ignore[operator]
-            return False
-    return True
-
-
-def _calendar_date(text: str) -> bool:
-    """[YEAR-]MONTH-DAY or [YEAR-]MONTH~DAY (days from the month's end)."""
-    parts = re.split(r"([-~])", text)
-    chains, separators = parts[0::2], parts[1::2]
-    if len(chains) == 2:
-        month, day = chains
-        year = None
-    elif len(chains) == 3 and separators[0] == "-":
-        year, month, day = chains
-    else:
-        return False
-    return (
-        (year is None or _calendar_chain(year, 1970, 2199, year=True))
-        and _calendar_chain(month, 1, 12)
-        and _calendar_chain(day, 1, 31)
-    )
-
-
-def _calendar_time(text: str) -> bool:
-    parts = text.split(":")
-    if len(parts) not in (2, 3):
-        return False
-    hour, minute, *second = parts
-    return (
-        _calendar_chain(hour, 0, 23)
-        and _calendar_chain(minute, 0, 59)
-        and all(_calendar_chain(s, 0, 59.999999, fraction=True) for s in second)  # type: ignore[arg-type]
-    )
-
-
-def calendar_event_is_valid(text: str) -> bool:
-    """Whether systemd accepts `text` as a calendar event (systemd.time(7), `systemd-analyze calendar`):
-    a shorthand (`daily`, `weekly`, …), or `[WEEKDAYS] [DATE] [TIME]`, each optional but not all, then an
-    optional time zone. Decided here, at preview, on any operator's machine; tests/test_config_rules.py holds it
-    to systemd's own verdict. Stricter than systemd in one place: `@EPOCH` is refused."""
-    words = text.split()
-    if words and (words[-1].upper() == "UTC" or words[-1] in _time_zones()):
-        words = words[:-1]
-    if len(words) == 1 and words[0].lower() in _CALENDAR_SHORTHANDS:
-        return True
-    if not words or len(words) > 3:
-        return False
-    if words[0][0].isalpha() and not _calendar_weekdays(words.pop(0)):
-        return False
-    if words and ":" not in words[0] and not _calendar_date(words.pop(0)):
-        return False
-    if words and not _calendar_time(words.pop(0)):
-        return False
-    return not words and bool(text.split())
-
-
-def _time_zones() -> frozenset[str]:
+def on_calendar(expression: str, given: Given) -> str:
+    """A systemd OnCalendar= expression, by systemd's own rules (oncalendar.py)."""
     try:
-        return frozenset(zoneinfo.available_timezones())
-    except (OSError, ValueError):  # no tz database on this machine: only UTC is accepted
-        return frozenset()
-
-
-def oncalendar(expression: str, given: Given) -> str:
-    """A systemd `OnCalendar=` expression (a timer's schedule), checked at preview with systemd's own rules, so
-    that `every day` fails here rather than silently on the server."""
-    if not calendar_event_is_valid(expression):
+        return check_calendar(expression)
+    except CalendarError as error:
         given.fail(
-            "a systemd OnCalendar expression such as *-*-* 03:30:00, Mon..Fri 02:00, daily or weekly "
-            "(man systemd.time; check with systemd-analyze calendar)",
+            f"a systemd OnCalendar expression such as '*-*-* 03:30:00', 'daily' or 'Mon..Fri 12:00' ({error})",
             expression,
         )
     return expression
+
+
+def app_command(command: Any, given: Given, key: str) -> str:
+    """A process's or a schedule's command: `manage.py COMMAND ARG…`, or `PROGRAM ARG…` where PROGRAM is in
+    the app's virtualenv (celery, rq, …). Each word safe as one word of a systemd command line."""
+    words = command.split() if isinstance(command, str) else []
+    if words[:1] == ["manage.py"]:
+        good = len(words) > 1 and _MANAGE_COMMAND.fullmatch(words[1]) and all(map(_ARGUMENT.fullmatch, words[2:]))
+    else:
+        good = bool(words) and _PROGRAM.fullmatch(words[0]) and all(map(_ARGUMENT.fullmatch, words[1:]))
+    if not good:
+        given.fail(
+            "'manage.py COMMAND ARG…' or a program of the app's virtualenv with its arguments, such as "
+            "'celery -A proj worker -l info' (letters, digits and -_=.,:/@+ only; no quotes, $ or %)",
+            command if isinstance(command, str) else HIDDEN,
+            key=key,
+        )
+        return ""
+    return " ".join(words)
+
+
+def _unit_name(name: str, given: Given, key: str) -> bool:
+    if not re.fullmatch(_UNIT_NAME, name) or name in RESERVED_UNIT_NAMES:
+        reserved = ", ".join(sorted(RESERVED_UNIT_NAMES))
+        given.fail(
+            f"a name of lower-case letters, digits and -, starting with a letter (≤ 31), not {reserved}", key=key
+        )
+        return False
+    return True
+
+
+def app_processes(processes: dict[str, Any], given: Given) -> dict[str, str]:
+    accepted = {}
+    for name, command in sorted(processes.items()):
+        key = f"app.processes.{name}"
+        if _unit_name(name, given, key):
+            accepted[name] = app_command(command, given, key)
+    return accepted
+
+
+def app_schedules(schedules: dict[str, Any], given: Given) -> dict[str, dict[str, str]]:
+    """name → {schedule, command}; a name is a unit's, so it may not be a process's too."""
+    processes = given.value_of("app.processes")
+    accepted = {}
+    for name, job in sorted(schedules.items()):
+        key = f"app.schedules.{name}"
+        if not _unit_name(name, given, key):
+            continue
+        if name in processes:
+            given.fail("a name not used by app.processes (both become the unit <app>-<name>)", key=key)
+            continue
+        if not isinstance(job, dict) or set(job) != {"schedule", "command"}:
+            given.fail("an object with exactly the keys schedule and command", key=key)
+            continue
+        schedule = job["schedule"] if isinstance(job["schedule"], str) else ""
+        try:
+            check_calendar(schedule)
+        except CalendarError as error:
+            given.fail(
+                f"a systemd OnCalendar expression such as 'daily' or '*-*-* 04:00:00' ({error})",
+                schedule,
+                key=f"{key}.schedule",
+            )
+            continue
+        accepted[name] = {"schedule": schedule, "command": app_command(job["command"], given, f"{key}.command")}
+    return accepted
+
+
+def fits_in_memory(app: Any, given: Given) -> Any:
+    """One server: its processes, Redis, gunicorn's workers and PostgreSQL must fit the instance's memory
+    (memory.py, from measured figures). Beyond what swap can carry, the cheapest size that fits is named."""
+    if given.value_of("profile") != "single":
+        return app
+    budget = memory_budget(
+        given.value_of("instanceType"),
+        workers=given.value_of("gunicornWorkers"),
+        processes=len(app.processes),
+        redis=given.value_of("redis"),
+        asgi=bool(app.asgi_module),
+    )
+    if budget.verdict == "over":
+        given.fail(budget.explain(), given.value_of("instanceType"), key="instanceType")
+    return app

@@ -58,6 +58,7 @@ class Site:
     media_bucket: str = ""  # scaled: where uploads go (django-storages)
     media_domain: str = ""  # scaled: the name they are served under (CloudFront)
     region: str = ""  # scaled: the bucket's and the parameters' region
+    redis_url: str = ""  # single, `redis: true`: redis://:<password>@127.0.0.1:<port>/0
 
 
 def variables(site: Site, prefix: str, profile: str) -> dict[str, str]:
@@ -78,6 +79,10 @@ def variables(site: Site, prefix: str, profile: str) -> dict[str, str]:
         f"{prefix}STATIC_ROOT": site.static_root,
         f"{prefix}MEDIA_ROOT": site.media_root,
     }
+    if site.redis_url:
+        # `redis: true`: REDIS_URL as Celery, RQ, django-redis and Channels' examples read it, and the prefixed one.
+        env["REDIS_URL"] = site.redis_url
+        env[f"{prefix}REDIS_URL"] = site.redis_url
     if profile == "scaled":
         # Uploads go to S3 and are served by CloudFront (docs/scaling-out.md); boto3 needs the region.
         env[f"{prefix}MEDIA_BUCKET"] = site.media_bucket
@@ -86,10 +91,10 @@ def variables(site: Site, prefix: str, profile: str) -> dict[str, str]:
     return env
 
 
-def reserved_names(prefix: str, profile: str) -> frozenset[str]:
-    """The names the deployer writes for this profile: `app.env` may not set them. The names do not depend on
-    the values, so any Site gives them."""
-    return frozenset(variables(Site(), prefix, profile))
+def reserved_names(prefix: str, profile: str, redis: bool = False) -> frozenset[str]:
+    """The names the deployer writes for this profile (and `redis`): `app.env` may not set them. The names do
+    not depend on the values, so any Site gives them."""
+    return frozenset(variables(Site(redis_url="redis" if redis else ""), prefix, profile))
 
 
 def owned_by_the_system(name: str) -> bool:
@@ -125,7 +130,13 @@ def _from_plan(plan: HostPlan) -> Site:
 
 
 def single_server_env_file(
-    plan: HostPlan, *, secret_key: str, db_password: str, hosts: list[str], extra: dict[str, str]
+    plan: HostPlan,
+    *,
+    secret_key: str,
+    db_password: str,
+    hosts: list[str],
+    extra: dict[str, str],
+    redis_password: str = "",
 ) -> str:
     """The env file on one server. Called inside an Output.apply with the secrets: the text stays in memory
     and travels on stdin."""
@@ -139,6 +150,7 @@ def single_server_env_file(
         db_port=str(plan.pooler_port) if plan.db_pooler else "5432",
         hosts=tuple(hosts),
         csrf_origins=(f"https://{plan.domain}",) if plan.tls else (),
+        redis_url=f"redis://:{redis_password}@127.0.0.1:{plan.redis_port}/0" if plan.redis else "",
     )
     return format_env_file(variables(site, plan.env_prefix, "single"), extra)
 

@@ -18,19 +18,29 @@ from pathlib import Path
 import jinja2
 
 from .appshape import PythonPlan, plan_python
-from .catalog import IMAGES, INSTANCE_TYPES, default_workers, swap_mib
+from .catalog import IMAGES, INSTANCE_TYPES, default_workers, redis_maxmemory_mib, swap_mib
 from .envcontract import SETTINGS_OVERLAY
 from .settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 # The deployer's Python modules on the app's PYTHONPATH: DJANGO_SETTINGS_MODULE and gunicorn's app point here.
 WSGI_WRAPPER = "djangoship_wsgi"
+ASGI_WRAPPER = "djangoship_asgi"  # with app.asgiModule: the same health answer, for uvicorn's worker
 HEALTH_PATH = "/healthz"  # answered by the WSGI wrapper for any app (the scaled load balancer checks it too)
 # In each release, the link to its static folder; nginx serves current/<this>, so one switch moves both.
 STATIC_LINK = ".djangoship-static"
 GUNICORN_VERSION = "27.0.1"  # added to an app whose dependencies have no gunicorn; the app's own pin wins
 UV_VERSION = "0.13.8"  # from PyPI, for uv projects and for Pythons the image lacks
 POETRY_VERSION = "2.5.1"  # from PyPI, for poetry projects
+# With app.asgiModule: uvicorn's worker class for gunicorn (the maintained uvicorn-worker package; uvicorn's own
+# uvicorn.workers is deprecated) and websockets for the protocol, each added when the app lacks it, pinned.
+ASGI_PACKAGES = (
+    ("uvicorn_worker", "uvicorn-worker==0.4.0"),
+    ("uvicorn", "uvicorn==0.54.0"),
+    ("websockets", "websockets==17.4"),
+)
+REDIS_PORT = 6379
+PROCESS_SETTLE_SECONDS = 5  # a process (app.processes) that stays up this long after a restart has started
 CONN_MAX_AGE = 600  # persistent database connections (s) for an app that leaves Django's 0
 USER_DATA_LIMIT = 16384  # EC2 rejects larger user-data; beyond it the document is sent gzip-compressed
 
@@ -119,10 +129,34 @@ class HostPlan:
     git_known_hosts: str = ""
     git_host_key: str = ""
     deploy_key_from_stdin: bool = True  # one server: the deploy step's stdin; app servers: from SSM at boot
+    # Beyond the web process (issue 14; README "Processes, schedules, Redis, ASGI").
+    asgi_module: str = ""  # app.asgiModule: gunicorn with uvicorn's worker, websockets through nginx
+    asgi_packages: tuple[tuple[str, str], ...] = ASGI_PACKAGES
+    processes: tuple[tuple[str, str], ...] = ()  # (name, ExecStart) of each app.processes entry
+    schedules: tuple[tuple[str, str, str], ...] = ()  # (name, OnCalendar, ExecStart) of each app.schedules entry
+    process_settle_seconds: int = PROCESS_SETTLE_SECONDS
+    restart_steps: bool = True  # systemd ≥ 254 (RestartSteps=, the restart back-off): not Debian 12's 252
+    redis: bool = False
+    redis_port: int = REDIS_PORT
+    redis_maxmemory_mib: int = 0
+    redis_dir: str = "/data/redis"  # on the data volume
 
     @property
     def tls(self) -> bool:
         return bool(self.domain and self.tls_email)
+
+    @property
+    def server_module(self) -> str:
+        """The deployer's wrapper gunicorn runs: WSGI, or ASGI with app.asgiModule."""
+        return ASGI_WRAPPER if self.asgi_module else WSGI_WRAPPER
+
+    @property
+    def units(self) -> list[str]:
+        """The systemd units of the app's processes and schedules, as configure installs them."""
+        names = [f"{self.app}-{name}.service" for name, _ in self.processes]
+        for name, _, _ in self.schedules:
+            names += [f"{self.app}-{name}.service", f"{self.app}-{name}.timer"]
+        return sorted(names)
 
     @property
     def probe_path(self) -> str:
@@ -151,7 +185,9 @@ def plan_host(settings: Settings) -> HostPlan:
     pg = postgres_memory(size.memory_mib)
     # Room for every worker's connection (or PgBouncer's pool and its reserve), the deploy's migrate beside
     # them, and PostgreSQL's 3 superuser slots (backups, the operator), whatever gunicornWorkers says.
-    pg["max_connections"] = str(max(int(pg["max_connections"]), pool_size(workers) + 1 + 5))
+    # Each of the app's processes and scheduled jobs holds a connection of its own while it runs.
+    pool = pool_size(workers) + len(settings.app.processes) + len(settings.app.schedules)
+    pg["max_connections"] = str(max(int(pg["max_connections"]), pool + 1 + 5))
     return HostPlan(
         app=app,
         ssh_user=settings.ssh_user,
@@ -192,8 +228,28 @@ def plan_host(settings: Settings) -> HostPlan:
         backup_retention_days=settings.backup_retention_days,
         backup_schedule=settings.backup_schedule,
         db_pooler=settings.db_pooler,
-        pool_size=pool_size(workers),
+        pool_size=pool,
+        asgi_module=settings.app.asgi_module,
+        processes=tuple(
+            (name, exec_start(command, f"{base}/current")) for name, command in sorted(settings.app.processes.items())
+        ),
+        schedules=tuple(
+            (name, job["schedule"], exec_start(job["command"], f"{base}/current"))
+            for name, job in sorted(settings.app.schedules.items())
+        ),
+        restart_steps=settings.image != "debian-12",
+        redis=settings.redis,
+        redis_maxmemory_mib=redis_maxmemory_mib(settings.instance_type) if settings.redis else 0,
     )
+
+
+def exec_start(command: str, current_dir: str) -> str:
+    """A process's or a schedule's command (validated at preview: plain words) as systemd's ExecStart=, run in
+    the live release: `manage.py X …` with the release's Python, any other program from its virtualenv."""
+    words = command.split()
+    if words[0] == "manage.py":
+        return " ".join([f"{current_dir}/venv/bin/python", f"{current_dir}/manage.py", *words[1:]])
+    return " ".join([f"{current_dir}/venv/bin/{words[0]}", *words[1:]])
 
 
 def app_python(settings: Settings) -> PythonPlan:
@@ -211,7 +267,8 @@ def pool_size(workers: int) -> int:
 
 
 def render(template: str, plan: HostPlan, **extra: object) -> str:
-    context = asdict(plan) | {"tls": plan.tls, "static_link": STATIC_LINK, "probe_path": plan.probe_path} | extra
+    context = asdict(plan) | {"tls": plan.tls, "static_link": STATIC_LINK, "probe_path": plan.probe_path}
+    context |= {"server_module": plan.server_module, "units": plan.units} | extra
     return _environment.get_template(template).render(context)
 
 
@@ -249,7 +306,9 @@ def build_id(release_id: str, plan: HostPlan) -> str:
     was configured (app.python, app.packages, app.requirements, app.releaseCommands). Then a change to that
     alone builds anew beside the live release, as a code change does, instead of switching to the folder
     built the old way."""
-    build = (plan.python_request, plan.packages, plan.requirements, plan.release_commands)
+    build: tuple[object, ...] = (plan.python_request, plan.packages, plan.requirements, plan.release_commands)
+    if plan.asgi_module:  # its virtualenv holds uvicorn's worker: switching to ASGI builds anew
+        build += (plan.asgi_module, plan.asgi_packages)
     if build == ("", (), "", ()):
         return release_id
     return digest(release_id, repr(build))[:12]
@@ -257,7 +316,37 @@ def build_id(release_id: str, plan: HostPlan) -> str:
 
 def render_python_modules(plan: HostPlan) -> dict[str, str]:
     """The settings overlay and the WSGI wrapper (file name → text), installed in plan.python_dir."""
-    return {f"{module}.py": render(f"python/{module}.py.j2", plan) for module in (SETTINGS_OVERLAY, WSGI_WRAPPER)}
+    return {f"{module}.py": render(f"python/{module}.py.j2", plan) for module in (SETTINGS_OVERLAY, plan.server_module)}
+
+
+def render_app_units(plan: HostPlan) -> dict[str, str]:
+    """The systemd units of app.processes and app.schedules (file name → text), installed by configure."""
+    units = {}
+    for name, command in plan.processes:
+        units[f"{plan.app}-{name}.service"] = render(
+            "systemd/process.service.j2", plan, name=name, exec_start=command, command=_as_written(command, plan)
+        )
+    for name, schedule, command in plan.schedules:
+        job = {"name": name, "schedule": schedule, "exec_start": command, "command": _as_written(command, plan)}
+        units[f"{plan.app}-{name}.service"] = render("systemd/schedule.service.j2", plan, **job)
+        units[f"{plan.app}-{name}.timer"] = render("systemd/schedule.timer.j2", plan, **job)
+    return units
+
+
+def _as_written(exec_line: str, plan: HostPlan) -> str:
+    """The command as the config wrote it, for the units' comments."""
+    python = f"{plan.current_dir}/venv/bin/python {plan.current_dir}/manage.py "
+    return exec_line.replace(python, "manage.py ").replace(f"{plan.current_dir}/venv/bin/", "")
+
+
+def render_configure_extras(plan: HostPlan) -> dict[str, object]:
+    """What configure-host installs beside the web for processes, schedules and Redis (issue 14)."""
+    return {
+        "processes_script": render("scripts/processes.sh.j2", plan),
+        "unit_files": render_app_units(plan),
+        "redis_config": render("redis/redis.conf.j2", plan) if plan.redis else "",
+        "redis_dropin": render("redis/redis-server.conf.j2", plan) if plan.redis else "",
+    }
 
 
 def render_gunicorn_config(plan: HostPlan) -> str:

@@ -24,6 +24,7 @@ from .host import (
     digest,
     remote_script,
     render,
+    render_configure_extras,
     render_gunicorn_config,
     render_nginx_site,
     render_postgres_config,
@@ -49,6 +50,7 @@ class SiteProvisionerArgs:
     db_password: pulumi.Output[str]
     admin_password: pulumi.Output[str]
     app_env: pulumi.Output[dict[str, str]]
+    redis_password: pulumi.Output[str] | None  # `redis: true`: into REDIS_URL, on the configure step's stdin
     server_ready: list[pulumi.Resource]  # e.g. the EIP association: SSH to the address needs it
     deploy_key: pulumi.Output[str] | None = None  # secret: the deploy key's private half (ssh:// sources)
 
@@ -103,16 +105,20 @@ class SiteProvisioner(pulumi.ComponentResource):
                 s3backup_script=render("backup/s3backup.py.j2", plan) if plan.backup_bucket else "",
                 backup_service=render("backup/backup.service.j2", plan),
                 backup_timer=render("backup/backup.timer.j2", plan),
+                **render_configure_extras(plan),
             )
 
         configure_text = args.public_ip.apply(configure_script)
-        env_file = pulumi.Output.all(args.secret_key, args.db_password, args.public_ip, args.app_env).apply(
+        env_file = pulumi.Output.all(
+            args.secret_key, args.db_password, args.public_ip, args.app_env, args.redis_password or ""
+        ).apply(
             lambda values: single_server_env_file(
                 plan,
                 secret_key=values[0],
                 db_password=values[1],
                 hosts=site_hosts(plan, values[2]),
                 extra=values[3],
+                redis_password=values[4],
             )
         )
         self.configure = step(
@@ -149,10 +155,15 @@ class SiteProvisioner(pulumi.ComponentResource):
             # One server, one database: the deploy itself applies the migrations, all or nothing.
             atomic_migrations=True,
         )
+        deploy_triggers: list[pulumi.Input[str]] = [build_id(release.id, plan)]
+        if plan.processes:
+            # A change to the app's processes re-runs the deploy: its activation starts them on the live release
+            # and fails, with their journal, when one cannot start (configure only restarts running ones).
+            deploy_triggers.append(digest(repr(plan.processes)))
         self.deploy = step(
             "deploy",
             as_root(deploy_text, f"deploy-{release.id}"),
-            [build_id(release.id, plan)],
+            deploy_triggers,
             deploy_after,
             # A private repository's deploy key: on stdin, saved root-only by the script (never in its text).
             stdin=args.deploy_key if plan.git_ssh else None,

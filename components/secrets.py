@@ -11,7 +11,7 @@ DJANGO_KEY_SPECIALS = "!#%*+-.:=?@^_~"
 
 
 class AppSecrets(pulumi.ComponentResource):
-    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None, *, redis: bool = False):
         super().__init__("djangoship:index:AppSecrets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.db_password = random.RandomPassword(f"{name}-db-password", length=32, special=False, opts=child)
@@ -24,4 +24,9 @@ class AppSecrets(pulumi.ComponentResource):
         self.db_password_value: pulumi.Output[str] = pulumi.Output.secret(self.db_password.result)
         self.django_secret_key_value: pulumi.Output[str] = pulumi.Output.secret(self.django_secret_key.result)
         self.admin_password_value: pulumi.Output[str] = pulumi.Output.secret(self.admin_password.result)
+        # `redis: true`: Redis's password, letters and digits (it sits in REDIS_URL unescaped).
+        self.redis_password_value: pulumi.Output[str] | None = None
+        if redis:
+            self.redis_password = random.RandomPassword(f"{name}-redis-password", length=32, special=False, opts=child)
+            self.redis_password_value = pulumi.Output.secret(self.redis_password.result)
         self.register_outputs({})

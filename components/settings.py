@@ -33,7 +33,10 @@ from .configchecks import (
     PY_MODULE,
     SSH_GIT_URL,
     app_environment,
+    app_processes,
+    app_schedules,
     deployable_and_served,
+    fits_in_memory,
     git_url_or_local_folder,
     image_fits_instance_type,
     ipv4_network,
@@ -42,7 +45,8 @@ from .configchecks import (
     not_a_database_port,
     not_a_system_user,
     not_root,
-    oncalendar,
+    on_calendar,
+    only_single,
     only_with_git_source,
     only_with_ssh_source,
     or_image_user,
@@ -148,6 +152,30 @@ class AppSettings:
         "manage.py commands run for each new release after collectstatic, before migrations (e.g. compress).",
         each(manage_command),
     )
+    asgi_module: str = key(
+        "",
+        "serve the app as ASGI from this module (`application` inside it; uvicorn's worker in gunicorn, "
+        "websockets through nginx); empty = WSGI.",
+        optional(matches(PY_MODULE, "a dotted Python module such as mysite.asgi")),
+        only_single,
+        profile="single",
+    )
+    processes: dict[str, str] = key(
+        {},
+        "long-running processes beside the web, name → command (`manage.py CMD …` or a program from "
+        "the app's virtualenv, e.g. celery -A proj worker); each a systemd service <name>-<process>.",
+        app_processes,
+        only_single,
+        profile="single",
+    )
+    schedules: dict[str, dict[str, str]] = key(
+        {},
+        "scheduled jobs, name → {schedule: systemd OnCalendar (UTC), command: as in app.processes}; "
+        "systemd timers, Persistent=true.",
+        app_schedules,
+        only_single,
+        profile="single",
+    )
 
     @property
     def source_is_git(self) -> bool:
@@ -246,6 +274,13 @@ class Settings:
         "the env contract points at it.",
         profile="single",
     )
+    redis: bool = key(
+        False,
+        "Redis on the server (Debian's, loopback only, a generated password, memory capped for the "
+        "instance, data on the data volume); REDIS_URL in the env contract.",
+        only_single,
+        profile="single",
+    )
     data_volume_gb: int = key(
         8,
         "size of the data volume (PostgreSQL and media; encrypted gp3, survives a replaced server), GiB.",
@@ -272,8 +307,7 @@ class Settings:
     backup_schedule: str = key(
         "*-*-* 03:30:00",
         "when the nightly backup runs (systemd OnCalendar, UTC).",
-        matches(r"[\w*:,./ ~+-]{1,60}", "a systemd OnCalendar expression such as *-*-* 03:30:00 or daily"),
-        oncalendar,
+        on_calendar,
         profile="single",
     )
     db_instance_class: str = key(
@@ -303,6 +337,7 @@ class Settings:
     app: AppSettings = key(
         {},
         "The app to deploy, an object of the app.* keys (`--secret` when app.env holds secrets).",
+        fits_in_memory,  # its processes, with Redis, gunicorn and PostgreSQL, on instanceType
         secret="may",
     )
 

@@ -14,6 +14,7 @@ from components.data import DataVolume, DataVolumeArgs
 from components.deploykey import DeployKey, DeployKeyArgs
 from components.host import encode_user_data, plan_host, render_user_data
 from components.keys import SshKey, SshKeyArgs
+from components.memory import memory_budget
 from components.network import WebSecurityGroup, WebSecurityGroupArgs
 from components.provisioning import SiteProvisioner, SiteProvisionerArgs
 from components.release import Release
@@ -62,7 +63,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     data_attachment = data.attach_to(name, server.instance.id)
 
     # 2. Secrets, then the site itself over SSH.
-    secrets = AppSecrets(name)
+    secrets = AppSecrets(name, redis=settings.redis)
     # A private repository (ssh:// or git@host:) is read with a deploy key of this stack's own.
     deploy_key = DeployKey(name, DeployKeyArgs(f"djangoship-{settings.stack}-{name}")) if plan.git_ssh else None
     app_env = (
@@ -82,11 +83,24 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             secret_key=secrets.django_secret_key_value,
             db_password=secrets.db_password_value,
             admin_password=secrets.admin_password_value,
+            redis_password=secrets.redis_password_value,
             app_env=app_env,
             server_ready=[server.eip_association, data_attachment],
             deploy_key=deploy_key.private_key if deploy_key else None,
         ),
     )
+
+    budget = memory_budget(
+        settings.instance_type,
+        workers=settings.gunicorn_workers,
+        processes=len(settings.app.processes),
+        redis=settings.redis,
+        asgi=bool(settings.app.asgi_module),
+    )
+    if budget.verdict == "swap":  # "over" already failed at validation
+        pulumi.log.warn(
+            f"instanceType: {budget.explain()}; it runs with the swap file, slower when idle pages are needed"
+        )
 
     # 3. What the operator needs.
     if settings.domain:

@@ -291,6 +291,23 @@ def _common(label: str, urls: str, extra_apps: str = "", extra_middleware: str =
     return COMMON_SETTINGS.format(label=label, urls=urls, extra_apps=extra_apps, extra_middleware=extra_middleware)
 
 
+# Settings read from the env contract's DJANGO_-prefixed database names (ldapsite, workers).
+DJANGO_DATABASE_AND_URLS = """
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ["DJANGO_DB_NAME"],
+            "USER": os.environ["DJANGO_DB_USER"],
+            "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
+            "HOST": os.environ["DJANGO_DB_HOST"],
+            "PORT": os.environ["DJANGO_DB_PORT"],
+        }
+    }
+    STATIC_URL = "static/"
+    MEDIA_URL = "media/"
+"""
+
+
 def classic(folder: Path) -> ForeignApp:
     """(a) The classic tutorials' project, exactly as the issue describes it."""
     settings = "mysite.settings.prod"
@@ -448,20 +465,7 @@ def ldapsite(folder: Path) -> ForeignApp:
             ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
             """)
         + d(_common("records", "ldapsite.urls"))
-        + d("""
-            DATABASES = {
-                "default": {
-                    "ENGINE": "django.db.backends.postgresql",
-                    "NAME": os.environ["DJANGO_DB_NAME"],
-                    "USER": os.environ["DJANGO_DB_USER"],
-                    "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
-                    "HOST": os.environ["DJANGO_DB_HOST"],
-                    "PORT": os.environ["DJANGO_DB_PORT"],
-                }
-            }
-            STATIC_URL = "static/"
-            MEDIA_URL = "media/"
-            """),
+        + d(DJANGO_DATABASE_AND_URLS),
         "records/static/records/site.css": "body { margin: 0; }\n/* ldapsite stylesheet */\n",
         "requirements.txt": f"{DJANGO}\n{PSYCOPG}\npython-ldap==3.4.8\n",
         **_feature(
@@ -573,7 +577,223 @@ def uvshop(folder: Path) -> ForeignApp:
     )
 
 
-BUILDERS = {"classic": classic, "oss": oss, "ldapsite": ldapsite, "uvshop": uvshop}
+def workers(folder: Path) -> ForeignApp:
+    """(e) More than a web process (issue 14), shaped like cookiecutter-django's Celery set-up: a Celery worker
+    (`shop/celery.py`, broker and results in Redis from REDIS_URL) consuming jobs a web request queues, a
+    `manage.py listen` command that runs for ever, a `manage.py tick` command for a schedule, and an ASGI module
+    that answers a websocket echo itself and hands everything else to Django. Every piece writes rows stamped
+    with `jobs/version.py`'s VERSION, so a test can tell which release's code did the work."""
+    files = {
+        **_project("shop", "jobs", manage="shop.settings", wsgi="shop.settings"),
+        "shop/__init__.py": 'from .celery import app as celery_app\n\n__all__ = ("celery_app",)\n',
+        "shop/celery.py": """
+            import os
+
+            from celery import Celery
+
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+            app = Celery("shop")
+            app.config_from_object("django.conf:settings", namespace="CELERY")
+            app.autodiscover_tasks()
+            """,
+        "shop/asgi.py": """
+            import os
+
+            from django.core.asgi import get_asgi_application
+
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+            django_application = get_asgi_application()
+
+            from jobs.version import VERSION  # noqa: E402 (after Django is set up)
+
+
+            async def echo(scope, receive, send):
+                while True:
+                    event = await receive()
+                    if event["type"] == "websocket.connect":
+                        await send({"type": "websocket.accept"})
+                    elif event["type"] == "websocket.receive":
+                        await send({"type": "websocket.send", "text": f"echo {VERSION}: {event.get('text')}"})
+                    else:
+                        return
+
+
+            async def application(scope, receive, send):
+                if scope["type"] == "websocket" and scope["path"] == "/ws/echo/":
+                    return await echo(scope, receive, send)
+                return await django_application(scope, receive, send)
+            """,
+        "shop/settings.py": d("""
+            import os
+            from pathlib import Path
+
+            BASE_DIR = Path(__file__).resolve().parent.parent
+            SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+            DEBUG = False
+            ALLOWED_HOSTS = os.environ["DJANGO_ALLOWED_HOSTS"].split(",")
+            """)
+        + d(_common("jobs", "shop.urls"))
+        + d(DJANGO_DATABASE_AND_URLS)
+        + d("""
+            CELERY_BROKER_URL = os.environ["REDIS_URL"]
+            CELERY_RESULT_BACKEND = os.environ["REDIS_URL"]
+            CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+            """),
+        "jobs/version.py": 'VERSION = "v1"\n',
+        "jobs/tasks.py": """
+            import os
+
+            from celery import shared_task
+
+            from .models import Job
+            from .version import VERSION
+
+
+            @shared_task
+            def record(token):
+                Job.objects.create(token=token, version=VERSION, pid=os.getpid())
+            """,
+        "jobs/work.py": """
+            from django.db import models
+
+
+            class Job(models.Model):
+                token = models.CharField(max_length=64)
+                version = models.CharField(max_length=16)
+                pid = models.IntegerField()
+                created = models.DateTimeField(auto_now_add=True)
+
+
+            class Heartbeat(models.Model):
+                version = models.CharField(max_length=16)
+                pid = models.IntegerField()
+                created = models.DateTimeField(auto_now_add=True)
+
+
+            class Tick(models.Model):
+                version = models.CharField(max_length=16)
+                created = models.DateTimeField(auto_now_add=True)
+            """,
+        "jobs/migrations/0002_work.py": """
+            from django.db import migrations, models
+
+
+            def fields(*extra):
+                return [("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)), *extra,
+                        ("version", models.CharField(max_length=16)),
+                        ("created", models.DateTimeField(auto_now_add=True))]
+
+
+            class Migration(migrations.Migration):
+                dependencies = [("jobs", "0001_initial")]
+                operations = [
+                    migrations.CreateModel(name="Job", fields=fields(
+                        ("token", models.CharField(max_length=64)), ("pid", models.IntegerField()))),
+                    migrations.CreateModel(name="Heartbeat", fields=fields(("pid", models.IntegerField()))),
+                    migrations.CreateModel(name="Tick", fields=fields()),
+                ]
+            """,
+        "jobs/management/__init__.py": "",
+        "jobs/management/commands/__init__.py": "",
+        "jobs/management/commands/listen.py": """
+            import os
+            import time
+
+            from django.core.management.base import BaseCommand
+
+            from jobs.models import Heartbeat
+            from jobs.version import VERSION
+
+
+            class Command(BaseCommand):
+                help = "Runs for ever (an alert sender, a queue consumer): a heartbeat row a second."
+
+                def handle(self, *args, **options):
+                    while True:
+                        Heartbeat.objects.create(version=VERSION, pid=os.getpid())
+                        time.sleep(1)
+            """,
+        "jobs/management/commands/tick.py": """
+            from django.core.management.base import BaseCommand, CommandError
+
+            from jobs.models import Tick
+            from jobs.version import VERSION
+
+
+            class Command(BaseCommand):
+                help = "A scheduled job: one row per run; --fail fails the run."
+
+                def add_arguments(self, parser):
+                    parser.add_argument("--fail", action="store_true")
+
+                def handle(self, *args, **options):
+                    if options["fail"]:
+                        raise CommandError("this scheduled job fails on purpose")
+                    Tick.objects.create(version=VERSION)
+            """,
+        "jobs/static/jobs/site.css": "body { margin: 1em; }\n/* workers stylesheet */\n",
+        "requirements.txt": f"{DJANGO}\n{PSYCOPG}\ncelery[redis]==5.7.0\n",
+        **_feature("jobs", redirect_front=False, head='<link rel="stylesheet" href="{% static \'jobs/site.css\' %}">'),
+    }
+    files = {name: d(text) if text.startswith("\n") else text for name, text in files.items()}
+    files["jobs/models.py"] += "\n\nfrom .work import Heartbeat, Job, Tick  # noqa: E402, F401\n"
+    files["jobs/urls.py"] = files["jobs/urls.py"].replace(
+        'path("upload/", views.upload, name="upload"),',
+        'path("upload/", views.upload, name="upload"),\n    path("enqueue/<slug:token>/", views.enqueue),\n'
+        '    path("state/", views.state),',
+    )
+    files["jobs/views.py"] += "\n\n" + d('''
+        def enqueue(request, token):
+            """A web request queues a job through Redis; the worker does it."""
+            from django.http import HttpResponse
+
+            from .tasks import record
+
+            record.delay(token)
+            return HttpResponse("queued\\n", status=202)
+
+
+        def state(request):
+            """What the worker, the listener and the schedule have written, for the tests."""
+            from django.db.models import Max
+            from django.http import JsonResponse
+
+            from .models import Heartbeat, Job, Tick
+
+            return JsonResponse({
+                "jobs": {job.token: job.version for job in Job.objects.all()},
+                "heartbeats": Heartbeat.objects.count(),
+                "last_heartbeat": list(Heartbeat.objects.order_by("-id").values("version", "pid")[:1]),
+                "listener_pids": sorted(set(Heartbeat.objects.values_list("pid", flat=True))),
+                "ticks": Tick.objects.count(),
+                "tick_versions": sorted(set(Tick.objects.values_list("version", flat=True))),
+                "last_tick": Tick.objects.aggregate(at=Max("created"))["at"],
+            })
+        ''')
+    _write(folder, files)
+    return ForeignApp(
+        key="workers",
+        folder=folder,
+        config={
+            "settingsModule": "shop.settings",
+            "wsgiModule": "shop.wsgi",
+            "asgiModule": "shop.asgi",
+            "processes": {"worker": "celery -A shop worker --pool solo -l info", "listener": "manage.py listen"},
+            "schedules": {
+                "tick": {"schedule": "*:*:0/5", "command": "manage.py tick"},
+                # Every 20 s: its failed state lasts until the next run, for `systemctl --failed` to show it.
+                "failing": {"schedule": "*:*:0/20", "command": "manage.py tick --fail"},
+            },
+        },
+        label="jobs",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/jobs/site.css",
+        stylesheet_text="workers stylesheet",
+    )
+
+
+BUILDERS = {"classic": classic, "oss": oss, "ldapsite": ldapsite, "uvshop": uvshop, "workers": workers}
 
 
 def build(key: str, folder: Path) -> ForeignApp:

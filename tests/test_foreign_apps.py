@@ -10,7 +10,12 @@ whose front page raises refused by the activation gate while the previous releas
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+import shlex
+import socket
 import time
 from pathlib import Path
 
@@ -188,3 +193,203 @@ def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_downl
     assert "could not install CPython 3.14 with uv" in output, output[-2000:]
     assert live_release(guest) == before
     assert http_get(guest.url + "/healthz")[0] == 200
+
+
+# --- beyond the web process (issue 14): the `workers` project on the same guest ----------------------------------
+# Celery worker fed through Redis by a web request, a `manage.py` command that runs for ever, schedules (one that
+# writes a row every 5 s, one that fails), an ASGI websocket echo through nginx; then a release, kill -9, a reboot,
+# a process that cannot start, and one removed from the config.
+
+WORKERS = ("worker", "listener")
+
+
+@pytest.fixture(scope="module")
+def workers(guest, workdir) -> ForeignApp:
+    project = build("workers", workdir / "workers")
+    started = time.monotonic()
+    guest.up({**stack_config(project), "redis": True})
+    print(f"\n[foreign] workers (Celery, Redis, ASGI, schedules) deployed in {time.monotonic() - started:.1f} s")
+    guest.deployed["workers"] = project
+    return project
+
+
+def state(site) -> dict:
+    status, _, body = http_get(site.url + "/state/")
+    assert status == 200, (status, body[:300])
+    return json.loads(body)
+
+
+def wait_for(what: str, check, seconds: float = 30):
+    """Poll `check` until it returns something truthy; the bound is the product's promise, not a margin."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def answers(url: str) -> bool:
+    """200 within 5 s; while the server boots (gunicorn starts on the first request) a slower answer is a no."""
+    try:
+        return http_get(url, timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
+def job_done(site, token: str, version: str) -> None:
+    status, _, body = http_get(site.url + f"/enqueue/{token}/")
+    assert status == 202, (status, body[:300])
+    wait_for(f"job {token} done by the worker", lambda: state(site)["jobs"].get(token) == version)
+
+
+def websocket_echo(host: str, path: str, text: str) -> str:
+    """One text message through a websocket (RFC 6455, by hand: the host has no websocket client)."""
+    with socket.create_connection((host, 80), timeout=10) as conn:
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        stream = conn.makefile("rb")
+        status = stream.readline()
+        assert b" 101 " in status, status
+        while stream.readline() not in (b"\r\n", b""):
+            pass
+        payload, mask = text.encode(), os.urandom(4)
+        assert len(payload) < 126
+        conn.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        first, second = stream.read(2)
+        assert first == 0x81 and second < 126, (first, second)
+        return stream.read(second).decode()
+
+
+def unit_pid(site, unit: str) -> int:
+    return int(sh(site, f"systemctl show -p MainPID --value {unit}").strip())
+
+
+def pss_mib(site, pattern: str) -> float:
+    """PSS of the processes whose command line matches `pattern` (MiB): the memory budget's measure."""
+    total = sh(
+        site, f"for p in $(pgrep -f {shlex.quote(pattern)}); do awk '/^Pss:/ {{print $2}}' /proc/$p/smaps_rollup; done"
+    )
+    return sum(int(kib) for kib in total.split()) / 1024
+
+
+def test_processes_schedules_and_redis_are_units_systemd_accepts(guest, workers):
+    units = [f"{NAME}-{name}.service" for name in WORKERS] + [f"{NAME}-tick.service", f"{NAME}-tick.timer"]
+    # The guest's own systemd (Debian 13: RestartSteps= and all): nothing to say about any of them.
+    output = sh(guest, "systemd-analyze verify " + " ".join(f"/etc/systemd/system/{unit}" for unit in units) + " 2>&1")
+    assert output.strip() == "", output
+    for name in WORKERS:
+        sh(guest, f"systemctl is-active {NAME}-{name}.service && systemctl is-enabled {NAME}-{name}.service")
+        assert sh(guest, f"ps -o user= -p {unit_pid(guest, f'{NAME}-{name}.service')}").strip() == NAME
+    sh(guest, f"systemctl is-active {NAME}-tick.timer && systemctl is-enabled {NAME}-tick.timer")
+    # Redis: loopback only, a password, memory capped for a t2.micro, data on the data volume.
+    listening = sh(guest, "ss -ltnH 'sport = :6379'")
+    assert listening and all(addr in ("127.0.0.1:6379", "[::1]:6379") for addr in re.findall(r"\S+:6379", listening))
+    assert "NOAUTH" in sh(guest, "redis-cli ping 2>&1")
+    env = sh(guest, f"cat /etc/{NAME}/env")
+    url = re.search(r"^REDIS_URL='(redis://:\w{32}@127\.0\.0\.1:6379/0)'$", env, re.MULTILINE)
+    assert url and f"DJANGO_REDIS_URL='{url[1]}'" in env
+    password = url[1].split(":")[2].split("@")[0]
+    assert password not in sh(guest, "cat /var/lib/cloud/instance/user-data.txt")
+    ask = f"REDISCLI_AUTH={password} redis-cli --no-auth-warning"
+    assert sh(guest, f"{ask} config get maxmemory").split() == ["maxmemory", str(64 * 1024 * 1024)]
+    assert sh(guest, f"{ask} config get dir").split() == ["dir", "/data/redis"]
+    sh(guest, f"{ask} save")
+    sh(guest, "test -s /data/redis/dump.rdb")
+
+
+def test_a_worker_consumes_jobs_a_web_request_queues_through_redis(guest, workers):
+    job_done(guest, "first", "v1")
+
+
+def test_a_long_running_command_and_a_schedule_write_rows_and_a_failed_run_shows(guest, workers):
+    before = state(guest)
+    wait_for("the listener's heartbeats", lambda: state(guest)["heartbeats"] >= before["heartbeats"] + 2, 10)
+    wait_for("a run of the 5-second schedule", lambda: state(guest)["ticks"] > before["ticks"], 30)
+    failing = f"{NAME}-failing.service"
+    listed = wait_for(
+        "the failing schedule in systemctl --failed",
+        lambda: failing in sh(guest, "systemctl --failed --plain --no-legend"),
+        45,  # it runs every 20 s, each run a Django start-up
+    )
+    assert listed, sh(guest, f"systemctl status {NAME}-failing.timer {failing} --no-pager", check=False)
+    assert "fails on purpose" in sh(guest, f"journalctl -u {NAME}-failing.service --no-pager -o cat")
+    print(
+        f"\n[foreign] PSS: celery worker {pss_mib(guest, 'celery -A shop worker'):.1f} MiB, "
+        f"manage.py listen {pss_mib(guest, 'manage.py listen'):.1f} MiB, "
+        f"redis {pss_mib(guest, 'redis-server'):.1f} MiB, "
+        f"gunicorn (uvicorn workers) {pss_mib(guest, 'gunicorn'):.1f} MiB"
+    )
+
+
+def test_a_websocket_echo_through_nginx(guest, workers):
+    assert websocket_echo(guest.guest.ip, "/ws/echo/", "hello") == "echo v1: hello"
+    # …and Django's pages through the same ASGI server.
+    status, _, page = http_get(guest.url + "/")
+    assert status == 200 and b"jobs uploads" in page
+
+
+def test_after_a_release_every_process_runs_the_new_code(guest, workers):
+    pids = {name: unit_pid(guest, f"{NAME}-{name}.service") for name in WORKERS}
+    (workers.folder / "jobs" / "version.py").write_text('VERSION = "v2"\n')
+    with RequestLoop(guest.url + "/") as loop:
+        steps = guest.up()
+        time.sleep(1)
+    assert [step.name for step in steps if step.ran] == [f"{NAME}-upload", f"{NAME}-deploy"]
+    assert loop.failed == 0 and loop.ok > 10, (loop.ok, loop.errors[:5])
+    assert "running the live release" in deploy_output(guest)
+    assert all(unit_pid(guest, f"{NAME}-{name}.service") != pids[name] for name in WORKERS)
+    job_done(guest, "after-release", "v2")
+    wait_for("a heartbeat from the new code", lambda: state(guest)["last_heartbeat"][0]["version"] == "v2", 10)
+    wait_for("a scheduled run of the new code", lambda: "v2" in state(guest)["tick_versions"], 30)
+    assert websocket_echo(guest.guest.ip, "/ws/echo/", "again") == "echo v2: again"
+
+
+def test_processes_come_back_after_kill_9(guest, workers):
+    for name in WORKERS:
+        unit = f"{NAME}-{name}.service"
+        pid = unit_pid(guest, unit)
+        sh(guest, f"kill -9 {pid}")
+        wait_for(f"{unit} restarted", lambda unit=unit, pid=pid: unit_pid(guest, unit) not in (0, pid), 15)
+    job_done(guest, "after-kill", "v2")
+    before = state(guest)["heartbeats"]
+    wait_for("heartbeats again", lambda: state(guest)["heartbeats"] > before, 10)
+
+
+def test_everything_comes_back_after_a_reboot(guest, workers):
+    guest.guest.reboot_and_wait(timeout=180)
+    wait_for("the site after the reboot", lambda: answers(guest.url + "/healthz"), 60)
+    job_done(guest, "after-reboot", "v2")
+    ticks = state(guest)["ticks"]
+    wait_for("a scheduled run after the reboot", lambda: state(guest)["ticks"] > ticks, 30)
+    assert websocket_echo(guest.guest.ip, "/ws/echo/", "back") == "echo v2: back"
+
+
+def test_a_process_that_cannot_start_fails_the_up_and_the_web_keeps_serving(guest, workers):
+    config = guest.config
+    # A program the release does not have (a typo): it cannot start at all.
+    app = {**config["app"], "processes": {**config["app"]["processes"], "broken": "celeryy -A shop worker"}}
+    try:
+        with pytest.raises(StepFailed) as failed:
+            guest.up({**config, "app": app})
+    finally:
+        guest.config = config
+    message = failed.value.stdout + failed.value.stderr
+    assert f"{NAME}-broken.service did not start" in message and "celeryy" in message, message[-3000:]
+    assert http_get(guest.url + "/healthz")[0] == 200
+    job_done(guest, "beside-a-broken-process", "v2")
+
+
+def test_a_process_removed_from_the_config_is_gone_after_up(guest, workers):
+    config = guest.config
+    processes = {"worker": config["app"]["processes"]["worker"]}  # listener (and broken) no longer
+    guest.up({**config, "app": {**config["app"], "processes": processes}})
+    for gone in ("listener", "broken"):
+        assert sh(guest, f"systemctl is-active {NAME}-{gone}.service", check=False).strip() in ("inactive", "unknown")
+        sh(guest, f"test ! -e /etc/systemd/system/{NAME}-{gone}.service")
+    assert not sh(guest, "pgrep -f 'manage.py listen'", check=False).strip()
+    job_done(guest, "after-removal", "v2")
