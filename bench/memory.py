@@ -17,8 +17,8 @@ import threading
 import time
 
 from bench.common import APP, gsh, header, pin_guest, require, seed_rows, wrk
+from harness.localsite import local_site
 from localboot.network import bridge_network
-from tools.localup import local_site
 
 GROUPS = {
     "postgresql": ("postgres",),

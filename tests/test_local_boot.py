@@ -1,7 +1,7 @@
 """The real first boot: the program's own user-data and remote steps on a Debian guest, checked over HTTP.
 
 The guest (localboot/) is seeded with exactly the user-data the program renders under mocks; the program's
-remote steps run over real SSH with the generated key (tools/replay.py); then everything is checked as a
+remote steps run over real SSH with the generated key (harness/replay.py); then everything is checked as a
 visitor and as an operator would: through nginx → gunicorn → Django → PostgreSQL, and on the host itself.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.localup import http_get, local_site
+from harness.localsite import http_get, local_site
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent

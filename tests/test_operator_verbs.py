@@ -24,8 +24,8 @@ import pytest
 from test_day2 import live_release, s3, site, workdir  # noqa: F401
 from test_local_boot import APP, create_row, sh
 
+from harness.localsite import change_home_page, http_get, wait_for_200, write_outputs
 from localboot.keys import generate_ed25519_keypair
-from tools.localup import change_home_page, http_get, wait_for_200, write_outputs
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent

@@ -50,7 +50,7 @@ from components.scaled.boot import (
 from components.scaled.cdn import ALL_VIEWER_AND_CLOUDFRONT_HEADERS, CACHING_DISABLED, CACHING_OPTIMIZED
 from components.scaled.prices import monthly_cost_breakdown
 from components.settings import load_settings
-from tools.mockrun import MockState, ProgramRun, Registered, run_program
+from harness.mockrun import MockState, ProgramRun, Registered, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALED: dict[str, Any] = {"profile": "scaled"}
@@ -999,7 +999,7 @@ def test_domain_brings_certificates_https_and_the_records_to_create(with_domain:
 
 
 def test_outside_us_east_1_cloudfront_gets_its_own_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tools import mockrun
+    from harness import mockrun
 
     answer = mockrun.ProgramMocks.call
 

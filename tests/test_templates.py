@@ -3,7 +3,7 @@
 The first-boot document goes through `cloud-init schema`, the nginx sites through `nginx -t` (and one real
 nginx on loopback), the systemd units through `systemd-analyze verify`, every shell script through
 `shellcheck` and `bash -n`, the gunicorn settings through `compile()`. The scripts of the remote commands
-are taken from what `tools.mockrun.run_program` records — the exact text `pulumi up` would send — and the
+are taken from what `harness.mockrun.run_program` records — the exact text `pulumi up` would send — and the
 files they install are taken back out of those scripts' here-documents, so what is validated is what is sent.
 
 A validator that is missing skips its tests with the reason — except with CI=true, where that fails: a CI
@@ -65,7 +65,7 @@ from components.host import (
 from components.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent  # on sys.path through conftest.py
-PUBLIC_IP = "203.0.113.10"  # tools.mockrun.MockState's Elastic IP: the same hosts as run_program renders
+PUBLIC_IP = "203.0.113.10"  # harness.mockrun.MockState's Elastic IP: the same hosts as run_program renders
 DOMAIN = "www.example.com"
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -312,8 +312,8 @@ def unit_value(sections: dict[str, list[tuple[str, str]]], section: str, key: st
 
 @dataclasses.dataclass
 class Sent:
-    run: Any  # tools.mockrun.ProgramRun
-    state: Any  # tools.mockrun.MockState
+    run: Any  # harness.mockrun.ProgramRun
+    state: Any  # harness.mockrun.MockState
     scripts: dict[str, str]  # step name (wait-for-boot, configure-host, deploy, create-superuser) → script
 
 
@@ -332,7 +332,7 @@ def sent_scripts(program_run: Any) -> dict[str, str]:
 
 
 def run_sent(config: dict[str, Any]) -> Sent:
-    from tools.mockrun import MockState, run_program
+    from harness.mockrun import MockState, run_program
 
     state = MockState()
     program_run = run_program(config, state=state)

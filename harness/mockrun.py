@@ -2,7 +2,7 @@
 
 The Pulumi CLI cannot run here, so this is how the program is exercised: the unit tests read the record
 (resources, inputs, which inputs are secret, dependencies, resource options, stack outputs), and the local
-first boot replays the recorded remote commands over real SSH (tools/replay.py).
+first boot replays the recorded remote commands over real SSH (harness/replay.py).
 
 `MockState` stands in for Pulumi's state file: generated values (passwords, keys, ids) keep their values
 from one run to the next, as they would in a real stack, so that a second run can be compared to the first.
