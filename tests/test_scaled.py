@@ -647,7 +647,9 @@ def render_gate(tmp: Path, postgres: dict[str, str], release_id: str, migrate_fa
     )
     release = Release(id=release_id, archive=Path("/nonexistent.tar.gz"))
     boot = BootValues("us-east-1", "/p/env:1", "/p/admin-password:1", "artifacts", "assets")
-    context = release_context(plan, release, boot, arch="x86_64", vpc_cidr="10.20.0.0/16", paths=paths)
+    # The gate's programs are stand-ins in the test's folder: the paths the template is given are theirs.
+    context = release_context(plan, release, boot, arch="x86_64", vpc_cidr="10.20.0.0/16")
+    context["paths"] = dataclasses.asdict(paths)
     script = tmp / f"release-once-{release_id}"
     script.write_text(render("scaled/release-once.sh.j2", plan, **(context | {"pg_sslmode": "disable"})))
     script.chmod(0o755)
