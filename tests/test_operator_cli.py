@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_templates import check_shell, plan_for, site_for
+from rendered.helpers import check_shell, plan_for, site_for
 
 from djangoship import remote, report
 from djangoship.cli import main, parser
