@@ -12,9 +12,8 @@ from typing import Any
 
 from . import envcontract
 from .appshape import plan_python
-from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES
+from .catalog import DATABASE_PORTS, DB_INSTANCE_CLASSES, IMAGES, INSTANCE_TYPES
 from .configtable import Given
-from .scaled.prices import DB_INSTANCE_CLASSES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
