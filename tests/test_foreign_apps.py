@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from foreign_apps import ForeignApp, build
-from test_local_boot import Browser, admin_login, multipart, png_bytes, sh
+from site_helpers import Browser, admin_login, multipart, png_bytes, sh
 
 from harness.localsite import RequestLoop, http_get, local_site
 from harness.replay import StepFailed

@@ -11,7 +11,7 @@ import re
 import urllib.parse
 
 import pytest
-from test_local_boot import APP, admin_login, sh, upload_photo
+from site_helpers import APP, admin_login, sh, upload_photo
 
 from harness.localsite import http_get, local_site
 
