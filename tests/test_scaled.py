@@ -35,6 +35,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import skip_or_fail
+from rendered.helpers import need
+from rendered.helpers import run as run_tool
 
 from components.host import render
 from components.release import Release
@@ -142,17 +144,8 @@ def secrets_of(state: MockState) -> list[str]:
     return values
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool) or next(
-        (str(p) for p in (Path("/usr/sbin") / tool, Path("/sbin") / tool) if p.exists()), None
-    )
-    if not path:
-        skip_or_fail(f"`{tool}` is not installed on this host")
-    return str(path)
-
-
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120, **kwargs)
+    return run_tool(argv, timeout=120, **kwargs)  # a PostgreSQL cluster's start and stop among them
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -83,8 +83,8 @@ def need(tool: str) -> str:
     return str(path)
 
 
-def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60, **kwargs)
+def run(argv: list[str], timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 @cache
