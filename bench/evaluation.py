@@ -3,7 +3,7 @@ for the program itself: each run in a fresh Python process, so imports count.
 
     .venv/bin/python -m bench.evaluation [--runs 5]
 
-Runs `tools.mockrun.run_program({})` (the default stack config) in a new interpreter per run and times the
+Runs `harness.mockrun.run_program({})` (the default stack config) in a new interpreter per run and times the
 whole process from the outside (interpreter start, imports of pulumi/pulumi_aws/…, the program, the mocks).
 No guest and no network.
 """
@@ -17,7 +17,7 @@ import time
 
 from bench.common import ROOT, header, median
 
-CHILD = "from tools.mockrun import run_program; run = run_program({}); assert run.outputs.get('url') is not None"
+CHILD = "from harness.mockrun import run_program; run = run_program({}); assert run.outputs.get('url') is not None"
 
 
 def main() -> None:

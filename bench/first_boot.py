@@ -4,7 +4,7 @@
     sudo .venv/bin/python -m bench.first_boot --compare REV     # REV (e.g. HEAD) vs the working tree, side by side
 
 Each guest boots the program's own user-data (the default settings) and replays its remote steps
-(tools/localup.local_site); the clock starts when systemd-nspawn starts the guest and stops at the first
+(harness.localsite.local_site); the clock starts when systemd-nspawn starts the guest and stops at the first
 200 for / through nginx. Phases come from cloud-init's own records (`cloud-init analyze blame`, its
 result.json) and the steps' timings; inside the deploy step, from what the deploy leaves on disk (the
 virtualenv's pyvenv.cfg → .complete for venv + pip, the release's staticfiles.json / .complete for
@@ -54,7 +54,7 @@ def guest_float(guest, command: str) -> float | None:
 
 
 def measure_one(network, name: str) -> dict[str, float]:
-    from tools.localup import local_site
+    from harness.localsite import local_site
 
     with local_site(network, name) as site:
         guest = site.guest

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from bench.common import APP, gsh, header, pin_guest, require, seed_rows, wrk
+from harness.localsite import http_get, local_site
 from localboot.network import bridge_network
-from tools.localup import http_get, local_site
 
 GROUPS = {
     "postgresql": ("postgres",),

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 
 from bench.common import APP, gsh, header, median, pin_guest, require, seed_rows, wrk
+from harness.localsite import http_get, local_site
 from localboot.network import bridge_network
-from tools.localup import http_get, local_site
 
 VARIANTS = ["deployed", "tz-utc", "tz-utc+md5", "tz-utc+md5+uds"]
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from bench.common import APP, ROOT, header, median
+from harness.localsite import RequestLoop, change_home_page, http_get, local_site
 from localboot.network import bridge_network
-from tools.localup import RequestLoop, change_home_page, http_get, local_site
 
 
 def main() -> None:

@@ -55,8 +55,8 @@ from bench.common import (
     write_file,
     wrk,
 )
+from harness.localsite import http_get, local_site
 from localboot.network import bridge_network
-from tools.localup import http_get, local_site
 
 STATIC_ROOT = f"/srv/{APP}/current/.djangoship-static"
 # The deployer's settings overlay and WSGI wrapper (components/host.py): "ours" runs through them.

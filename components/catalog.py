@@ -1,4 +1,4 @@
-"""Facts about AWS offerings that the program needs before any API call: sizes, images, prices.
+"""Facts about AWS offerings that the program needs before any API call: sizes, images, database classes, prices.
 
 Prices are on-demand, Linux, us-east-1, as published on 2026-11-01 (USD). They drive the `monthlyCostUsd`
 output, an estimate: other regions differ by up to ~30 %; data transfer and snapshots are not included.
@@ -23,6 +23,9 @@ class InstanceType:
     usd_per_hour: float
     arch: str  # AMI architecture: x86_64 or arm64
 
+
+# Families that run on CPU credits: the program asks for "standard" credits on them (see server.py).
+BURSTABLE_FAMILIES = frozenset({"t2", "t3", "t3a", "t4g"})
 
 INSTANCE_TYPES: dict[str, InstanceType] = {
     "t2.nano": InstanceType(1, 512, 0.0058, "x86_64"),
@@ -49,6 +52,9 @@ class Image:
     name_pattern: str  # {arch} is amd64 or arm64 in the publisher's naming
     ssh_user: str
     python: str  # the distribution's python3 (an app needing another gets a uv-managed CPython; appshape.py)
+    # The AMIs' root device: a launch template's block device mapping must name it exactly, or the volume it
+    # describes is added beside the root volume instead of replacing its settings.
+    root_device: str
     architectures: tuple[str, ...] = ("x86_64", "arm64")
 
     def name_for(self, arch: str) -> str:
@@ -57,11 +63,31 @@ class Image:
 
 IMAGES: dict[str, Image] = {
     "ubuntu-24.04": Image(
-        "099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*", "ubuntu", "3.12.3"
+        "099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*", "ubuntu", "3.12.3", "/dev/sda1"
     ),
-    "debian-12": Image("136693071363", "debian-12-{arch}-*", "admin", "3.11.2"),
-    "debian-13": Image("136693071363", "debian-13-{arch}-*", "admin", "3.13.5"),
+    "debian-12": Image("136693071363", "debian-12-{arch}-*", "admin", "3.11.2", "/dev/xvda"),
+    "debian-13": Image("136693071363", "debian-13-{arch}-*", "admin", "3.13.5", "/dev/xvda"),
 }
+
+# RDS for PostgreSQL, single-AZ, per hour; a Multi-AZ deployment (primary + standby) costs twice this.
+DB_INSTANCE_CLASSES: dict[str, float] = {
+    "db.t4g.micro": 0.016,
+    "db.t4g.small": 0.032,
+    "db.t4g.medium": 0.065,
+    "db.t4g.large": 0.129,
+    "db.t3.micro": 0.018,
+    "db.t3.small": 0.036,
+    "db.t3.medium": 0.072,
+    "db.t3.large": 0.145,
+    "db.m7g.large": 0.168,
+    "db.m6g.large": 0.159,
+    "db.m5.large": 0.178,
+    "db.r6g.large": 0.225,
+}
+
+
+def is_burstable(instance_type: str) -> bool:
+    return instance_type.split(".")[0] in BURSTABLE_FAMILIES
 
 
 def monthly_cost_usd(instance_type: str, volume_gb_total: int) -> float:
@@ -72,9 +98,8 @@ def monthly_cost_usd(instance_type: str, volume_gb_total: int) -> float:
 
 def default_workers(instance_type: str) -> int:
     """Gunicorn's rule, 2 × vCPU + 1 (the seed's 3 on a one-vCPU t2), capped at one sync worker per
-    200 MiB: a Django worker is ~45–55 MiB, and on 512 MiB (t2/t3/t4g.nano) 2 workers keep the idle stack
-    (PostgreSQL, gunicorn, nginx, PgBouncer) at 240 MiB RSS / 136 MiB PSS where 3 took 299 / 172 — with no
-    loss of throughput on one vCPU (86 vs 67 req/s, p99 304 vs 442 ms; docs/performance.md)."""
+    200 MiB: on 512 MiB (t2/t3/t4g.nano) 2 workers leave the idle stack room, with no loss of throughput on
+    one vCPU (measured: docs/performance.md, "Memory")."""
     size = INSTANCE_TYPES[instance_type]
     return max(2, min(2 * size.vcpus + 1, size.memory_mib // 200))
 

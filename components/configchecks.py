@@ -13,11 +13,10 @@ from typing import Any
 
 from . import envcontract
 from .appshape import plan_python
-from .catalog import DATABASE_PORTS, IMAGES, INSTANCE_TYPES, max_workers
+from .catalog import DATABASE_PORTS, DB_INSTANCE_CLASSES, IMAGES, INSTANCE_TYPES, max_workers
 from .configtable import HIDDEN, Given
 from .memory import memory_budget
 from .oncalendar import CalendarError, check_calendar
-from .scaled.prices import DB_INSTANCE_CLASSES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

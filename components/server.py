@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from .catalog import IMAGES, INSTANCE_TYPES
+from .catalog import IMAGES, INSTANCE_TYPES, is_burstable
 
 
 @dataclass
@@ -46,7 +46,7 @@ class WebServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: WebServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("djangoship:index:WebServer", name, None, opts)
         ami = args.ami_id or find_ami(args.image, args.instance_type)
-        burstable = args.instance_type.split(".")[0] in {"t2", "t3", "t3a", "t4g"}
+        burstable = is_burstable(args.instance_type)
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
             ami=ami,

@@ -2,7 +2,8 @@
 
 Pure infrastructure: a cached cloud-image-like root file system (:mod:`.rootfs`), a private
 bridge network (:mod:`.network`), guests seeded through cloud-init's NoCloud data source and
-reached over SSH or nsenter (:mod:`.guest`), SSH key pairs (:mod:`.keys`) and a host check
+reached over SSH or nsenter (:mod:`.guest`: its lifecycle; :mod:`.seed`, :mod:`.processes`,
+:mod:`.ssh`: the seed, the nspawn boot loop, SSH and SFTP), SSH key pairs (:mod:`.keys`) and a host check
 (:mod:`.requirements`). It knows nothing about the application it is used to test.
 
 Typical use (as root)::
@@ -19,20 +20,14 @@ Typical use (as root)::
         print(guest.run("cloud-init status --wait"))
 """
 
-from ._util import CommandError
-from .guest import (
-    Guest,
-    GuestError,
-    SSHResult,
-    boot_guest,
-    cleanup_stale_runs,
-    host_nameserver,
-    load_private_key,
-)
+from ._util import CommandError, GuestError
+from .guest import Guest, boot_guest, cleanup_stale_runs
 from .keys import generate_ed25519_keypair
 from .network import BridgeNetwork, bridge_network, nft_table_name
 from .requirements import check_host
 from .rootfs import DEFAULT_RELEASE, Mirrors, ensure_rootfs, host_mirrors, recipe_key
+from .seed import host_nameserver
+from .ssh import SSHResult, load_private_key
 
 __all__ = [
     "DEFAULT_RELEASE",

@@ -22,6 +22,10 @@ class CommandError(RuntimeError):
     """A host command failed; the message carries argv, exit code and stderr."""
 
 
+class GuestError(RuntimeError):
+    """The guest failed to boot, stopped unexpectedly, or did not answer in time."""
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,

@@ -15,6 +15,10 @@ packages, systemd units, reboots) can only be proven by really booting it. A gue
   cloud-init generated in the guest), or with ``nsenter`` for assertions that must not
   depend on SSH.
 
+This module is the guest's lifecycle (overlay, seed, start, stop, reboot); the seed's files are
+:mod:`localboot.seed`, the nspawn boot loop and the PIDs :mod:`localboot.processes`, SSH and SFTP
+:mod:`localboot.ssh`.
+
 :meth:`Guest.stop` powers the guest off and removes every trace (process, overlay mount,
 temporary directories); it is idempotent and runs on context-manager exit, at interpreter
 exit, and when start-up fails halfway. nspawn also gets SIGTERM should this process die
@@ -25,30 +29,31 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
-import ipaddress
 import json
 import os
 import re
 import secrets
-import signal
-import socket
-import stat
 import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any
 
 import paramiko
 
-from ._util import CommandError, mounts_under, remove_tree, run, unmount_tree
+from ._util import CommandError, GuestError, mounts_under, remove_tree, run, unmount_tree
 from .network import BridgeNetwork
+from .processes import (
+    REBOOT_EXIT_CODE,
+    NspawnSupervision,
+    proc_start_time,
+    processes_rooted_under,
+)
 from .rootfs import DEFAULT_CACHE_ROOT, DEFAULT_RELEASE, ensure_rootfs
+from .seed import host_nameserver, write_seed
+from .ssh import KeyLike, SSHAccess, load_private_key
 
-REBOOT_EXIT_CODE = 133
-MAX_BOOTS = 50
 RUN_ROOT = DEFAULT_CACHE_ROOT / "run"
 LOG_DIR = DEFAULT_CACHE_ROOT / "logs"
 KEEP_LOGS = 50
@@ -63,106 +68,10 @@ _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,11}")
 # Overlay mount options and nspawn --bind use ',' and ':' as separators.
 _UNSAFE_PATH_CHARS = set(",:\\\n")
 
-KeyLike: TypeAlias = "paramiko.PKey | str"
-
-
-class SSHResult(NamedTuple):
-    """Outcome of :meth:`Guest.run`; unpacks as ``(exit_code, stdout, stderr)``."""
-
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-
-
-class GuestError(RuntimeError):
-    """The guest failed to boot, stopped unexpectedly, or did not answer in time."""
-
-
-def host_nameserver(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
-    """The host's own IPv4 resolver, for the guest's network-config.
-
-    A loopback stub (systemd-resolved) is unreachable from the guest, so its upstream file
-    is used instead when present.
-    """
-    candidates = [resolv_conf, Path("/run/systemd/resolve/resolv.conf")]
-    for path in candidates:
-        if not path.is_file():
-            continue
-        for line in path.read_text(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "nameserver":
-                try:
-                    address = ipaddress.ip_address(parts[1])
-                except ValueError:
-                    continue
-                if address.version == 4 and not address.is_loopback:
-                    return str(address)
-    raise GuestError(f"no non-loopback IPv4 nameserver in {', '.join(map(str, candidates))}")
-
-
-def load_private_key(key: KeyLike) -> paramiko.PKey:
-    """A paramiko key from a key object or from PEM / OpenSSH private key text."""
-    if isinstance(key, paramiko.PKey):
-        return key
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(key))
-        except (paramiko.SSHException, ValueError):
-            continue
-    raise ValueError("unsupported or malformed private key (ed25519, ecdsa, rsa are accepted)")
-
 
 def _check_path(value: str, what: str) -> None:
     if _UNSAFE_PATH_CHARS & set(value):
         raise ValueError(f"{what} contains one of , : \\ or a newline: {value!r}")
-
-
-def _proc_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat: tells a live process from a reused PID."""
-    try:
-        stat_text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat_text.rsplit(")", 1)[1].split()[19]
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids.extend(int(k) for k in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return kids
-
-
-def _is_namespace_init(pid: int) -> bool:
-    """True when ``pid`` is PID 1 of a PID namespace other than ours."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    for line in status.splitlines():
-        if line.startswith("NSpid:"):
-            ids = line.split()[1:]
-            return len(ids) >= 2 and ids[-1] == "1"
-    return False
-
-
-def _processes_rooted_under(path: Path) -> list[int]:
-    """PIDs whose root directory is ``path`` or below it (a container still using it)."""
-    root = os.path.realpath(path)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            proc_root = os.readlink(entry / "root")
-        except OSError:
-            continue
-        if proc_root == root or proc_root.startswith(root + "/"):
-            found.append(int(entry.name))
-    return found
 
 
 def cleanup_stale_runs(run_root: Path = RUN_ROOT) -> list[Path]:
@@ -178,18 +87,18 @@ def cleanup_stale_runs(run_root: Path = RUN_ROOT) -> list[Path]:
         owner_file = rundir / "owner.json"
         try:
             owner = json.loads(owner_file.read_text())
-            alive = _proc_start_time(int(owner["pid"])) == owner["start"]
+            alive = proc_start_time(int(owner["pid"])) == owner["start"]
         except (OSError, ValueError, KeyError, TypeError):
             # No owner yet: possibly another process setting it up right now.
             alive = time.time() - rundir.stat().st_mtime < STALE_AFTER_S
-        if alive or _processes_rooted_under(rundir / "merged"):
+        if alive or processes_rooted_under(rundir / "merged"):
             continue
         remove_tree(rundir)
         removed.append(rundir)
     return removed
 
 
-class Guest:
+class Guest(NspawnSupervision, SSHAccess):
     """One booted Debian guest. Use as a context manager (or call start()/stop()).
 
     ``meta_data`` goes to the NoCloud ``meta-data`` (``instance-id`` and ``local-hostname``
@@ -311,41 +220,6 @@ class Guest:
                 self._stopped = True
                 atexit.unregister(self.stop)
 
-    def _terminate(self, timeout: float) -> None:
-        with self._cond:
-            self._stopping = True
-            proc = self._proc
-            self._cond.notify_all()
-        if proc is not None and proc.poll() is None:
-            init_pid = self._current_init_pid()
-            proc.send_signal(signal.SIGTERM)
-            if not self._wait_exited(proc, timeout):
-                # Killing nspawn alone would orphan the container: kill its init too. Both
-                # PIDs are re-checked first so that a reused PID is never hit.
-                if init_pid is not None and _is_namespace_init(init_pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(init_pid, signal.SIGKILL)
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGKILL)
-                if not self._wait_exited(proc, timeout):
-                    raise GuestError(f"systemd-nspawn (pid {proc.pid}) did not exit after SIGKILL")
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise GuestError(f"supervisor thread of {self.name} did not finish")
-
-    def _wait_exited(self, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-        """Wait until the supervisor thread has reaped ``proc`` (or it is reaped here)."""
-        with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    return False
-                return True
-            return self._cond.wait_for(lambda: self._proc is not proc, timeout)
-
     # ----------------------------------------------------------------- set-up
 
     def _mount_overlay(self, lower: Path) -> None:
@@ -359,43 +233,19 @@ class Guest:
         # The root of the overlay takes the upper dir's mode; make it a normal "/".
         upper.chmod(0o755)
         self.merged.chmod(0o755)
-        (self.rundir / "owner.json").write_text(
-            json.dumps({"pid": os.getpid(), "start": _proc_start_time(os.getpid())})
-        )
+        (self.rundir / "owner.json").write_text(json.dumps({"pid": os.getpid(), "start": proc_start_time(os.getpid())}))
         options = f"lowerdir={lower},upperdir={upper},workdir={work}"
         run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.merged)])
 
     def _write_seed(self) -> None:
-        seed = self.merged / "var/lib/cloud/seed/nocloud"
-        seed.mkdir(parents=True, exist_ok=True)
-        seed.chmod(0o700)
-        network_config = {
-            "version": 1,
-            "config": [
-                {
-                    "type": "physical",
-                    "name": "host0",
-                    "subnets": [
-                        {
-                            "type": "static",
-                            "address": f"{self.ip}/{self.network.prefixlen}",
-                            "gateway": self.network.gateway,
-                            "dns_nameservers": [self.nameserver],
-                        }
-                    ],
-                }
-            ],
-        }
-        # JSON is YAML, and needs no YAML library here.
-        self._write_private(seed / "meta-data", json.dumps(self.meta_data, indent=2).encode() + b"\n")
-        self._write_private(seed / "network-config", json.dumps(network_config, indent=2).encode() + b"\n")
-        self._write_private(seed / "user-data", self.user_data)
-
-    @staticmethod
-    def _write_private(path: Path, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write_seed(
+            self.merged / "var/lib/cloud/seed/nocloud",
+            self.meta_data,
+            self.user_data,
+            address=f"{self.ip}/{self.network.prefixlen}",
+            gateway=self.network.gateway,
+            nameserver=self.nameserver,
+        )
 
     def _prune_logs(self) -> None:
         logs = sorted(self._log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
@@ -424,107 +274,6 @@ class Guest:
         ]
         argv += [f"--bind={host}:{guest}" for host, guest in self.binds]
         return argv
-
-    # ----------------------------------------------------------------- supervision
-
-    def _supervise(self) -> None:
-        """Run nspawn; start it again when the guest rebooted (exit 133), until stopped."""
-        argv = self.nspawn_argv()
-        while True:
-            with self._cond:
-                if self._stopping or self.boot_count >= MAX_BOOTS:
-                    return
-                with open(self.console_log, "ab") as log:
-                    log.write(f"\n=== localboot: boot {self.boot_count + 1} of {self.name} ===\n".encode())
-                    log.flush()
-                    proc = subprocess.Popen(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                self._proc = proc
-                self.boot_count += 1
-                self.last_boot_started_at = time.monotonic()
-                self._cond.notify_all()
-            code = proc.wait()
-            with self._cond:
-                self._proc = None
-                self.last_exit_code = code
-                self._cond.notify_all()
-            if code != REBOOT_EXIT_CODE:
-                return
-
-    def _current_init_pid(self) -> int | None:
-        """PID (host view) of the guest's init for the current boot, or None."""
-        with self._cond:
-            proc, boot = self._proc, self.boot_count
-            if self._init_pid and self._init_pid[0] == boot and proc is not None:
-                return self._init_pid[1]
-        if proc is None:
-            return None
-        queue: list[int] = [proc.pid]
-        seen: set[int] = set()
-        while queue:
-            pid = queue.pop(0)
-            if pid in seen or len(seen) > 64:
-                continue
-            seen.add(pid)
-            if pid != proc.pid and _is_namespace_init(pid):
-                with self._cond:
-                    if self._proc is proc:
-                        self._init_pid = (boot, pid)
-                return pid
-            queue.extend(_children(pid))
-        return None
-
-    def _running(self) -> bool:
-        with self._cond:
-            return self._proc is not None and not self._stopping
-
-    def _fail(self, message: str) -> GuestError:
-        return GuestError(f"{message}\n--- console of {self.name} (tail) ---\n{self.console_tail()}")
-
-    def console_tail(self, chars: int = 3000) -> str:
-        """The end of the console log (for error messages)."""
-        try:
-            data = self.console_log.read_bytes()[-chars:]
-        except OSError:
-            return ""
-        return data.decode(errors="replace")
-
-    def _wait_for_boot(self, boot: int, timeout: float) -> int:
-        """Wait until boot number ``boot`` runs an init; return its PID."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._cond:
-                exited = self.boot_count >= boot and self._proc is None and not self._stopping
-                if exited and (self.last_exit_code != REBOOT_EXIT_CODE or self.boot_count >= MAX_BOOTS):
-                    raise self._fail(f"systemd-nspawn exited with {self.last_exit_code}")
-                if self._stopping:
-                    raise GuestError(f"guest {self.name} is being stopped")
-            if self.boot_count >= boot:
-                pid = self._current_init_pid()
-                if pid is not None:
-                    return pid
-            with self._cond:
-                self._cond.wait(0.1)
-        raise self._fail(f"guest {self.name}: no init process of boot {boot} after {timeout}s")
-
-    @property
-    def nspawn_pid(self) -> int | None:
-        """PID of the current systemd-nspawn process (None between boots or when stopped)."""
-        with self._cond:
-            return self._proc.pid if self._proc is not None else None
-
-    @property
-    def init_pid(self) -> int:
-        """PID (host view) of the guest's init; raises if the guest is not running."""
-        pid = self._current_init_pid()
-        if pid is None:
-            raise GuestError(f"guest {self.name} is not running")
-        return pid
 
     # ----------------------------------------------------------------- access
 
@@ -557,14 +306,6 @@ class Guest:
             time.sleep(0.5)
         raise self._fail(f"no SSH on {self.ip}:22 after {timeout}s")
 
-    def _ssh_banner(self) -> bool:
-        try:
-            with socket.create_connection((self.ip, 22), timeout=1) as sock:
-                sock.settimeout(2)
-                return sock.recv(4).startswith(b"SSH-")
-        except OSError:
-            return False
-
     def host_keys(self) -> list[str]:
         """The guest's SSH host public keys (``type base64``), read from its file system."""
         keys = []
@@ -573,131 +314,6 @@ class Guest:
             if len(parts) >= 2:
                 keys.append(f"{parts[0]} {parts[1]}")
         return keys
-
-    def ssh(self, user: str = "admin", key: KeyLike | None = None, timeout: float = 30) -> paramiko.SSHClient:
-        """A new SSH connection (key auth only; the guest's host key is verified).
-
-        The caller owns the returned client and should close it.
-        """
-        pkey = load_private_key(key) if key is not None else self.ssh_key
-        if pkey is None:
-            raise ValueError("no SSH key: pass key= or give the Guest an ssh_key")
-        client = paramiko.SSHClient()
-        for line in self.host_keys():
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{self.ip} {line}")
-            if entry is not None and entry.key is not None:
-                client.get_host_keys().add(self.ip, entry.key.get_name(), entry.key)
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        try:
-            client.connect(
-                self.ip,
-                username=user,
-                pkey=pkey,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-        except BaseException:
-            client.close()
-            raise
-        return client
-
-    def _client(self, user: str, key: KeyLike | None) -> paramiko.SSHClient:
-        cache_key = user if key is None else f"{user}:{id(key)}"
-        client = self._clients.get(cache_key)
-        transport = client.get_transport() if client else None
-        if client is None or transport is None or not transport.is_active():
-            if client is not None:
-                client.close()
-            client = self.ssh(user, key)
-            self._clients[cache_key] = client
-        return client
-
-    def _close_clients(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-
-    def run(
-        self,
-        cmd: str,
-        stdin: bytes | None = None,
-        timeout: float = 600,
-        user: str = "admin",
-        key: KeyLike | None = None,
-    ) -> SSHResult:
-        """Run ``cmd`` over SSH exec (no PTY), feeding ``stdin``; bounded by ``timeout`` s."""
-        transport = self._client(user, key).get_transport()
-        assert transport is not None
-        channel = transport.open_session(timeout=30)
-        try:
-            channel.exec_command(cmd)
-            feeder = threading.Thread(target=self._feed, args=(channel, stdin), daemon=True)
-            feeder.start()
-            out, err = bytearray(), bytearray()
-            deadline = time.monotonic() + timeout
-            # sshd sends all output before the exit status, and paramiko buffers messages in
-            # order: once the status is there, draining the buffers gets everything.
-            while not channel.exit_status_ready():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{cmd!r} on {self.name} still running after {timeout}s")
-                chunk_out = _drain(channel.recv_ready, channel.recv)
-                chunk_err = _drain(channel.recv_stderr_ready, channel.recv_stderr)
-                out += chunk_out
-                err += chunk_err
-                if not chunk_out and not chunk_err:
-                    time.sleep(0.02)
-            out += _drain(channel.recv_ready, channel.recv)
-            err += _drain(channel.recv_stderr_ready, channel.recv_stderr)
-            return SSHResult(channel.recv_exit_status(), bytes(out), bytes(err))
-        finally:
-            channel.close()
-
-    @staticmethod
-    def _feed(channel: paramiko.Channel, data: bytes | None) -> None:
-        try:
-            if data:
-                channel.sendall(data)
-            channel.shutdown_write()
-        except (OSError, EOFError, paramiko.SSHException):
-            pass  # the command exited without reading all of its input
-
-    def put(
-        self,
-        local_path: str | os.PathLike[str],
-        remote_path: str,
-        user: str = "admin",
-        key: KeyLike | None = None,
-    ) -> None:
-        """Upload a file, or a directory recursively, over SFTP (modes preserved)."""
-        local = Path(local_path)
-        sftp = self._client(user, key).open_sftp()
-        try:
-            if local.is_dir():
-                self._put_dir(sftp, local, remote_path)
-            else:
-                sftp.put(str(local), remote_path)
-                sftp.chmod(remote_path, stat.S_IMODE(local.stat().st_mode))
-        finally:
-            sftp.close()
-
-    def _put_dir(self, sftp: paramiko.SFTPClient, local: Path, remote: str) -> None:
-        with contextlib.suppress(OSError):
-            sftp.mkdir(remote)
-        sftp.chmod(remote, stat.S_IMODE(local.stat().st_mode))
-        for entry in sorted(local.iterdir()):
-            target = f"{remote.rstrip('/')}/{entry.name}"
-            if entry.is_symlink():
-                with contextlib.suppress(OSError):
-                    sftp.remove(target)
-                sftp.symlink(os.readlink(entry), target)
-            elif entry.is_dir():
-                self._put_dir(sftp, entry, target)
-            elif entry.is_file():
-                sftp.put(str(entry), target)
-                sftp.chmod(target, stat.S_IMODE(entry.stat().st_mode))
 
     def reboot_and_wait(self, timeout: float = 120) -> float:
         """``systemctl reboot`` inside, wait for the next boot and for SSH; returns seconds
@@ -719,13 +335,6 @@ class Guest:
         return bool(mounts_under(self.merged))
 
 
-def _drain(ready: Any, recv: Any) -> bytes:
-    data = b""
-    while ready():
-        data += recv(65536)
-    return data
-
-
 @contextlib.contextmanager
 def boot_guest(
     network: BridgeNetwork,
@@ -742,10 +351,6 @@ def boot_guest(
 
 __all__ = [
     "Guest",
-    "GuestError",
-    "SSHResult",
     "boot_guest",
     "cleanup_stale_runs",
-    "host_nameserver",
-    "load_private_key",
 ]

@@ -4,7 +4,7 @@ policy, unversioned and never expiring."""
 
 from __future__ import annotations
 
-from tools.mockrun import ProgramRun, run_program
+from harness.mockrun import ProgramRun, run_program
 
 SETTINGS = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",

@@ -27,9 +27,9 @@ from components.host import render
 from components.scaled.boot import scaled_plan
 from components.scaled.loadbalancer import ORIGIN_HEADER
 from components.settings import load_settings
+from harness import mockrun
+from harness.mockrun import ProgramRun, run_program
 from tests.conftest import skip_or_fail
-from tools import mockrun
-from tools.mockrun import ProgramRun, run_program
 
 PREFIX_LIST = "pl-3b927c52"  # what AWS answers in us-east-1 for the name below
 ORIGIN_FACING = "com.amazonaws.global.cloudfront.origin-facing"

@@ -13,8 +13,8 @@ import pytest
 
 from components.oncalendar import CalendarError, check_calendar
 from components.settings import ConfigError, load_settings
+from harness.mockrun import run_program
 from tests.conftest import skip_or_fail
-from tools.mockrun import run_program
 
 # Accepted and refused forms (systemd.time(7)), the edge of every component's range, and the mistakes an
 # operator makes ("every day", a cron line, 24:00).

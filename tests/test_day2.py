@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_local_boot import APP, create_row, sh, upload_photo
+from site_helpers import APP, create_row, sh, upload_photo
 
-from tools.localup import RequestLoop, change_home_page, http_get, local_site, wait_for_200
-from tools.replay import StepFailed
+from harness.localsite import RequestLoop, change_home_page, http_get, local_site, wait_for_200
+from harness.replay import StepFailed
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent

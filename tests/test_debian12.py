@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import test_day2
 import test_local_boot
+from site_helpers import APP, sh
 from test_day2 import replacement, s3, site, workdir  # noqa: F401  (fixtures, used by name)
-from test_local_boot import APP, sh
 
 pytestmark = pytest.mark.localboot
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 from foreign_apps import ForeignApp, build
-from test_local_boot import Browser, admin_login, multipart, png_bytes, sh
+from site_helpers import Browser, admin_login, multipart, png_bytes, sh
 
-from tools.localup import RequestLoop, http_get, local_site
-from tools.replay import StepFailed
+from harness.localsite import RequestLoop, http_get, local_site
+from harness.replay import StepFailed
 
 pytestmark = pytest.mark.localboot
 NAME = "foreign"  # one app name for every project: one server, one database, one data volume

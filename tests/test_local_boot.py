@@ -1,14 +1,12 @@
 """The real first boot: the program's own user-data and remote steps on a Debian guest, checked over HTTP.
 
 The guest (localboot/) is seeded with exactly the user-data the program renders under mocks; the program's
-remote steps run over real SSH with the generated key (tools/replay.py); then everything is checked as a
+remote steps run over real SSH with the generated key (harness/replay.py); then everything is checked as a
 visitor and as an operator would: through nginx → gunicorn → Django → PostgreSQL, and on the host itself.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
-import io
 import re
 import shutil
 import subprocess
@@ -20,12 +18,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from site_helpers import APP, admin_login, create_row, png_bytes, sh, upload_photo
 
-from tools.localup import http_get, local_site
+from harness.localsite import http_get, local_site
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent
-APP = "photofeed"
 
 
 @pytest.fixture(scope="module")
@@ -35,96 +33,6 @@ def site(network):
         for step in live.steps:
             print(f"[first boot]   {step.name}: {step.seconds:.1f} s")
         yield live
-
-
-def sh(site, command: str, check: bool = True) -> str:
-    result = site.guest.exec(["bash", "-c", command], timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{command!r} failed ({result.returncode}): {result.stderr.decode()}{result.stdout.decode()}"
-        )
-    return result.stdout.decode()
-
-
-class Browser:
-    """A visitor with cookies, speaking to the guest's address."""
-
-    def __init__(self, base: str):
-        self.base = base
-        self.cookies = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect)
-
-    def request(self, path: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
-        request = urllib.request.Request(self.base + path, data=data, headers=headers or {})
-        try:
-            with self.opener.open(request, timeout=30) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
-
-    def csrf(self, path: str) -> str:
-        status, _, body = self.request(path)
-        assert status == 200, (path, status, body[:300])
-        return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def png_bytes() -> bytes:
-    """A real 8×8 PNG, made without Pillow on the host (zlib + struct)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    rows = b"".join(b"\x00" + bytes([200, 30, 30]) * 8 for _ in range(8))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = io.BytesIO()
-    for name, value in fields.items():
-        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, (filename, data, kind) in files.items():
-        body.write(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-            f"Content-Type: {kind}\r\n\r\n".encode()
-            + data
-            + b"\r\n"
-        )
-    body.write(f"--{boundary}--\r\n".encode())
-    return body.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-def create_row(site, title: str, image: str = "photos/none.png") -> None:
-    """A row written through the app's own models, as the app user with its environment."""
-    model = "from feed.models import Photo; Photo.objects.create"
-    sh(site, f"{APP}-manage shell -c \"{model}(title='{title}', image='{image}')\"")
-
-
-def upload_photo(site, title: str) -> str:
-    """Upload through the app's own form; returns the /media/ URL the home page shows for it."""
-    browser = Browser(site.url)
-    token = browser.csrf("/")
-    body, kind = multipart(
-        {"csrfmiddlewaretoken": token, "title": title}, {"image": ("dot.png", png_bytes(), "image/png")}
-    )
-    status, headers, _ = browser.request("/upload/", body, {"Content-Type": kind, "Referer": site.url + "/"})
-    assert status in (302, 303), status
-    _, _, page = browser.request("/")
-    match = re.search(rb'src="(/media/[^"]+)"', page)
-    assert title.encode() in page and match, page[:500]
-    return match.group(1).decode()
 
 
 # --- the first boot ------------------------------------------------------------------------------------
@@ -176,23 +84,6 @@ def test_static_files_come_from_nginx_not_django(site):
     finally:
         sh(site, "systemctl start gunicorn.socket gunicorn.service")
     assert http_get(site.url + "/healthz")[0] == 200
-
-
-def admin_login(site) -> Browser:
-    """Log in to /admin/ with the stack's outputs adminUser and adminPassword; the browser keeps the session."""
-    browser = Browser(site.url)
-    token = browser.csrf("/admin/login/")
-    form = urllib.parse.urlencode(
-        {
-            "csrfmiddlewaretoken": token,
-            "username": site.run.outputs["adminUser"],
-            "password": site.run.outputs["adminPassword"],
-            "next": "/admin/",
-        }
-    ).encode()
-    status, headers, _ = browser.request("/admin/login/?next=/admin/", form, {"Referer": site.url + "/admin/login/"})
-    assert status == 302 and headers["Location"] == "/admin/", status
-    return browser
 
 
 def test_admin_logs_in_with_the_generated_password(site):
@@ -288,7 +179,12 @@ def test_reboot_keeps_site_and_data(site):
     media_url = upload_photo(site, "before-reboot")
     seconds = site.guest.reboot_and_wait(timeout=180)
     started = time.monotonic()
-    while http_get(site.url + "/healthz", timeout=5)[0] != 200:
+    while True:
+        try:
+            if http_get(site.url + "/healthz", timeout=5)[0] == 200:
+                break
+        except OSError:  # the first request starts gunicorn (socket activation): on a busy host it outlasts a probe
+            pass
         assert time.monotonic() - started < 60, "site not back after reboot"
         time.sleep(0.5)
     status, _, page = http_get(site.url + "/")

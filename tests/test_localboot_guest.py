@@ -7,7 +7,7 @@ Needs root, systemd-nspawn, debootstrap, nft, ip and overlayfs (see localboot.ch
 skipped when they are missing, except under CI=true where that is a failure. The first run
 builds the cached root file system (~1.5 min).
 
-Network: the guests live on a private bridge (10.77.0.0/24); the tests only connect to the
+Network: the guests live on a private bridge (10.77.0.0/24, or LOCALBOOT_BRIDGE's); the tests only connect to the
 guests' own addresses there, in loops bounded in count and time.
 """
 
@@ -43,8 +43,8 @@ from localboot.network import STATE_DIR, link_exists, nft_table_exists
 
 pytestmark = pytest.mark.localboot
 
-BRIDGE = "lbr0"
-CIDR = "10.77.0.1/24"
+# LOCALBOOT_BRIDGE=NAME,CIDR gives a second run on this machine its own bridge (as in conftest.py).
+BRIDGE, CIDR = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 MARKER = "/etc/localboot-test/marker"
 RUNCMD_FLAG = "/var/lib/localboot-test-runcmd"
@@ -179,7 +179,7 @@ def test_guest_address_is_on_the_bridge(lab: Lab) -> None:
     assert guest.ip in {str(h) for h in lab.network.network.hosts()}
     addrs = json.loads(guest.exec(["ip", "-j", "-4", "addr", "show", "dev", "host0"], check=True).stdout)
     assert {(a["local"], a["prefixlen"]) for a in addrs[0]["addr_info"]} == {(guest.ip, 24)}
-    assert f"vb-{guest.name}" in os.listdir(f"/sys/class/net/{BRIDGE}/brif")
+    assert f"vb-{guest.machine_name}" in os.listdir(f"/sys/class/net/{BRIDGE}/brif")
 
 
 def test_exec_enters_the_guest(lab: Lab) -> None:
@@ -238,13 +238,16 @@ def test_failing_runcmd_makes_cloud_init_status_fail(lab: Lab) -> None:
 
 
 def test_failed_start_cleans_up(lab: Lab, tmp_path: Path) -> None:
-    before = set(RUN_ROOT.iterdir())
+    def own() -> set[Path]:  # other runs on this machine may add and remove theirs meanwhile
+        return {path for path in RUN_ROOT.iterdir() if path.name.startswith("lbbad-")}
+
+    before = own()
     with (
         pytest.raises(GuestError, match="not a root file system"),
         boot_guest(lab.network, "lbbad", b"#cloud-config\n", rootfs=tmp_path),
     ):
         pass
-    assert set(RUN_ROOT.iterdir()) == before
+    assert own() == before
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -265,10 +268,10 @@ def test_teardown_leaves_nothing_behind(lab: Lab) -> None:
     for pid in (lab.nspawn_pid, lab.init_pid):
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} still there"
     assert _processes_mentioning(str(rundir)) == []
-    assert mounts_under(RUN_ROOT) == []
+    assert mounts_under(rundir) == []  # its own: other runs on this machine may have guests up
     assert not rundir.exists()
     assert not link_exists(BRIDGE)
-    assert not link_exists(f"vb-{lab.guest.name}")
+    assert not link_exists(f"vb-{lab.guest.machine_name}")
     assert not nft_table_exists(nft_table_name(BRIDGE))
     assert IP_FORWARD.read_text().strip() == lab.ip_forward_before
 

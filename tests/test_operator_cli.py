@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_templates import check_shell, plan_for, site_for
+from rendered.helpers import check_shell, plan_for, site_for
 
 from djangoship import remote, report
 from djangoship.cli import main, parser
@@ -21,7 +21,7 @@ from djangoship.remote import Layout
 from djangoship.ssh import HostTrust, Session, ssh_command
 from djangoship.stack import Stack, StackError, from_outputs, read_pulumi_stack
 from djangoship.verbs import VERBS
-from tools.mockrun import run_program
+from harness.mockrun import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT = Layout("photofeed")

@@ -19,13 +19,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from site_helpers import APP, create_row, sh
 
 # Day 2's guest (a copy of the example app, backups to moto's S3): fixtures, used by name.
 from test_day2 import live_release, s3, site, workdir  # noqa: F401
-from test_local_boot import APP, create_row, sh
 
+from harness.localsite import change_home_page, http_get, wait_for_200, write_outputs
 from localboot.keys import generate_ed25519_keypair
-from tools.localup import change_home_page, http_get, wait_for_200, write_outputs
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,9 +11,9 @@ import re
 import urllib.parse
 
 import pytest
-from test_local_boot import APP, admin_login, sh, upload_photo
+from site_helpers import APP, admin_login, sh, upload_photo
 
-from tools.localup import http_get, local_site
+from harness.localsite import http_get, local_site
 
 pytestmark = pytest.mark.localboot
 POOLER_PORT = 6432

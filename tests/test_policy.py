@@ -26,7 +26,7 @@ from pulumi_policy.proxy import unknown_checking_proxy
 from components import catalog, release
 from components.host import encode_user_data
 from components.settings import APP_KEYS, KEYS
-from tools.mockrun import ProgramRun, Registered, run_program
+from harness.mockrun import ProgramRun, Registered, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "policy"))

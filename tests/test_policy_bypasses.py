@@ -14,8 +14,8 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResourceOptions
 from pulumi_policy.proxy import unknown_checking_proxy
 
+from harness.mockrun import ProgramRun, Registered, run_program
 from tests.test_policy import INSTANCE, SG, mutated, pack, synthetic, violations
-from tools.mockrun import ProgramRun, Registered, run_program
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ import yaml
 from components import release as release_module
 from components.host import plan_host, remote_script
 from components.settings import ConfigError, load_settings
+from harness.mockrun import ProgramRun, fixed_test_key, run_program
 from tests.conftest import skip_or_fail
 from tests.test_policy import pack
-from tools.mockrun import ProgramRun, _fixed_test_key, run_program
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SSH_SOURCE = "ssh://git@git.example.com/acme/shop.git"
@@ -83,7 +83,7 @@ def _run(profile: str, source: str = SSH_SOURCE) -> ProgramRun:
 
 def _key_line() -> str:
     """A line from inside the private key the mocks generate (for the deploy key and the login key alike)."""
-    return _fixed_test_key()[0].split("-----")[2].strip().splitlines()[0]
+    return fixed_test_key()[0].split("-----")[2].strip().splitlines()[0]
 
 
 def _plain_inputs_holding(run: ProgramRun, text: str) -> list[str]:
@@ -103,7 +103,7 @@ def test_single_server_gets_the_deploy_key_on_stdin_only():
     assert public.startswith("ssh-ed25519 ") and public.endswith(" djangoship-dev-shop")
     assert "deployKey" not in run.secret_outputs  # the public half is for the repository's settings page
     deploy = run.named("shop-deploy")
-    assert "stdin" in deploy.secret_inputs and deploy.inputs["stdin"] == _fixed_test_key()[0]
+    assert "stdin" in deploy.secret_inputs and deploy.inputs["stdin"] == fixed_test_key()[0]
     create = deploy.inputs["create"]
     assert "GIT_SSH_COMMAND=" in create and "-i /etc/shop/deploy-key" in create and "BatchMode=yes" in create
     assert "StrictHostKeyChecking=accept-new" in create and "IdentityAgent=none" in create
@@ -126,7 +126,7 @@ def test_scaled_servers_read_the_deploy_key_from_a_securestring_never_user_data(
     assert run.outputs["deployKey"].startswith("ssh-ed25519 ")
     (parameter,) = [r for r in run.of_type("aws:ssm/parameter:Parameter") if r.inputs["name"].endswith("/deploy-key")]
     assert parameter.inputs["type"] == "SecureString" and "value" in parameter.secret_inputs
-    assert parameter.inputs["value"] == _fixed_test_key()[0]
+    assert parameter.inputs["value"] == fixed_test_key()[0]
     assert _plain_inputs_holding(run, _key_line()) == []
     (template,) = run.of_type(pack.LAUNCH_TEMPLATE)
     user_data = "\n".join(pack.user_data_layers(template.inputs["userData"]))
@@ -257,7 +257,7 @@ def private_repo(tmp_path):
     repositories.mkdir()
     subprocess.run(["git", "clone", "-q", "--bare", str(source), str(repositories / "shop.git")], check=True)
     commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    private, public = _fixed_test_key()  # what the mocks' pulumi-tls returns for the deploy key
+    private, public = fixed_test_key()  # what the mocks' pulumi-tls returns for the deploy key
     host_key, host_line = _host_key(tmp_path, "host")
     host = GitHost(repositories, public, host_key)
     yield {"tmp": tmp_path, "host": host, "commit": commit, "private": private, "host_line": host_line}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.mockrun import MockState, ProgramRun, run_program
+from harness.mockrun import MockState, ProgramRun, run_program
 
 INSTANCE = "aws:ec2/instance:Instance"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
@@ -259,9 +259,9 @@ def test_outputs_and_their_secrecy(default_run):
 
 
 def test_own_public_key_generates_nothing():
-    from tools.mockrun import _fixed_test_key
+    from harness.mockrun import fixed_test_key
 
-    private, public = _fixed_test_key()
+    private, public = fixed_test_key()
     run = run_program({"sshPublicKey": public, "sshPrivateKey": private}, secret_keys=("sshPrivateKey",))
     assert not run.of_type("tls:index/privateKey:PrivateKey")
     assert run.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"] == public

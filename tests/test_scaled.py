@@ -35,6 +35,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import skip_or_fail
+from rendered.helpers import need
+from rendered.helpers import run as run_tool
 
 from components.host import render
 from components.release import Release
@@ -50,7 +52,7 @@ from components.scaled.boot import (
 from components.scaled.cdn import ALL_VIEWER_AND_CLOUDFRONT_HEADERS, CACHING_DISABLED, CACHING_OPTIMIZED
 from components.scaled.prices import monthly_cost_breakdown
 from components.settings import load_settings
-from tools.mockrun import MockState, ProgramRun, Registered, run_program
+from harness.mockrun import MockState, ProgramRun, Registered, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALED: dict[str, Any] = {"profile": "scaled"}
@@ -142,17 +144,8 @@ def secrets_of(state: MockState) -> list[str]:
     return values
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool) or next(
-        (str(p) for p in (Path("/usr/sbin") / tool, Path("/sbin") / tool) if p.exists()), None
-    )
-    if not path:
-        skip_or_fail(f"`{tool}` is not installed on this host")
-    return str(path)
-
-
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120, **kwargs)
+    return run_tool(argv, timeout=120, **kwargs)  # a PostgreSQL cluster's start and stop among them
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -660,7 +653,9 @@ def render_gate(tmp: Path, postgres: dict[str, str], release_id: str, migrate_fa
     )
     release = Release(id=release_id, archive=Path("/nonexistent.tar.gz"))
     boot = BootValues("us-east-1", "/p/env:1", "/p/admin-password:1", "artifacts", "assets")
-    context = release_context(plan, release, boot, arch="x86_64", vpc_cidr="10.20.0.0/16", paths=paths)
+    # The gate's programs are stand-ins in the test's folder: the paths the template is given are theirs.
+    context = release_context(plan, release, boot, arch="x86_64", vpc_cidr="10.20.0.0/16")
+    context["paths"] = dataclasses.asdict(paths)
     script = tmp / f"release-once-{release_id}"
     script.write_text(render("scaled/release-once.sh.j2", plan, **(context | {"pg_sslmode": "disable"})))
     script.chmod(0o755)
@@ -1014,7 +1009,7 @@ def test_domain_brings_certificates_https_and_the_records_to_create(with_domain:
 
 
 def test_outside_us_east_1_cloudfront_gets_its_own_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tools import mockrun
+    from harness import mockrun
 
     answer = mockrun.ProgramMocks.call
 

@@ -12,8 +12,8 @@ import yaml
 from components.envcontract import reserved_names
 from components.host import app_python, plan_host
 from components.settings import APP_KEYS, KEYS, ConfigError, load_settings
+from harness.mockrun import run_program
 from tools import configdoc
-from tools.mockrun import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Beyond the web process (issue 14), without a server: the config keys (`app.processes`, `app.schedules`,
 `redis`, `app.asgiModule`) and their checks, OnCalendar held to systemd's own parser, the memory budget, the
 env contract's REDIS_URL, and every file rendered for them through the project's real validators
-(`systemd-analyze verify`, `nginx -t`, shellcheck — the helpers of tests/test_templates.py). The guest proof is
+(`systemd-analyze verify`, `nginx -t`, shellcheck — the helpers of tests/rendered). The guest proof is
 tests/test_foreign_apps.py's `workers` project.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pulumi
 import pytest
-from test_templates import (
+from rendered.helpers import (
     PUBLIC_IP,
     assert_nginx_accepts,
     certificate,
@@ -33,7 +33,7 @@ from components.host import plan_host, render_app_units, render_gunicorn_config,
 from components.memory import memory_budget
 from components.oncalendar import CalendarError, check_calendar
 from components.settings import load_settings
-from tools.mockrun import MockState, run_program
+from harness.mockrun import MockState, run_program
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "photofeed")
 WORKERS_APP = {

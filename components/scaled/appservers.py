@@ -16,13 +16,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from ..catalog import IMAGES, is_burstable
 from ..server import find_ami
 
 LAUNCH_HOOK_TIMEOUT_SECONDS = 1800  # packages, pip, migrations on a small instance; then the launch is abandoned
-BURSTABLE_FAMILIES = {"t2", "t3", "t3a", "t4g"}
-# The root device of each image's AMIs: the launch template's block device mapping must name it exactly, or
-# the volume it describes is added beside the root volume instead of replacing its settings.
-ROOT_DEVICES = {"ubuntu-24.04": "/dev/sda1", "debian-12": "/dev/xvda", "debian-13": "/dev/xvda"}
 
 
 @dataclass
@@ -50,7 +47,7 @@ class AppServers(pulumi.ComponentResource):
     def __init__(self, name: str, args: AppServersArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("djangoship:scaled:AppServers", name, None, opts)
         ami = args.ami_id or find_ami(args.image, args.instance_type)
-        burstable = args.instance_type.split(".")[0] in BURSTABLE_FAMILIES
+        burstable = is_burstable(args.instance_type)
         instance_tags = args.tags | {"Release": args.release_id}
         self.launch_template = aws.ec2.LaunchTemplate(
             f"{name}-app-lt",
@@ -72,7 +69,7 @@ class AppServers(pulumi.ComponentResource):
             ),
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=ROOT_DEVICES[args.image],
+                    device_name=IMAGES[args.image].root_device,
                     ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                         volume_type="gp3",
                         volume_size=args.root_volume_gb,

@@ -28,7 +28,7 @@ LOCK_WAIT_SECONDS = 1500  # a server waits this long for another's migrations (t
 
 @dataclass(frozen=True)
 class ServerPaths:
-    """Where the app server's programs live. One place, so the templates agree (and tests can move them)."""
+    """Where the app server's programs live. One place, so the templates agree."""
 
     aws: str
     manage: str  # the wrapper on PATH, what the deploy and operators call
@@ -102,13 +102,12 @@ def render_scaled_user_data(
     vpc_cidr: str,
     admin_user: str,
     admin_email: str,
-    paths: ServerPaths | None = None,
 ) -> str:
     """The app servers' first-boot document, `#cloud-config`. Holds no secret at all."""
     return render(
         "scaled/user-data.yaml.j2",
         plan,
-        **release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr, paths=paths),
+        **release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr),
         admin_user=admin_user,
         admin_email=admin_email,
     )
@@ -121,7 +120,6 @@ def release_context(
     *,
     arch: str,
     vpc_cidr: str,
-    paths: ServerPaths | None = None,
 ) -> dict[str, object]:
     """The template values beyond the host plan (also what tests render single scripts with)."""
     return {
@@ -136,7 +134,7 @@ def release_context(
         # The app answers the health path for any Host; "localhost" reaches nginx's default server.
         "health_host": "localhost",
         # the scaled profile's own
-        "paths": dataclasses.asdict(paths or ServerPaths.for_app(plan.app)),
+        "paths": dataclasses.asdict(ServerPaths.for_app(plan.app)),
         "region": boot.region,
         "env_parameter": boot.env_parameter,
         "admin_parameter": boot.admin_parameter,

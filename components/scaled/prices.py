@@ -1,14 +1,14 @@
 """What the scaled profile costs per month, before traffic: the `monthlyCostUsd` output.
 
 Prices are on-demand, us-east-1, as published on 2026-11-01 (USD), like `components/catalog.py` (whose
-EC2 and gp3 prices the app servers use). Not included: data transfer, CloudFront requests and bytes (the
+EC2, gp3 and RDS class prices it uses). Not included: data transfer, CloudFront requests and bytes (the
 first 1 TB and 10 million requests a month are free), S3 storage and requests, RDS backup storage beyond
 the database's size (free up to it), load balancer capacity beyond one LCU.
 """
 
 from __future__ import annotations
 
-from ..catalog import GP3_PER_GB_MONTH, HOURS_PER_MONTH, INSTANCE_TYPES, PUBLIC_IPV4_PER_HOUR
+from ..catalog import DB_INSTANCE_CLASSES, GP3_PER_GB_MONTH, HOURS_PER_MONTH, INSTANCE_TYPES, PUBLIC_IPV4_PER_HOUR
 
 PRICES_DATE = "2026-11-01"
 PRICES_REGION = "us-east-1"
@@ -20,22 +20,6 @@ NAT_GATEWAY_PER_HOUR = 0.045  # plus its Elastic IP (public IPv4) and $0.045 per
 KMS_KEY_PER_MONTH = 1.00  # the key of the app servers' SecureString parameters ($1 more per yearly rotation, ≤ $3)
 CLOUDFRONT_BASE_PER_MONTH = 0.00  # pay-as-you-go has no fixed fee
 RDS_GP3_PER_GB_MONTH = 0.115  # single-AZ; a Multi-AZ standby doubles it
-
-# RDS for PostgreSQL, single-AZ, per hour; a Multi-AZ deployment (primary + standby) costs twice this.
-DB_INSTANCE_CLASSES: dict[str, float] = {
-    "db.t4g.micro": 0.016,
-    "db.t4g.small": 0.032,
-    "db.t4g.medium": 0.065,
-    "db.t4g.large": 0.129,
-    "db.t3.micro": 0.018,
-    "db.t3.small": 0.036,
-    "db.t3.medium": 0.072,
-    "db.t3.large": 0.145,
-    "db.m7g.large": 0.168,
-    "db.m6g.large": 0.159,
-    "db.m5.large": 0.178,
-    "db.r6g.large": 0.225,
-}
 
 
 def monthly_cost_breakdown(

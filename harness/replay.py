@@ -1,6 +1,6 @@
 """Replay the program's own remote steps on a real host over SSH, as pulumi-command would run them.
 
-The steps come from `tools/mockrun.py`: the exact `create` text, `stdin` and uploaded files that
+The steps come from `harness/mockrun.py`: the exact `create` text, `stdin` and uploaded files that
 `pulumi up` would send. Nothing here knows what the steps do — there is no second copy of the deploy logic.
 What this adds is the engine's bookkeeping: a step whose inputs are unchanged since its last successful
 run does not run again; a failed step stops the run and runs again next time.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tools.mockrun import ProgramRun, Registered
+from harness.mockrun import ProgramRun, Registered
 
 
 class Host(Protocol):

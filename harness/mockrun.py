@@ -2,7 +2,7 @@
 
 The Pulumi CLI cannot run here, so this is how the program is exercised: the unit tests read the record
 (resources, inputs, which inputs are secret, dependencies, resource options, stack outputs), and the local
-first boot replays the recorded remote commands over real SSH (tools/replay.py).
+first boot replays the recorded remote commands over real SSH (harness/replay.py).
 
 `MockState` stands in for Pulumi's state file: generated values (passwords, keys, ids) keep their values
 from one run to the next, as they would in a real stack, so that a second run can be compared to the first.
@@ -229,7 +229,7 @@ class ProgramMocks(pulumi.runtime.Mocks):
         if typ == "aws:ec2/keyPair:KeyPair":
             return f"{args.name}", outputs | {"keyName": args.name}
         if typ == "tls:index/privateKey:PrivateKey":
-            private, public = self.state.generated_key or _fixed_test_key()
+            private, public = self.state.generated_key or fixed_test_key()
             return f"{args.name}-id", outputs | {"privateKeyOpenssh": private, "publicKeyOpenssh": public + "\n"}
         if typ == "random:index/randomPassword:RandomPassword":
             special = args.inputs.get("overrideSpecial", "") if args.inputs.get("special") else ""
@@ -259,10 +259,10 @@ class ProgramMocks(pulumi.runtime.Mocks):
         return {}
 
 
-def _fixed_test_key() -> tuple[str, str]:
+def fixed_test_key() -> tuple[str, str]:
     """A stable key for unit tests (generated once per process): no network, no disk."""
-    global _TEST_KEY
-    if _TEST_KEY is None:
+    global _test_key
+    if _test_key is None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -273,11 +273,11 @@ def _fixed_test_key() -> tuple[str, str]:
         public = (
             key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
         )
-        _TEST_KEY = (private, public)
-    return _TEST_KEY
+        _test_key = (private, public)
+    return _test_key
 
 
-_TEST_KEY: tuple[str, str] | None = None
+_test_key: tuple[str, str] | None = None
 
 
 def _unwrap(value: Any) -> tuple[Any, bool]:

@@ -1,0 +1,219 @@
+"""Every script the server runs, as sent: shellcheck and `bash -n`; the Python modules it installs compile, the
+settings overlay takes the app as it is; the backup helper and units; the files the scripts install."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.host import (
+    render,
+    render_gunicorn_config,
+    render_postgres_config,
+    render_python_modules,
+)
+from rendered.helpers import (
+    CONFIGS,
+    DOMAIN,
+    PROGRAM_CONFIGS,
+    PUBLIC_IP,
+    Sent,
+    check_shell,
+    heredoc,
+    heredocs,
+    plan_for,
+    site_for,
+    unit_sections,
+    unit_value,
+    user_data_doc,
+    written_files,
+)
+
+SENT_SCRIPTS = {
+    # id → (program run, where the script is)
+    "wait-for-boot": ("http", "wait-for-boot"),
+    "configure-host-http": ("http", "configure-host"),
+    "configure-host-https": ("https", "configure-host"),
+    "configure-host-platzi": ("platzi", "configure-host"),
+    "configure-host-nopooler": ("nopooler", "configure-host"),
+    "deploy-archive-http": ("http", "deploy"),
+    "deploy-archive-https": ("https", "deploy"),
+    "deploy-git": ("git", "deploy"),
+    "deploy-foreign": ("foreign", "deploy"),
+    "activate-foreign": ("foreign", "configure-host:ACTIVATE"),
+    "configure-host-foreign": ("foreign", "configure-host"),
+    "manage-foreign": ("foreign", "configure-host:MANAGE"),
+    "create-superuser": ("http", "create-superuser"),
+    "manage": ("http", "configure-host:MANAGE"),
+    "manage-platzi": ("platzi", "configure-host:MANAGE"),
+    "letsencrypt-renewal-hook": ("https", "configure-host:HOOK"),
+    "activate-http": ("http", "configure-host:ACTIVATE"),
+    "activate-https": ("https", "configure-host:ACTIVATE"),
+    "backup-local": ("http", "configure-host:BACKUP"),
+    "backup-s3": ("backups", "configure-host:BACKUP"),
+    "restore-local": ("http", "configure-host:RESTORE"),
+    "restore-s3": ("backups", "configure-host:RESTORE"),
+    "configure-host-backups": ("backups", "configure-host"),
+}
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_shellcheck_data_volume_script(config_id: str, tmp_path: Path) -> None:
+    """The bootcmd that mounts the data volume before any package is installed."""
+    (command,) = user_data_doc(config_id)["bootcmd"]
+    assert command[:2] == ["bash", "-c"] and command[3] == f"{plan_for(config_id).app}-data-volume"
+    assert command[2] == render("scripts/data-volume.sh.j2", plan_for(config_id))
+    check_shell(command[2], tmp_path)
+
+
+def test_foreign_build_steps_are_in_the_deploy(sent: dict[str, Sent]) -> None:
+    deploy = script_from(sent, "foreign", "deploy")
+    # apt packages before the virtualenv, the managed Python, release commands after collectstatic, then migrate.
+    order = [
+        "for package in gcc libldap-dev; do",
+        "python install 3.14",
+        "collectstatic --noinput",
+        "-manage compress \\",
+        "-manage compilemessages --ignore=venv \\",
+        "migrations: applying {len(plan)} in one transaction",
+    ]
+    positions = [deploy.index(text) for text in order]
+    assert positions == sorted(positions), list(zip(order, positions, strict=True))
+    # Every failure names its step (and collectstatic's, the static settings the app had and the deployer's).
+    for step in (
+        "step 'dependencies'",
+        "step 'manage.py check' failed",
+        "step 'WSGI import'",
+        "step 'collectstatic' failed (error above); static files go to $static, whatever the app's own settings say",
+        "release command 'manage.py compress' failed (error above); the previous release is still serving",
+        "step 'migrate' failed (error above); the schema is as it was and the previous release is still serving",
+    ):
+        assert step in deploy, step
+    activate = script_from(sent, "foreign", "configure-host:ACTIVATE")
+    assert "http://localhost/health/" in activate and "-lt 300 ]" in activate
+    assert "-lt 500 ]" in script_from(sent, "http", "configure-host:ACTIVATE")
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_python_modules_compile(config_id: str) -> None:
+    for name, text in render_python_modules(plan_for(config_id)).items():
+        compile(text, name, "exec")
+
+
+def test_settings_overlay_takes_the_app_as_it_is_and_sets_what_the_deployment_owns(tmp_path: Path, monkeypatch) -> None:
+    """The overlay run for real (it needs no Django): an app settings module shaped like the tutorials'."""
+    import importlib
+
+    plan = plan_for("domain-https")
+    for name, text in render_python_modules(plan).items():
+        (tmp_path / name).write_text(text)
+    package = tmp_path / "photofeed"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(
+        "STATIC_ROOT = '/srv/code/staticfiles'\nSTATICFILES_DIRS = ['/srv/code/static']\nCOMPRESS_ROOT = STATIC_ROOT\n"
+        "ALLOWED_HOSTS = ['app.example']\nDATABASES = {'default': {'ENGINE': 'x'}, 'other': {'CONN_MAX_AGE': 30}}\n"
+        "_private = 1\n"
+    )
+    env = {
+        "DJANGO_STATIC_ROOT": "/srv/photofeed/static/abc",
+        "DJANGO_MEDIA_ROOT": "/srv/photofeed/media",
+        "DJANGO_ALLOWED_HOSTS": f"{DOMAIN},{PUBLIC_IP}",
+        "DJANGO_CSRF_TRUSTED_ORIGINS": f"https://{DOMAIN}",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def load(keep: str) -> Any:
+        monkeypatch.setenv("DJANGOSHIP_KEEP", keep)
+        for module in ("djangoship_settings", "photofeed.settings", "photofeed"):
+            sys.modules.pop(module, None)
+        return importlib.import_module("djangoship_settings")
+
+    overlay = load("")
+    assert overlay.STATIC_ROOT == "/srv/photofeed/static/abc" and overlay.STATIC_URL == "/static/"
+    assert overlay.COMPRESS_ROOT == overlay.STATIC_ROOT
+    assert overlay.STATICFILES_DIRS == ["/srv/code/static"], "the app's own static sources stay"
+    assert (overlay.MEDIA_ROOT, overlay.MEDIA_URL) == ("/srv/photofeed/media", "/media/")
+    assert overlay.ALLOWED_HOSTS == ["app.example", DOMAIN, PUBLIC_IP]
+    assert overlay.CSRF_TRUSTED_ORIGINS == ["https://" + DOMAIN]
+    assert overlay.SECURE_PROXY_SSL_HEADER == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert overlay.DATABASES["default"]["CONN_MAX_AGE"] == 600 and overlay.DATABASES["default"]["CONN_HEALTH_CHECKS"]
+    assert overlay.DATABASES["other"]["CONN_MAX_AGE"] == 30, "an app's own persistent connections win"
+    assert overlay.LOGGING["root"]["handlers"] == ["stderr"]
+    assert not hasattr(overlay, "_private")
+    assert any(line.startswith("STATIC_ROOT: the app's '/srv/code/staticfiles'") for line in overlay.DJANGOSHIP_REPORT)
+
+    kept = load("static,media,hosts,csrf,proxy,database,logging")
+    assert kept.STATIC_ROOT == "/srv/code/staticfiles" and kept.ALLOWED_HOSTS == ["app.example"]
+    assert not hasattr(kept, "MEDIA_ROOT") and not hasattr(kept, "SECURE_PROXY_SSL_HEADER")
+    assert "CONN_MAX_AGE" not in kept.DATABASES["default"] and not hasattr(kept, "LOGGING")
+    assert kept.DJANGOSHIP_REPORT == []
+
+
+def test_s3_backup_helper_is_python(sent: dict[str, Sent]) -> None:
+    script = script_from(sent, "backups", "configure-host:BACKUP_UPLOADER")
+    compile(script, "s3backup.py", "exec")
+    assert "photofeed-backups-example" not in script or "s3://" in script
+    conf = script_from(sent, "backups", "configure-host:BACKUP_CONF")
+    assert conf == "BUCKET=photofeed-backups-example\nREGION=us-east-1\n"
+
+
+@pytest.mark.parametrize("unit", ["BACKUP_SERVICE", "BACKUP_TIMER"])
+def test_backup_units_are_well_formed(unit: str, sent: dict[str, Sent]) -> None:
+    text = script_from(sent, "http", f"configure-host:{unit}")
+    sections = unit_sections(text)
+    if unit == "BACKUP_TIMER":
+        assert unit_value(sections, "Timer", "OnCalendar") == "*-*-* 03:30:00"
+        assert unit_value(sections, "Timer", "Persistent") == "true"
+    else:
+        assert unit_value(sections, "Service", "ExecStart") == "/usr/local/sbin/photofeed-backup"
+
+
+def script_from(sent: dict[str, Sent], program: str, where: str) -> str:
+    step, _, tag = where.partition(":")
+    script = sent[program].scripts[step]
+    return heredoc(script, tag) if tag else script
+
+
+@pytest.mark.parametrize("script_id", SENT_SCRIPTS)
+def test_shellcheck_sent_script(script_id: str, sent: dict[str, Sent], tmp_path: Path) -> None:
+    check_shell(script_from(sent, *SENT_SCRIPTS[script_id]), tmp_path)
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_shellcheck_firstboot(config_id: str, tmp_path: Path) -> None:
+    files = written_files(user_data_doc(config_id))
+    for name in ("firstboot", "pg-upgrade"):
+        check_shell(files[f"/usr/local/sbin/{plan_for(config_id).app}-{name}"]["content"], tmp_path)
+
+
+def test_shellcheck_catches_a_broken_script(sent: dict[str, Sent], tmp_path: Path) -> None:
+    script = sent["http"].scripts["wait-for-boot"]
+    with pytest.raises(AssertionError, match="SC2086"):
+        check_shell(script + "echo $status_unquoted\n", tmp_path)
+    with pytest.raises(AssertionError):
+        check_shell(script + "if true; then\n", tmp_path)
+
+
+def test_sent_scripts_install_exactly_the_rendered_files(sent: dict[str, Sent]) -> None:
+    """The here-documents of configure-host are the pure renders (so validating renders validates what is
+    sent), each ends in a newline (else its delimiter would not end it) and none contains a delimiter."""
+    for program, config_id in PROGRAM_CONFIGS:
+        plan = plan_for(config_id)
+        script = sent[program].scripts["configure-host"]
+        assert heredoc(script, "PG_CONF") == render_postgres_config(plan)
+        assert heredoc(script, "GUNICORN_CONF") == render_gunicorn_config(plan)
+        assert heredoc(script, "MANAGE") == render("scripts/manage.sh.j2", plan)
+        assert heredoc(script, "NGINX_SITE", 0) == site_for(config_id, https=False)
+        if plan.tls:
+            assert heredoc(script, "NGINX_SITE", 1) == site_for(config_id, https=True)
+        for tag, body in heredocs(script):
+            assert body.endswith("\n") and f"\n{tag}\n" not in "\n" + body, tag
+        # gunicorn is started with the settings file that configure-host installs.
+        assert f"install_file {plan.config_dir}/gunicorn.conf.py " in script
+        assert f"install_file {plan.env_file} 0640 root {plan.app} " in script

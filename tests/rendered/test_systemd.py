@@ -1,0 +1,83 @@
+"""systemd: `systemd-analyze verify` on every unit, with nothing tolerated on stderr; the units' properties."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rendered.helpers import (
+    CONFIGS,
+    plan_for,
+    site_for,
+    systemd_verify,
+    unit_sections,
+    unit_value,
+    user_data_doc,
+    written_files,
+)
+
+
+def gunicorn_units(config_id: str) -> dict[str, str]:
+    files = written_files(user_data_doc(config_id))
+    return {name: files[f"/etc/systemd/system/{name}"]["content"] for name in ("gunicorn.socket", "gunicorn.service")}
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_systemd_verify_units(config_id: str, tmp_path: Path) -> None:
+    result = systemd_verify(gunicorn_units(config_id), tmp_path / "root")
+    # Unknown keys and bad values are only warnings with exit 0: any output at all is a failure.
+    assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        pytest.param(("NoNewPrivileges=yes", "NoNewPrivileges=maybe"), id="bad-value"),
+        pytest.param(("PrivateTmp=yes", "PrivateTmp=yes\nPrivateTemp=yes"), id="unknown-key"),
+        pytest.param(("ExecReload=", "ExecStartPre=/nowhere/missing\nExecReload="), id="missing-program"),
+    ],
+)
+def test_systemd_verify_catches_a_broken_unit(breakage: tuple[str, str], tmp_path: Path) -> None:
+    units = gunicorn_units("debian-13-t2.micro")
+    good, bad = breakage
+    assert good in units["gunicorn.service"]
+    units["gunicorn.service"] = units["gunicorn.service"].replace(good, bad, 1)
+    result = systemd_verify(units, tmp_path / "root", missing=("/nowhere/missing",))
+    assert result.returncode != 0 or result.stderr != "", "the broken unit passed verify silently"
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_systemd_unit_properties(config_id: str) -> None:
+    plan = plan_for(config_id)
+    units = gunicorn_units(config_id)
+    socket_unit, service = unit_sections(units["gunicorn.socket"]), unit_sections(units["gunicorn.service"])
+
+    listen = unit_value(socket_unit, "Socket", "ListenStream")
+    assert listen == plan.socket_path and listen.startswith("/run/")  # a unix socket (a path), under /run
+    assert unit_value(socket_unit, "Socket", "SocketUser") == "www-data"
+    assert unit_value(socket_unit, "Socket", "SocketGroup") == "www-data"
+    assert unit_value(socket_unit, "Socket", "SocketMode") == "0600"
+    assert unit_value(socket_unit, "Install", "WantedBy") == "sockets.target"
+    assert f"server unix:{listen} " in site_for(config_id, https=False)  # nginx dials the same socket
+
+    expected = {
+        "Type": "notify",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "Restart": "on-failure",
+        "User": plan.app,
+        "Group": plan.app,
+        "EnvironmentFile": plan.env_file,
+        "ReadWritePaths": plan.media_root,
+        "ExecStart": f"{plan.current_dir}/venv/bin/gunicorn --config {plan.config_dir}/gunicorn.conf.py",
+    }
+    for key, value in expected.items():
+        assert unit_value(service, "Service", key) == value, key
+    assert re.fullmatch(r"/(usr/)?bin/kill -(s )?HUP \$MAINPID", unit_value(service, "Service", "ExecReload"))
+    assert unit_value(service, "Unit", "Requires") == "gunicorn.socket"
+    # The user the service runs as is the one cloud-init creates (verify does not check this).
+    assert any(isinstance(u, dict) and u["name"] == plan.app for u in user_data_doc(config_id)["users"])
