@@ -3,7 +3,8 @@
     boot → configure (env file, database, gunicorn, nginx) → [upload] → deploy → superuser
 
 Each command is the whole script as its `create` text (visible in `pulumi preview --diff`), run as root.
-Secrets travel only on stdin. pulumi-command re-runs a command when any of its inputs changes and
+Secrets travel only on stdin, and only to a server proven by its host key: the boot step installs the
+program's own host key (components/keys.py says why), every later step pins it. pulumi-command re-runs a command when any of its inputs changes and
 replaces it when its `triggers` change, so each input holds exactly what the step depends on: the
 instance id (a new server re-runs every step), and the rendered text or release id of that step. None
 has a `delete` step: `pulumi destroy` must not need the server alive.
@@ -31,6 +32,7 @@ from .host import (
     render_python_modules,
     site_hosts,
 )
+from .keys import HostKey
 from .release import Release
 from .settings import Settings
 
@@ -46,6 +48,7 @@ class SiteProvisionerArgs:
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
     private_key: pulumi.Output[str]
+    host_key: HostKey  # the server's SSH host key: installed by the boot step, pinned by every later one
     secret_key: pulumi.Output[str]
     db_password: pulumi.Output[str]
     admin_password: pulumi.Output[str]
@@ -59,12 +62,24 @@ class SiteProvisioner(pulumi.ComponentResource):
     def __init__(self, name: str, args: SiteProvisionerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("djangoship:index:SiteProvisioner", name, None, opts)
         plan, settings, release = args.plan, args.settings, args.release
+        # The boot step's connection: a new instance refuses connections until sshd is up, so keep dialling
+        # (the step timeouts bound it). It cannot know the host key yet — cloud-init made one — and sends only
+        # the program's host key, which the boot step installs.
+        first_connection = remote.ConnectionArgs(
+            host=args.public_ip,
+            user=settings.ssh_user,
+            private_key=args.private_key,
+            dial_error_limit=-1,
+            per_dial_timeout=15,
+        )
+        # Every later step: the server must prove the program's host key, or the step fails without sending
+        # anything. sshd is up by then, so the provider's default of 10 dials is left: a wrong key fails the
+        # step within minutes rather than retrying until the step's timeout.
         connection = remote.ConnectionArgs(
             host=args.public_ip,
             user=settings.ssh_user,
             private_key=args.private_key,
-            # A new instance refuses connections until sshd is up: keep dialling; the step timeouts bound it.
-            dial_error_limit=-1,
+            host_key=args.host_key.public_key,
             per_dial_timeout=15,
         )
 
@@ -74,10 +89,11 @@ class SiteProvisioner(pulumi.ComponentResource):
             triggers: list[pulumi.Input[str]],
             after: list[pulumi.Resource],
             stdin: pulumi.Input[str] | None = None,
+            via: remote.ConnectionArgs = connection,
         ) -> remote.Command:
             return remote.Command(
                 f"{name}-{label}",
-                connection=connection,
+                connection=via,
                 create=create,
                 stdin=stdin,
                 triggers=[args.instance_id, *triggers],
@@ -85,7 +101,14 @@ class SiteProvisioner(pulumi.ComponentResource):
             )
 
         wait_script = remote_script("wait-for-boot", plan, boot_timeout_seconds=BOOT_TIMEOUT_SECONDS)
-        self.boot = step("boot", as_root(wait_script, "wait-for-boot"), [digest(wait_script)], args.server_ready)
+        self.boot = step(
+            "boot",
+            as_root(wait_script, "wait-for-boot"),
+            [digest(wait_script)],
+            args.server_ready,
+            stdin=args.host_key.private_key,
+            via=first_connection,
+        )
 
         def configure_script(public_ip: str) -> str:
             hosts = site_hosts(plan, public_ip)

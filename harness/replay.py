@@ -8,13 +8,17 @@ run does not run again; a failed step stops the run and runs again next time.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import posixpath
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import paramiko
 
 from harness.mockrun import ProgramRun, Registered
 
@@ -81,6 +85,29 @@ def dial(host: Host, user: str, key: Any, timeout: float, log: Any) -> None:
             time.sleep(1)
 
 
+def presented_host_key(address: str, key_type: str, timeout: float = 15) -> str:
+    """The host key (`type base64`) that whoever answers at `address` proves it holds (the key exchange's
+    signature is checked), asking for `key_type` first as a client that knows the key would."""
+    with socket.create_connection((address, 22), timeout=timeout) as sock:
+        transport = paramiko.Transport(sock)
+        try:
+            options = transport.get_security_options()
+            options.key_types = [key_type, *(kind for kind in options.key_types if kind != key_type)]
+            transport.start_client(timeout=timeout)
+            key = transport.get_remote_server_key()
+            return f"{key.get_name()} {base64.b64encode(key.asbytes()).decode()}"
+        finally:
+            transport.close()
+
+
+def check_host_key(step: Registered, address: str, pinned: str) -> None:
+    """pulumi-command with `host_key`: the connection is refused unless the server proves that key."""
+    key_type = pinned.split()[0]
+    presented = presented_host_key(address, key_type)
+    if presented.split()[:2] != pinned.split()[:2]:
+        raise StepFailed(step.name, 255, "", f"ssh: handshake failed: host key mismatch at {address}: {presented}")
+
+
 def replay(run: ProgramRun, host: Host, state: ReplayState | None = None, log: Any = print) -> list[StepResult]:
     state = state if state is not None else ReplayState()
     results: list[StepResult] = []
@@ -95,6 +122,8 @@ def replay(run: ProgramRun, host: Host, state: ReplayState | None = None, log: A
         started = time.monotonic()
         user, key = connection["user"], connection["privateKey"]
         dial(host, user, key, _timeout_seconds(step), log)
+        if connection.get("hostKey"):
+            check_host_key(step, host.ip, connection["hostKey"])
         if step.type == "command:remote:CopyToRemote":
             remote_path = step.inputs["remotePath"]
             # pulumi-command creates the parent directories itself.

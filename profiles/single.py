@@ -13,7 +13,7 @@ from components.catalog import monthly_cost_usd
 from components.data import DataVolume, DataVolumeArgs
 from components.deploykey import DeployKey, DeployKeyArgs
 from components.host import encode_user_data, plan_host, render_user_data
-from components.keys import SshKey, SshKeyArgs
+from components.keys import HostKey, SshKey, SshKeyArgs
 from components.memory import memory_budget
 from components.network import WebSecurityGroup, WebSecurityGroupArgs
 from components.provisioning import SiteProvisioner, SiteProvisionerArgs
@@ -42,6 +42,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     )
     firewall = WebSecurityGroup(name, WebSecurityGroupArgs(settings.open_ports, settings.ssh_allowed_cidrs, tags))
     ssh_key = SshKey(name, SshKeyArgs(settings.ssh_public_key, settings.ssh_private_key, tags))
+    host_key = HostKey(name)
     user_data = render_user_data(plan)
     encoded, gzipped = encode_user_data(user_data)
     server = WebServer(
@@ -80,6 +81,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             public_ip=server.public_ip,
             instance_id=server.instance.id,
             private_key=ssh_key.private_key,
+            host_key=host_key,
             secret_key=secrets.django_secret_key_value,
             db_password=secrets.db_password_value,
             admin_password=secrets.admin_password_value,
@@ -112,8 +114,9 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         "adminUrl": pulumi.Output.concat(base_url, "/admin/"),
         "publicIp": server.public_ip,
         "sshCommand": server.public_ip.apply(lambda ip: f"ssh -i {name}-key.pem {settings.ssh_user}@{ip}"),
-        # What the operator's verbs (`python3 -m djangoship`) read besides publicIp and sshPrivateKey. A pinned
-        # host key will be `sshHostKey` ("ssh-ed25519 AAAA…"; issue 16): djangoship/stack.py already uses it.
+        # What the operator's verbs (`python3 -m djangoship`) read besides publicIp and sshPrivateKey; they pin
+        # the server's host key `sshHostKey` ("ssh-ed25519 AAAA…", a public key: not secret).
+        "sshHostKey": host_key.public_key,
         "sshUser": settings.ssh_user,
         "appName": settings.app.name,
         "adminUser": settings.admin_user,

@@ -41,7 +41,7 @@ def test_the_program_exports_what_the_verbs_read():
     stack = from_outputs("dev", run.outputs)
     assert (stack.host, stack.user, stack.app) == ("203.0.113.10", "admin", "photofeed")
     assert stack.private_key == run.outputs["sshPrivateKey"]
-    assert stack.host_key is None  # until the program pins the host key (`sshHostKey`)
+    assert stack.host_key == run.outputs["sshHostKey"] and stack.host_key.startswith("ssh-ed25519 ")
 
 
 def test_the_layout_is_the_servers():

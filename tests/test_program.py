@@ -125,8 +125,9 @@ def test_elastic_ip_is_the_host_of_every_connection(default_run):
     assert steps
     for step in steps:
         assert step.inputs["connection"]["host"] == "203.0.113.10", step.name  # the EIP, not the instance's own IP
-        assert step.inputs["connection"]["dialErrorLimit"] == -1
         assert default_run.depends_on(step, eip)
+    # The first connection waits for a booting server's sshd as long as the step may take.
+    assert steps[0].inputs["connection"]["dialErrorLimit"] == -1
     assert default_run.depends_on(steps[0], association)
 
 
@@ -232,6 +233,29 @@ def test_secrets_travel_on_stdin_only_and_stay_secret(default_run):
             assert secret not in step.inputs.get("create", ""), f"a secret is on {step.name}'s command line"
 
 
+def test_every_step_after_the_first_connection_pins_the_servers_host_key(default_run):
+    """Secrets go only to a server that proves the program's host key; the boot step, the one connection
+    that cannot (the server still has cloud-init's key), carries nothing but that key, and installs it."""
+    pinned = default_run.outputs["sshHostKey"]
+    assert pinned.startswith("ssh-ed25519 AAAA") and len(pinned.split()) == 2
+    assert "sshHostKey" not in default_run.secret_outputs  # a public key
+    host_key = default_run.named("photofeed-host-key")
+    assert host_key.type == "tls:index/privateKey:PrivateKey" and host_key.inputs["algorithm"] == "ED25519"
+    boot, *later = default_run.steps()
+    assert boot.name == "photofeed-boot" and "hostKey" not in boot.inputs["connection"]
+    assert boot.inputs["stdin"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and "stdin" in boot.secret_inputs
+    assert [step.name for step in later] == [
+        "photofeed-configure",
+        "photofeed-upload",
+        "photofeed-deploy",
+        "photofeed-superuser",
+    ]
+    for step in later:
+        assert step.inputs["connection"]["hostKey"] == pinned, step.name
+        # A wrong key fails the step after the provider's default dials, not after the step's timeout.
+        assert step.inputs["connection"].get("dialErrorLimit", 10) != -1, step.name
+
+
 def test_user_data_is_identical_across_runs_and_free_of_secrets():
     state = MockState(random_passwords=True)
     first = run_program({}, state=state)
@@ -263,7 +287,8 @@ def test_own_public_key_generates_nothing():
 
     private, public = fixed_test_key()
     run = run_program({"sshPublicKey": public, "sshPrivateKey": private}, secret_keys=("sshPrivateKey",))
-    assert not run.of_type("tls:index/privateKey:PrivateKey")
+    # The only generated key is the server's host key, never a login key.
+    assert [key.name for key in run.of_type("tls:index/privateKey:PrivateKey")] == ["photofeed-host-key"]
     assert run.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"] == public
     assert "sshPrivateKey" not in run.outputs
     assert all(step.inputs["connection"]["privateKey"] == private for step in run.steps())
