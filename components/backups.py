@@ -1,5 +1,13 @@
-"""Off-server backups: a private, versioned, encrypted S3 bucket, and an instance role that may write
-only there. The nightly dump itself runs on the server (a systemd timer, see cloud-init/backup/)."""
+"""Off-server backups: a private, versioned, encrypted S3 bucket, and an instance role that may only add new
+backups there. The nightly dump itself runs on the server (a systemd timer, see cloud-init/backup/).
+
+Anything on the server that reaches the instance role — the app too — must not be able to change a backup the
+restore would later trust. So the role may list, read and create objects, never delete; and the bucket's
+policy refuses it any write that is not conditional on the key being new (`If-None-Match: *`): an existing
+backup cannot be overwritten, not even by a new version. Old backups go by the lifecycle rule
+(`backupRetentionDays`), never by the server. Why not S3 Object Lock: it protects versions from deletion,
+which the role cannot do anyway, not a key from a newer version; and it cannot be undone on a bucket.
+"""
 
 from __future__ import annotations
 
@@ -56,11 +64,48 @@ class BackupBucket(pulumi.ComponentResource):
                         "Statement": [
                             {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arn},
                             {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": f"{arn}/*"},
+                            # Said explicitly, so that no broader grant added to the role later allows it.
+                            {
+                                "Effect": "Deny",
+                                "Action": [
+                                    "s3:DeleteObject",
+                                    "s3:DeleteObjectVersion",
+                                    "s3:PutLifecycleConfiguration",
+                                    "s3:PutBucketPolicy",
+                                    "s3:DeleteBucketPolicy",
+                                    "s3:PutBucketVersioning",
+                                ],
+                                "Resource": [arn, f"{arn}/*"],
+                            },
                         ],
                     }
                 )
             ),
             opts=child,
+        )
+        # Written once: the role's uploads must ask S3 to refuse an existing key (the uploader always does).
+        aws.s3.BucketPolicy(
+            f"{name}-backups-write-once",
+            bucket=self.bucket.id,
+            policy=pulumi.Output.all(self.bucket.arn, self.role.arn).apply(
+                lambda values: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "BackupsAreWrittenOnce",
+                                "Effect": "Deny",
+                                "Principal": {"AWS": values[1]},
+                                "Action": "s3:PutObject",
+                                "Resource": f"{values[0]}/*",
+                                "Condition": {"Null": {"s3:if-none-match": "true"}},
+                            }
+                        ],
+                    }
+                )
+            ),
+            # S3 refuses bucket policies while the public access block is being put in place.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[storage.public_access_block]),
         )
         self.instance_profile = aws.iam.InstanceProfile(f"{name}-instance-profile", role=self.role.name, opts=child)
         self.register_outputs({"bucket": self.bucket.id})

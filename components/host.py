@@ -100,6 +100,9 @@ class HostPlan:
     upload_dir: str = ""
     data_dir: str = "/data"  # the data volume's mount point
     backup_dir: str = "/data/backups"
+    # Past this fill level of the data volume the backup, each deploy and `status` warn (PostgreSQL stops
+    # when the volume is full). djangoship/report.py has the same figure (tested).
+    volume_warn_percent: int = 80
     backup_bucket: str = ""
     backup_region: str = ""
     backup_retention_days: int = 7

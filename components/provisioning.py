@@ -4,10 +4,14 @@
 
 Each command is the whole script as its `create` text (visible in `pulumi preview --diff`), run as root.
 Secrets travel only on stdin, and only to a server proven by its host key: the boot step installs the
-program's own host key (components/keys.py says why), every later step pins it. pulumi-command re-runs a command when any of its inputs changes and
-replaces it when its `triggers` change, so each input holds exactly what the step depends on: the
-instance id (a new server re-runs every step), and the rendered text or release id of that step. None
-has a `delete` step: `pulumi destroy` must not need the server alive.
+program's own host key (components/keys.py says why), every later step pins it.
+
+pulumi-command re-runs a command when any of its inputs changes and replaces it when its `triggers` change,
+so each input holds exactly what the step depends on: the instance id (a new server re-runs every step), and
+the rendered text or release id of that step. Configure also runs again with every new release: it compares
+each file on the server with the program's rendering and rewrites (and reloads) what differs, so a deploy
+also repairs a file changed by hand. None has a `delete` step: `pulumi destroy` must not need the server
+alive.
 """
 
 from __future__ import annotations
@@ -147,7 +151,8 @@ class SiteProvisioner(pulumi.ComponentResource):
         self.configure = step(
             "configure",
             configure_text.apply(lambda text: as_root(text, "configure-host")),
-            [configure_text.apply(digest)],
+            # With each new release too: the server converges to the program's files (see above).
+            [configure_text.apply(digest), build_id(release.id, plan)],
             [self.boot],
             stdin=pulumi.Output.secret(env_file),
         )

@@ -7,6 +7,10 @@ import shlex
 
 from .remote import Layout, root_script
 
+# The data volume's fill level past which `status` warns: the server's backup and deploy warn at the same
+# (`volume_warn_percent` in components/host.py; a test keeps the two equal).
+VOLUME_WARN_PERCENT = 80
+
 # Dates in UTC, as the release and backup stamps are.
 _RELEASES = """\
 set -euo pipefail
@@ -54,6 +58,11 @@ echo
 echo "disk:"
 # /data is its own volume on EC2; where it is not (a guest without one), print the root's line once.
 df -h --output=target,size,used,avail,pcent / {data} | awk '!seen[$0]++ {{ print "  " $0 }}'
+used=$(df --output=pcent {data} | tail -n 1 | tr -d ' %')
+if [ "${{used:-0}}" -ge {warn_percent} ]; then
+    echo "  WARNING: {data} is $used % full (PostgreSQL stops when it is full): delete old backups," \
+        "lower backupRetentionDays or grow dataVolumeGb"
+fi
 echo "memory:"
 free -m | sed 's/^/  /'
 echo
@@ -86,7 +95,9 @@ def status(layout: Layout) -> str:
         "data": "/data",
         "app": layout.app,
     }
-    script = _STATUS.format(**{key: shlex.quote(value) for key, value in quoted.items()})
+    script = _STATUS.format(
+        warn_percent=VOLUME_WARN_PERCENT, **{key: shlex.quote(value) for key, value in quoted.items()}
+    )
     return root_script(script, "status")
 
 

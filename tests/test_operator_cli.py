@@ -82,6 +82,13 @@ def test_the_scripts_are_clean_bash_run_as_root(name, tmp_path):
     check_shell("#!/bin/bash\n" + argv[4], tmp_path)
 
 
+def test_status_warns_at_the_fill_level_the_server_warns_at():
+    from components.host import HostPlan
+
+    assert HostPlan.__dataclass_fields__["volume_warn_percent"].default == report.VOLUME_WARN_PERCENT
+    assert f'-ge {report.VOLUME_WARN_PERCENT} ]; then\n    echo "  WARNING: /data is' in report.status(LAYOUT)
+
+
 def test_commands_call_the_servers_own():
     assert (
         remote.manage(LAYOUT, ["shell", "-c", "print('a b')"])

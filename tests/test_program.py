@@ -169,14 +169,37 @@ def test_backup_bucket_private_versioned_encrypted_and_only_writable_by_the_inst
     import json
 
     policy = json.loads(run.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
-    resources = {resource for statement in policy["Statement"] for resource in [statement["Resource"]]}
+    allowed = [statement for statement in policy["Statement"] if statement["Effect"] == "Allow"]
+    resources = {statement["Resource"] for statement in allowed}
     assert resources == {"arn:aws:s3:::photofeed-backups-example", "arn:aws:s3:::photofeed-backups-example/*"}
-    actions = {action for statement in policy["Statement"] for action in statement["Action"]}
+    actions = {action for statement in allowed for action in statement["Action"]}
     assert actions == {"s3:ListBucket", "s3:PutObject", "s3:GetObject"}, (
         "no delete: a compromised server cannot erase backups"
     )
+    (denied,) = [statement for statement in policy["Statement"] if statement["Effect"] == "Deny"]
+    assert {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration"} <= set(denied["Action"])
     profile = run.one("aws:iam/instanceProfile:InstanceProfile")
     assert run.one(INSTANCE).inputs["iamInstanceProfile"] == "photofeed-instance-profile" == profile.name
+
+
+def test_the_instance_role_can_only_add_backups_never_overwrite_them():
+    """The bucket's policy refuses the instance role any upload that does not ask S3 to refuse an existing key;
+    the lifecycle rule, not the server, removes old backups."""
+    import json
+
+    run = run_program({"backupBucket": "photofeed-backups-example", "backupRetentionDays": 30})
+    bucket_policy = run.one("aws:s3/bucketPolicy:BucketPolicy")
+    (statement,) = json.loads(bucket_policy.inputs["policy"])["Statement"]
+    role = run.one("aws:iam/role:Role")
+    assert statement["Effect"] == "Deny" and statement["Principal"] == {
+        "AWS": f"arn:aws:iam::123456789012:role/{role.name}"
+    }
+    assert statement["Action"] == "s3:PutObject" and statement["Resource"] == "arn:aws:s3:::photofeed-backups-example/*"
+    assert statement["Condition"] == {"Null": {"s3:if-none-match": "true"}}
+    block = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert run.depends_on(bucket_policy, block), "S3 refuses a policy while the public access block is applied"
+    rule = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"][0]
+    assert rule["expiration"]["days"] == 30 and rule["noncurrentVersionExpiration"]["noncurrentDays"] == 30
 
 
 # --- remote commands -----------------------------------------------------------------------------------
@@ -324,13 +347,16 @@ def test_nothing_changed_reruns_nothing():
     assert changed_steps(run_program({}, state=state), run_program({}, state=state)) == []
 
 
-def test_new_app_version_reruns_only_upload_and_deploy(app_copy):
+def test_new_app_version_reruns_configure_upload_and_deploy(app_copy):
+    """A deploy also converges the server's files to the program's (configure compares each one and rewrites
+    what differs: a file changed by hand is repaired); the superuser step stays."""
     state = MockState()
     config = {"app": {"source": str(app_copy)}}
     before = run_program(config, state=state)
     (app_copy / "feed" / "views.py").write_text((app_copy / "feed" / "views.py").read_text() + "\n# v2\n")
     after = run_program(config, state=state)
-    assert changed_steps(before, after) == ["photofeed-deploy", "photofeed-upload"]
+    assert changed_steps(before, after) == ["photofeed-configure", "photofeed-deploy", "photofeed-upload"]
+    assert before.named("photofeed-configure").inputs["create"] == after.named("photofeed-configure").inputs["create"]
     assert before.outputs["releaseId"] != after.outputs["releaseId"]
 
 
