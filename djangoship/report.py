@@ -60,8 +60,8 @@ echo "disk:"
 df -h --output=target,size,used,avail,pcent / {data} | awk '!seen[$0]++ {{ print "  " $0 }}'
 used=$(df --output=pcent {data} | tail -n 1 | tr -d ' %')
 if [ "${{used:-0}}" -ge {warn_percent} ]; then
-    echo "  WARNING: {data} is $used % full (PostgreSQL stops when it is full): delete old backups," \
-        "lower backupRetentionDays or grow dataVolumeGb"
+    printf '  WARNING: %s is %s %% full (PostgreSQL stops when it is full): %s\\n' {data} "$used" \
+        "delete old backups, lower backupRetentionDays or grow dataVolumeGb"
 fi
 echo "memory:"
 free -m | sed 's/^/  /'

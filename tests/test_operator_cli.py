@@ -86,7 +86,8 @@ def test_status_warns_at_the_fill_level_the_server_warns_at():
     from components.host import HostPlan
 
     assert HostPlan.__dataclass_fields__["volume_warn_percent"].default == report.VOLUME_WARN_PERCENT
-    assert f'-ge {report.VOLUME_WARN_PERCENT} ]; then\n    echo "  WARNING: /data is' in report.status(LAYOUT)
+    script = shlex.split(report.status(LAYOUT))[4]
+    assert f"-ge {report.VOLUME_WARN_PERCENT} ]; then\n    printf '  WARNING: %s is %s %% full" in script
 
 
 def test_commands_call_the_servers_own():
