@@ -114,7 +114,7 @@ def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
         took = time.monotonic() - started
         time.sleep(1)
     print(f"\n[day 2] one-line change deployed in {took:.1f} s under load: {loop.ok} ok, {loop.failed} failed")
-    assert [step.name for step in steps if step.ran] == [f"{APP}-upload", f"{APP}-deploy"]
+    assert [step.name for step in steps if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-deploy"]
     assert loop.failed == 0, loop.errors[:5]
     assert loop.ok > 10, "the request loop did not run"
     assert "dependencies unchanged: reusing" in deploy_output(site), "a one-line change must not reinstall packages"
@@ -154,8 +154,9 @@ def test_broken_release_fails_and_the_previous_keeps_serving(site, workdir, brea
             path.write_text(text)
     # Back to the good code: the deploy's inputs are those of its last successful run (as in Pulumi, a
     # failed update leaves the previous inputs in the state), so it does not run, and need not: the good
-    # release never stopped serving. Only the upload, which had succeeded with the broken archive, re-runs.
-    assert [step.name for step in site.up() if step.ran] == [f"{APP}-upload"]
+    # release never stopped serving. Only the steps that had succeeded with the broken release re-run: the
+    # upload, and configure (which runs with every release).
+    assert [step.name for step in site.up() if step.ran] == [f"{APP}-configure", f"{APP}-upload"]
     assert live_release(site) == good
 
 
@@ -170,7 +171,7 @@ def test_requirement_without_a_wheel_brings_the_build_tools(site, workdir):
     requirements.write_text(original + "psycopg2>=2.9,<3\n")
     try:
         steps = site.up()
-        assert [step.name for step in steps if step.ran] == [f"{APP}-upload", f"{APP}-deploy"]
+        assert [step.name for step in steps if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-deploy"]
         assert "installing build tools and retrying" in deploy_output(site)
         assert live_release(site) != before
         sh(site, f"runuser -u {APP} -- /srv/{APP}/current/venv/bin/python -c 'import psycopg2'")
@@ -306,6 +307,12 @@ def test_backup_damage_restore_round_trip(site, s3):
     assert b"in-the-backup" not in http_get(site.url + "/")[2]
 
     stamp = dumps[0].split("-", 1)[1].split(".")[0]
+    # Written once: the server cannot replace a backup in the bucket (moto, like S3, honours If-None-Match;
+    # on AWS the bucket policy also refuses the instance role any upload without it).
+    again = site.guest.exec(["bash", "-c", f"/usr/local/lib/{APP}/s3backup.py upload /data/backups/db-{stamp}.dump"])
+    assert again.returncode != 0 and "exists already" in again.stderr.decode(), again.stderr.decode()
+    versions = client.list_object_versions(Bucket=BUCKET, Prefix=f"backups/db-{stamp}.dump").get("Versions", [])
+    assert len(versions) == 1, versions
     sh(site, "rm -f /data/backups/*")  # the server's copies are gone: restore from S3
     sh(site, f"{APP}-restore {stamp}")
     wait_for_200(site.url + "/healthz", timeout=30)
@@ -313,6 +320,12 @@ def test_backup_damage_restore_round_trip(site, s3):
     assert status == 200 and b"in-the-backup" in page
     media = page.split(b'src="/media/')[1].split(b'"')[0].decode()
     assert http_get(f"{site.url}/media/{media}")[0] == 200
+    # A backup in the bucket without its checksum file is not restored.
+    sh(site, "rm -f /data/backups/*")
+    client.delete_object(Bucket=BUCKET, Key=f"backups/sums-{stamp}.sha256")
+    refused = site.guest.exec(["bash", "-c", f"{APP}-restore {stamp}"], timeout=120)
+    assert refused.returncode != 0 and "no checksum file" in refused.stderr.decode(), refused.stderr.decode()
+    assert b"in-the-backup" in http_get(site.url + "/")[2]
 
 
 def test_backup_timer_is_scheduled(site):

@@ -8,6 +8,7 @@ figures are printed as a table at the end (the README's "Reliability" table come
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import time
@@ -17,8 +18,10 @@ import pytest
 from conftest import skip_or_fail
 from site_helpers import APP, create_row, sh, upload_photo
 
+from djangoship import report
+from djangoship.remote import Layout
 from harness.localsite import RequestLoop, change_home_page, http_get, local_site
-from harness.replay import StepFailed
+from harness.replay import StepFailed, presented_host_key
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +87,16 @@ def serving_again(site, fault: str, started: float, limit: float, ready=lambda: 
 
 def main_pid(site, unit: str) -> str:
     return sh(site, f"systemctl show -p MainPID --value {unit}").strip()
+
+
+def with_env(site, **env: str) -> dict:
+    """The site's config with `app.env` entries added: a change that re-runs only the configure step."""
+    app = site.config["app"]
+    return {**site.config, "app": {**app, "env": {**app.get("env", {}), **env}}}
+
+
+def step_ran(site, name: str):
+    return next(step for step in site.steps if step.name == f"{APP}-{name}" and step.ran)
 
 
 def cluster_unit(site) -> str:
@@ -163,6 +176,58 @@ def test_a_configure_step_that_failed_half_way_is_completed_by_the_retry(site):
     serving_again(site, "configure failed half-way, then retried", time.monotonic(), limit=15)
 
 
+def test_the_steps_pin_the_servers_host_key_and_another_key_fails_them(site):
+    """The boot step installed the program's host key; sshd offers only it (even to a client that prefers
+    ECDSA); every later step checked it. Another key at the address fails the step before anything is sent."""
+    pinned = site.run.outputs["sshHostKey"]
+    assert sh(site, "cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub").strip() == pinned
+    for preferred in ("ecdsa-sha2-nistp256", "rsa-sha2-512", "ssh-ed25519"):
+        assert presented_host_key(site.guest.ip, preferred) == pinned, preferred
+    sh(site, "cp -p /etc/ssh/ssh_host_ed25519_key /root/pinned-host-key")
+    sh(site, "rm /etc/ssh/ssh_host_ed25519_key*; ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key")
+    sh(site, "systemctl reload ssh.service")
+    try:
+        with pytest.raises(StepFailed) as failure:
+            site.up(with_env(site, HOST_KEY_MARKER="sent"))
+        assert failure.value.step == f"{APP}-configure" and "host key mismatch" in str(failure.value)
+        assert "HOST_KEY_MARKER" not in sh(site, f"cat /etc/{APP}/env"), "the environment went to another key"
+    finally:
+        sh(
+            site,
+            "install -m 0600 /root/pinned-host-key /etc/ssh/ssh_host_ed25519_key && ssh-keygen -y -f "
+            "/etc/ssh/ssh_host_ed25519_key > /etc/ssh/ssh_host_ed25519_key.pub && systemctl reload ssh.service",
+        )
+    site.up(with_env(site, HOST_KEY_MARKER="sent"))
+    assert "HOST_KEY_MARKER='sent'" in sh(site, f"cat /etc/{APP}/env")
+
+
+def test_a_site_file_broken_by_hand_is_rewritten_by_the_next_deploy(site, workdir):
+    site_file = f"/etc/{APP}/nginx-site.conf"
+    rendered = sh(site, f"cat {site_file}")
+    sh(site, f"echo 'this is not nginx' >> {site_file}")
+    change_home_page(workdir, "after-a-hand-broken-site")
+    steps = site.up()
+    assert [step.name for step in steps if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-deploy"]
+    assert f"changed: {site_file}" in step_ran(site, "configure").stdout
+    assert sh(site, f"cat {site_file}") == rendered
+    sh(site, "nginx -t -q")
+    assert b"release:after-a-hand-broken-site" in http_get(site.url + "/")[2]
+
+
+def test_nginx_rejecting_its_configuration_fails_the_step_with_nginx_s_error(site):
+    sh(site, "echo 'this is not nginx' > /etc/nginx/conf.d/hand-made.conf")
+    try:
+        with pytest.raises(StepFailed) as failure:
+            site.up(with_env(site, NGINX_MARKER="one"))
+        assert failure.value.step == f"{APP}-configure"
+        assert "/etc/nginx/conf.d/hand-made.conf" in failure.value.stderr, failure.value.stderr[-2000:]
+        assert "nginx rejected the site configuration" in failure.value.stderr
+        assert http_get(site.url + "/")[0] == 200, "nginx keeps serving the configuration it has loaded"
+    finally:
+        sh(site, "rm -f /etc/nginx/conf.d/hand-made.conf")
+    site.up(with_env(site, NGINX_MARKER="one"))
+
+
 def test_a_deploy_whose_second_migration_fails_leaves_the_schema_as_it_was(site, workdir):
     """0002 adds a NOT NULL column (and would commit on its own under Django), 0003 fails: the release that
     keeps serving must still be able to write."""
@@ -225,6 +290,21 @@ def test_a_damaged_backup_is_refused_before_anything_is_touched(site):
     assert counts(site) == before and http_get(site.url + "/")[0] == 200
 
 
+def test_a_filling_data_volume_is_named_by_the_deploy_and_by_status(site):
+    size, used = (int(v) for v in sh(site, "df -BM --output=size,used /data | tail -n 1").replace("M", "").split())
+    sh(site, f"fallocate -l {int(size * 0.85) - used}M /data/filler")
+    try:
+        site.up(with_env(site, VOLUME_MARKER="filling"))
+        warning = step_ran(site, "configure").stderr
+        assert "WARNING: the data volume (/data) is 8" in warning and "% full" in warning, warning
+        status = site.guest.exec(["bash", "-c", shlex.split(report.status(Layout(APP)))[4]], timeout=60)
+        assert "WARNING: /data is 8" in status.stdout.decode(), status.stdout.decode()
+    finally:
+        sh(site, "rm -f /data/filler")
+    status = site.guest.exec(["bash", "-c", shlex.split(report.status(Layout(APP)))[4]], timeout=60)
+    assert "WARNING" not in status.stdout.decode()
+
+
 def test_a_full_data_volume_refuses_backups_and_postgresql_returns_when_space_does(site):
     before = counts(site)
     sh(site, "rm -f /data/backups/*")
@@ -270,3 +350,37 @@ def test_restoring_a_backup_from_before_a_migration_brings_the_schema_forward(si
     serving_again(site, "restore of a backup from before a migration", time.monotonic(), limit=15)
     assert counts(site) == before
     upload_photo(site, "written-after-the-restore")
+
+
+def test_a_restore_whose_migrations_fail_on_its_data_changes_nothing(site, workdir):
+    """The backup holds a row the live release's next migration refuses. The restore goes into a new database
+    and is migrated there: the migration fails, the live database is never touched, the site keeps serving."""
+    databases = sh(site, "runuser -u postgres -- psql -tAc 'SELECT datname FROM pg_database'").split()
+    assert f"{APP}_before_restore" in databases, "the previous restore keeps the database it replaced"
+    create_row(site, "blocks-the-migration")
+    sh(site, f"rm -f /data/backups/*; {APP}-backup")
+    stamp = sh(site, "ls /data/backups | sed -n 's/^db-\\(.*\\)\\.dump$/\\1/p'").strip()
+    sh(
+        site,
+        f'{APP}-manage shell -c "from feed.models import Photo; '
+        "Photo.objects.filter(title='blocks-the-migration').delete()\"",
+    )
+    (workdir / "feed" / "migrations" / "0003_refuse_blocked_rows.py").write_text(
+        "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n"
+        "    dependencies = [('feed', '0002_photo_caption')]\n"
+        '    operations = [migrations.RunSQL("DO $$ BEGIN IF EXISTS (SELECT 1 FROM feed_photo WHERE title = '
+        "'blocks-the-migration') THEN RAISE EXCEPTION 'a blocked row'; END IF; END $$\")]\n"
+    )
+    site.up()  # the live data passes the migration
+    create_row(site, "written-after-the-migration")
+    before = counts(site)
+    result = site.guest.exec(["bash", "-c", f"{APP}-restore {stamp}"], timeout=180)
+    stderr = result.stderr.decode()
+    assert result.returncode != 0 and "migrations fail on the data" in stderr and "nothing was changed" in stderr, (
+        stderr
+    )
+    assert "a blocked row" in stderr
+    assert counts(site) == before and http_get(site.url + "/")[0] == 200
+    databases = sh(site, "runuser -u postgres -- psql -tAc 'SELECT datname FROM pg_database'").split()
+    assert f"{APP}_restoring" not in databases
+    upload_photo(site, "written-after-the-refused-restore")

@@ -78,12 +78,11 @@ def test_outputs_file_holds_what_the_verbs_need_and_only_the_user_reads_it(site,
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-def test_status_trusts_the_host_key_on_first_use_and_reports_the_site(site, verb, outputs):
+def test_status_pins_the_stacks_host_key_and_reports_the_site(site, verb, outputs):
     _, config_home = outputs
     first = verb("status")
-    assert "trusting" in first.stderr and "first use" in first.stderr, first.stderr
-    known_hosts = config_home / "djangoship" / "known_hosts" / "local"  # the outputs file's name stands for the stack
-    assert known_hosts.read_text().startswith(site.guest.ip + " ")
+    assert "first use" not in first.stderr, first.stderr  # the program's `sshHostKey` is pinned
+    assert not (config_home / "djangoship" / "known_hosts" / "local").exists()
     assert f"on admin@{site.guest.ip}" in first.stderr  # says what runs where
     report = first.stdout
     print(f"\n[operator] status:\n{report}")
@@ -94,7 +93,18 @@ def test_status_trusts_the_host_key_on_first_use_and_reports_the_site(site, verb
     assert "postgresql@" in report and f"{APP}-backup.timer" in report and "FAILED" not in report
     assert "kept:         none" in report and "Mounted on" in report and "Mem:" in report
     assert "certificate:  none (plain HTTP)" in report
-    second = verb("status")
+
+
+def test_a_stack_without_a_host_key_output_is_trusted_on_first_use(site, outputs, workdir):
+    """Stacks made before the program pinned the server's host key have no `sshHostKey` output."""
+    base, *_ = workdir
+    older, config_home = base / "older.json", base / "config-older"
+    older.write_text(json.dumps({k: v for k, v in json.loads(outputs[0].read_text()).items() if k != "sshHostKey"}))
+    first = Verb(older, config_home)("releases")
+    assert "trusting" in first.stderr and "first use" in first.stderr, first.stderr
+    known_hosts = config_home / "djangoship" / "known_hosts" / "older"  # the outputs file's name stands for the stack
+    assert known_hosts.read_text().startswith(site.guest.ip + " ")
+    second = Verb(older, config_home)("releases")
     assert "first use" not in second.stderr, "a known host is not announced again"
 
 
@@ -260,7 +270,7 @@ def test_maintenance_page_survives_a_deploy_which_still_checks_health(site, verb
     # loopback), so the new release goes live; visitors still get the maintenance page.
     change_home_page(app, "during-maintenance")
     steps = site.up()
-    assert [step.name for step in steps if step.ran] == [f"{APP}-upload", f"{APP}-deploy"]
+    assert [step.name for step in steps if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-deploy"]
     assert live_release(site) != before
     assert http_get(site.url + "/")[0] == 503
     # …and one that re-runs the configure step, which re-renders and reloads the nginx site: still on.
