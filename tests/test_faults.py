@@ -385,4 +385,3 @@ def test_a_restore_whose_migrations_fail_on_its_data_changes_nothing(site, workd
     databases = sh(site, "runuser -u postgres -- psql -tAc 'SELECT datname FROM pg_database'").split()
     assert f"{APP}_restoring" not in databases, "the refused copy is dropped"
     upload_photo(site, "written-after-the-refused-restore")
-
