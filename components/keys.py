@@ -57,7 +57,7 @@ class HostKey(pulumi.ComponentResource):
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("djangoship:index:HostKey", name, None, opts)
         key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self))
-        self.private_key = pulumi.Output.secret(key.private_key_openssh)
+        self.private_key: pulumi.Output[str] = pulumi.Output.secret(key.private_key_openssh)
         # "ssh-ed25519 AAAA…", as pulumi-command's `host_key` and a known_hosts line take it.
         self.public_key = key.public_key_openssh.apply(lambda line: " ".join(line.split()[:2]))
         self.register_outputs({"publicKey": self.public_key})
