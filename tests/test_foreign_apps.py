@@ -340,7 +340,7 @@ def test_after_a_release_every_process_runs_the_new_code(guest, workers):
     with RequestLoop(guest.url + "/") as loop:
         steps = guest.up()
         time.sleep(1)
-    assert [step.name for step in steps if step.ran] == [f"{NAME}-upload", f"{NAME}-deploy"]
+    assert [step.name for step in steps if step.ran] == [f"{NAME}-configure", f"{NAME}-upload", f"{NAME}-deploy"]
     assert loop.failed == 0 and loop.ok > 10, (loop.ok, loop.errors[:5])
     assert "running the live release" in deploy_output(guest)
     assert all(unit_pid(guest, f"{NAME}-{name}.service") != pids[name] for name in WORKERS)
