@@ -108,10 +108,11 @@ def measure_one(network, name: str) -> dict[str, float]:
 def measure(guests: int) -> list[dict[str, float]]:
     """One guest after the other: the program runs under Pulumi's mocks (process-global state), and a
     second guest booting at the same time would share the two CPUs and the mirror."""
-    from localboot.network import bridge_network
+    from bench.common import bench_network
 
     results: list[dict[str, float]] = []
-    with bridge_network() as network:
+
+    with bench_network() as network:
         for index in range(guests):
             results.append(measure_one(network, f"fb{index + 1}"))
             print(
