@@ -109,11 +109,12 @@ def measure_one(network, name: str) -> dict[str, float]:
 def measure(guests: int) -> list[dict[str, float]]:
     """One guest after the other: the program runs under Pulumi's mocks (process-global state), and a
     second guest booting at the same time would share the two CPUs and the mirror."""
-    from bench.common import bench_network
+    # Not bench.common.bench_network: with --compare this runs inside an older tree, whose bench/ may lack it.
+    from localboot.network import bridge_network
 
+    name, cidr = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
     results: list[dict[str, float]] = []
-
-    with bench_network() as network:
+    with bridge_network(name, cidr) as network:
         for index in range(guests):
             results.append(measure_one(network, f"fb{index + 1}"))
             print(
