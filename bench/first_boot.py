@@ -1,7 +1,7 @@
 """First boot → first 200 through nginx, median of fresh guests, split into phases.
 
     sudo .venv/bin/python -m bench.first_boot [--guests 3]
-    sudo .venv/bin/python -m bench.first_boot --compare REV     # REV (e.g. HEAD) vs the working tree, side by side
+    sudo .venv/bin/python -m bench.first_boot --compare REV     # REV (e.g. HEAD) vs the working tree, alternating
 
 Each guest boots the program's own user-data (the default settings) and replays its remote steps
 (harness.localsite.local_site); the clock starts when systemd-nspawn starts the guest and stops at the first
@@ -11,7 +11,8 @@ virtualenv's pyvenv.cfg → .complete for venv + pip, the release's staticfiles.
 collectstatic + gzip) and PostgreSQL's django_migrations.applied (migrate).
 
 `--compare REV` exports REV with `git archive` into a temporary folder and runs the same measurement there
-(a subprocess with that tree first on sys.path), then here, and prints both.
+(a subprocess with that tree first on sys.path), one guest of REV then one of the working tree, in turn, and
+prints both columns and the ratio of each pair: on a shared machine, pairs booted back to back compare fairly.
 """
 
 from __future__ import annotations
@@ -108,10 +109,12 @@ def measure_one(network, name: str) -> dict[str, float]:
 def measure(guests: int) -> list[dict[str, float]]:
     """One guest after the other: the program runs under Pulumi's mocks (process-global state), and a
     second guest booting at the same time would share the two CPUs and the mirror."""
+    # Not bench.common.bench_network: with --compare this runs inside an older tree, whose bench/ may lack it.
     from localboot.network import bridge_network
 
+    name, cidr = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
     results: list[dict[str, float]] = []
-    with bridge_network() as network:
+    with bridge_network(name, cidr) as network:
         for index in range(guests):
             results.append(measure_one(network, f"fb{index + 1}"))
             print(
@@ -165,30 +168,35 @@ def main() -> None:
         rev = subprocess.run(
             ["git", "-C", str(HERE), "rev-parse", "--short", args.compare], capture_output=True, text=True, check=True
         ).stdout.strip()
+        before: list[dict[str, float]] = []
+        after: list[dict[str, float]] = []
         with tempfile.TemporaryDirectory(prefix=f"djangoship-{rev}-") as tree:
             archive = subprocess.run(["git", "-C", str(HERE), "archive", rev], capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
             os.symlink(HERE / ".venv", Path(tree) / ".venv")
             out = Path(tree) / "first-boot.json"
-            subprocess.run(
-                [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "--project",
-                    tree,
-                    "--json",
-                    str(out),
-                    "--guests",
-                    str(args.guests),
-                ],
-                cwd=tree,
-                check=True,
-                timeout=3600,
-            )
-            columns[f"{rev} (before)"] = json.loads(out.read_text())
-    columns["working tree"] = measure(args.guests)
-    print(f"{args.guests} fresh guests per column, one at a time; default settings (t2.micro sizing)\n")
+            # Alternating, one guest of each in turn: on a machine others share, load that comes and goes
+            # falls on both columns alike, and the ratio between them stays meaningful.
+            for _ in range(args.guests):
+                subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--project", tree, "--json", str(out)]
+                    + ["--guests", "1"],
+                    cwd=tree,
+                    check=True,
+                    timeout=3600,
+                )
+                before += json.loads(out.read_text())
+                after += measure(1)
+        columns[f"{rev} (before)"] = before
+        columns["working tree"] = after
+    else:
+        columns["working tree"] = measure(args.guests)
+    print(f"{args.guests} fresh guests per column, one at a time (alternating with --compare); default settings\n")
     table(columns)
+    if args.compare:
+        pairs = [(b["first_200"], a["first_200"]) for b, a in zip(columns[f"{rev} (before)"], after, strict=True)]
+        ratios = ", ".join(f"{a / b:.2f}" for b, a in pairs)
+        print(f"  after ÷ before, first 200, guest by guest (booted back to back): {ratios}")
 
 
 if __name__ == "__main__":

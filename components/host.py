@@ -284,8 +284,10 @@ def render_user_data(plan: HostPlan) -> str:
         gunicorn_service=render("systemd/gunicorn.service.j2", plan),
         placeholder_site=render("nginx/placeholder.conf.j2", plan),
         firstboot_script=render("scripts/firstboot.sh.j2", plan),
-        pg_upgrade_script=render("scripts/pg-upgrade.sh.j2", plan),
+        # Comment lines dropped from these two copies: the document must stay within EC2's 16 KiB.
+        pg_upgrade_script=_without_comment_lines(render("scripts/pg-upgrade.sh.j2", plan)),
         data_volume_script=render("scripts/data-volume.sh.j2", plan),
+        postgres_config=_without_comment_lines(render_postgres_config(plan)),
     )
 
 

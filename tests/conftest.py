@@ -35,9 +35,10 @@ def release() -> str:
     return DEFAULT_RELEASE
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def network():
-    """The local guests' bridge and NAT, one per test module: each module leaves the host as it found it."""
+    """The local guests' bridge and NAT, one for the whole run (a guest may serve several modules: see
+    `default_site`); the run leaves the host as it found it."""
     from localboot.requirements import check_host
 
     missing = check_host()
@@ -50,3 +51,17 @@ def network():
     name, cidr = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
     with bridge_network(name, cidr, lock_wait=1800) as net:
         yield net
+
+
+@pytest.fixture(scope="session")
+def default_site(network):
+    """One guest at the default settings (the default image, the example app from this folder), booted once
+    for every module that checks such a site (test_local_boot, test_performance): a first boot costs over a
+    minute of CI. A module using it may change the site (a reboot, a setting and back) but leaves it serving."""
+    from harness.localsite import local_site
+
+    with local_site(network, "web1") as live:
+        print(f"\n[first boot] guest start → first 200 through nginx: {live.first_boot_seconds:.1f} s")
+        for step in live.steps:
+            print(f"[first boot]   {step.name}: {step.seconds:.1f} s")
+        yield live

@@ -27,12 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def site(network):
-    with local_site(network, "web1") as live:
-        print(f"\n[first boot] guest start → first 200 through nginx: {live.first_boot_seconds:.1f} s")
-        for step in live.steps:
-            print(f"[first boot]   {step.name}: {step.seconds:.1f} s")
-        yield live
+def site(default_site):
+    """The default-settings guest (conftest.default_site), shared with test_performance."""
+    return default_site
 
 
 # --- the first boot ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Needs root, systemd-nspawn, debootstrap, nft, ip and overlayfs (see localboot.ch
 skipped when they are missing, except under CI=true where that is a failure. The first run
 builds the cached root file system (~1.5 min).
 
-Network: the guests live on a private bridge (10.77.0.0/24, or LOCALBOOT_BRIDGE's); the tests only connect to the
+Network: the guests live on a private bridge (10.97.0.0/24); the tests only connect to the
 guests' own addresses there, in loops bounded in count and time.
 """
 
@@ -43,8 +43,10 @@ from localboot.network import STATE_DIR, link_exists, nft_table_exists
 
 pytestmark = pytest.mark.localboot
 
-# LOCALBOOT_BRIDGE=NAME,CIDR gives a second run on this machine its own bridge (as in conftest.py).
-BRIDGE, CIDR = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
+# A bridge of its own, not the tests' (conftest.network, lbr0 unless LOCALBOOT_BRIDGE says otherwise), which
+# lives for the whole run: these tests create and remove theirs.
+BRIDGE = "lbrlab"
+CIDR = "10.97.0.1/24"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 MARKER = "/etc/localboot-test/marker"
 RUNCMD_FLAG = "/var/lib/localboot-test-runcmd"
@@ -268,7 +270,9 @@ def test_teardown_leaves_nothing_behind(lab: Lab) -> None:
     for pid in (lab.nspawn_pid, lab.init_pid):
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} still there"
     assert _processes_mentioning(str(rundir)) == []
-    assert mounts_under(rundir) == []  # its own: other runs on this machine may have guests up
+    # Its own: another module's guest (conftest.default_site lives for the whole run) or another run on this
+    # machine may have guests up.
+    assert mounts_under(rundir) == []
     assert not rundir.exists()
     assert not link_exists(BRIDGE)
     assert not link_exists(f"vb-{lab.guest.machine_name}")

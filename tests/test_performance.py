@@ -1,8 +1,8 @@
 """The connection pooler on a real guest: the app reaches PostgreSQL only through PgBouncer (session pooling),
 everything Django does works through it, and nothing new listens beyond loopback.
 
-One guest (perf1), booted from the program's own user-data at the default settings (dbPooler on). Timings
-are never asserted here: the figures come from `bench/` (see docs/performance.md).
+The default-settings guest (web1, shared with test_local_boot through conftest.default_site; dbPooler on).
+Timings are never asserted here: the figures come from `bench/` (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import urllib.parse
 import pytest
 from site_helpers import APP, admin_login, sh, upload_photo
 
-from harness.localsite import http_get, local_site
+from harness.localsite import http_get
 
 pytestmark = pytest.mark.localboot
 POOLER_PORT = 6432
@@ -22,10 +22,10 @@ PSQL = "runuser -u postgres -- psql -X -qAt -d postgres"
 
 
 @pytest.fixture(scope="module")
-def site(network):
-    with local_site(network, "perf1") as live:
-        print(f"\n[pooler] first boot → first 200: {live.first_boot_seconds:.1f} s")
-        yield live
+def site(default_site):
+    """The default-settings guest that test_local_boot also checks (conftest.default_site): the pooler is on
+    by default, so that guest is the one to prove it on, without a first boot of its own."""
+    return default_site
 
 
 def env_values(site) -> dict[str, str]:
