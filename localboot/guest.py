@@ -248,8 +248,12 @@ class Guest(NspawnSupervision, SSHAccess):
         )
 
     def _prune_logs(self) -> None:
-        logs = sorted(self._log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
-        for old in logs[:-KEEP_LOGS]:
+        # Another run on this host may prune the same folder at the same moment: a log gone meanwhile is skipped.
+        dated = []
+        for path in self._log_dir.glob("*.log"):
+            with contextlib.suppress(FileNotFoundError):
+                dated.append((path.stat().st_mtime, path))
+        for _, old in sorted(dated)[:-KEEP_LOGS]:
             old.unlink(missing_ok=True)
 
     def nspawn_argv(self) -> list[str]:
