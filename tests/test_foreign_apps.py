@@ -312,13 +312,17 @@ def test_a_long_running_command_and_a_schedule_write_rows_and_a_failed_run_shows
     wait_for("the listener's heartbeats", lambda: state(guest)["heartbeats"] >= before["heartbeats"] + 2, 10)
     wait_for("a run of the 5-second schedule", lambda: state(guest)["ticks"] > before["ticks"], 30)
     failing = f"{NAME}-failing.service"
+    # A run of this release's code (one that fired before its deploy, with the previous app's code, failed too,
+    # for another reason): its own error in the journal, the unit in systemctl --failed.
     listed = wait_for(
-        "the failing schedule in systemctl --failed",
-        lambda: failing in sh(guest, "systemctl --failed --plain --no-legend"),
+        "the failing schedule's own error, and the unit in systemctl --failed",
+        lambda: (
+            "fails on purpose" in sh(guest, f"journalctl -u {failing} --no-pager -o cat")
+            and failing in sh(guest, "systemctl --failed --plain --no-legend")
+        ),
         45,  # it runs every 20 s, each run a Django start-up
     )
     assert listed, sh(guest, f"systemctl status {NAME}-failing.timer {failing} --no-pager", check=False)
-    assert "fails on purpose" in sh(guest, f"journalctl -u {NAME}-failing.service --no-pager -o cat")
     print(
         f"\n[foreign] PSS: celery worker {pss_mib(guest, 'celery -A shop worker'):.1f} MiB, "
         f"manage.py listen {pss_mib(guest, 'manage.py listen'):.1f} MiB, "
