@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -65,3 +68,14 @@ def default_site(network):
         for step in live.steps:
             print(f"[first boot]   {step.name}: {step.seconds:.1f} s")
         yield live
+
+
+@pytest.fixture()
+def live_dir() -> Iterator[Path]:
+    """A world-traversable temp dir (pytest's own are 0700): nginx's workers run as nobody under root."""
+    folder = Path(tempfile.mkdtemp(prefix="djangoship-nginx-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -10,18 +10,11 @@ which sees `X-Forwarded-Proto: https` whatever scheme header a client sends, and
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import json
-import shutil
-import socket
-import socketserver
-import subprocess
-import threading
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from rendered.helpers import echo_server, free_port, on_loopback, running_nginx
 
 from components.host import render
 from components.scaled.boot import scaled_plan
@@ -29,7 +22,6 @@ from components.scaled.loadbalancer import ORIGIN_HEADER
 from components.settings import load_settings
 from harness import mockrun
 from harness.mockrun import ProgramRun, run_program
-from tests.conftest import skip_or_fail
 
 PREFIX_LIST = "pl-3b927c52"  # what AWS answers in us-east-1 for the name below
 ORIGIN_FACING = "com.amazonaws.global.cloudfront.origin-facing"
@@ -97,74 +89,27 @@ def test_django_no_longer_answers_for_the_load_balancers_name(with_prefix_list):
 # --- the app servers' nginx, live ---------------------------------------------------------------------------------
 
 
-class EchoHeaders(http.server.BaseHTTPRequestHandler):
-    """gunicorn's stand-in on the unix socket: answers with the request headers it received, as JSON."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.dumps({name.lower(): value for name, value in self.headers.items()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def address_string(self) -> str:
-        return "unix"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class UnixHttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
 @pytest.fixture
-def app_server_nginx(tmp_path):
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if not nginx or not Path("/etc/nginx/mime.types").exists():
-        skip_or_fail("nginx (with /etc/nginx/mime.types) is not installed")
-    socket_path = tmp_path / "gunicorn.sock"
-    upstream = UnixHttpServer(str(socket_path), EchoHeaders)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+def app_server_nginx(live_dir):
+    """The scaled app servers' rendered nginx site, live on loopback, in front of gunicorn's stand-in."""
+    socket_path = live_dir / "gunicorn.sock"
     plan = dataclasses.replace(
         scaled_plan(load_settings({"profile": "scaled"}, project="djangoship", stack="dev")),
         socket_path=str(socket_path),
-        static_root=str(tmp_path / "static"),
+        static_root=str(live_dir / "static"),
     )
     site = render("scaled/nginx-site.conf.j2", plan, origin_header=ORIGIN_HEADER)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     # Only the address moves (port 80 may be taken on this machine); everything else is the rendered site.
     assert "listen 80 default_server;" in site
-    site = site.replace("listen 80 default_server;", f"listen 127.0.0.1:{port} default_server;")
-    site = site.replace("listen [::]:80 default_server;", "")
-    (tmp_path / "site.conf").write_text(site)
-    temp_paths = "".join(f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy"))
-    (tmp_path / "nginx.conf").write_text(
-        # Workers as root: the test's folder (and the socket in it) is root's alone.
-        f"user root;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\ndaemon off;\nevents {{}}\nhttp {{\n"
-        f"    include /etc/nginx/mime.types;\n    access_log off;\n{temp_paths}"
-        f"    include {tmp_path}/site.conf;\n}}\n"
-    )
-    process = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf")], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
-    upstream.shutdown()
+    port = free_port()
+    with echo_server(socket_path), running_nginx(live_dir, on_loopback(site, {"80": port}), port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def _headers_seen(url: str, headers: dict[str, str]) -> dict[str, str]:
     request = urllib.request.Request(url + "/shop/", headers={"Host": "d111111abcdef8.cloudfront.net", **headers})
     with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.loads(answer.read())
+        return json.loads(answer.read())["headers"]
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import skip_or_fail
-from rendered.helpers import need
+from rendered.helpers import free_port, need
 from rendered.helpers import run as run_tool
 
 from components.host import render
@@ -557,12 +556,6 @@ def _postgres_binary(name: str) -> str:
     return str(found)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[dict[str, str]]:
     """A throwaway PostgreSQL on 127.0.0.1 (password auth, like RDS): the PG* settings to reach it."""
@@ -579,7 +572,7 @@ def postgres() -> Iterator[dict[str, str]]:
         if as_user:
             shutil.chown(work, "postgres")
             shutil.chown(work / "pw", "postgres")
-        port = str(_free_port())
+        port = str(free_port())
         result = run(
             [
                 *as_user,

@@ -5,11 +5,18 @@ that fails."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import http.server
+import json
 import re
 import shlex
 import shutil
+import socket
+import socketserver
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -456,3 +463,87 @@ def systemd_verify(
             stub.write_text("#!/bin/sh\nexit 0\n")
             stub.chmod(0o755)
     return run([analyze, "verify", f"--root={root}", *units])
+
+
+# --- a real nginx on loopback, in front of gunicorn's stand-in -------------------------------------------------
+
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Stands in for gunicorn: answers with the request line and headers it received, as JSON."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self) -> str:
+        return "unix-socket"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@contextlib.contextmanager
+def echo_server(path: Path) -> Iterator[None]:
+    server = UnixHTTPServer(str(path), EchoHandler)
+    path.chmod(0o777)  # nginx's workers run as another user (nobody) when the tests run as root
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def on_loopback(site: str, ports: dict[str, int]) -> str:
+    """The site with its listeners moved to 127.0.0.1:<free port> and the IPv6 ones dropped."""
+    site = re.sub(r"^\s*listen \[::\]:\d+[^;]*;\n", "", site, flags=re.MULTILINE)
+    for port, local in ports.items():
+        site = re.sub(rf"^(\s*listen ){port}\b", rf"\g<1>127.0.0.1:{local}", site, flags=re.MULTILINE)
+    listens = re.findall(r"^\s*listen (\S+)", site, re.MULTILINE)
+    assert listens and all(address.startswith("127.0.0.1:") for address in listens), listens
+    return site
+
+
+@contextlib.contextmanager
+def running_nginx(work: Path, site: str, port: int) -> Iterator[None]:
+    """nginx in the foreground, as a child of this test, stopped (and waited for) at the end."""
+    nginx = need("nginx")
+    if not Path("/etc/nginx/mime.types").exists():
+        skip_or_fail("/etc/nginx/mime.types is missing (the distribution's nginx package provides it)")
+    conf = nginx_main_conf(work, site)
+    with open(work / "stderr", "w") as stderr:
+        process = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stdout=stderr, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                logs = [p.read_text() for p in (work / "stderr", work / "error.log") if p.exists()]
+                pytest.fail(f"nginx exited with {process.returncode}: {''.join(logs)}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+            time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

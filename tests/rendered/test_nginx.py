@@ -3,27 +3,17 @@ on free ports, in front of a small echo server on a unix socket)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gzip
 import http.client
 import http.server
 import json
 import re
-import shutil
-import socket
-import socketserver
 import ssl
-import subprocess
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import skip_or_fail
 
 from components.host import (
     site_hosts,
@@ -35,13 +25,15 @@ from rendered.helpers import (
     TLS_CONFIGS,
     assert_nginx_accepts,
     certificate,  # noqa: F401  (a fixture: asked for by name)
+    echo_server,
+    free_port,
     location,
     main_server,
-    need,
-    nginx_main_conf,
     nginx_test,
+    on_loopback,
     parse_nginx,
     plan_for,
+    running_nginx,
     servers,
     site_for,
     size_bytes,
@@ -154,87 +146,6 @@ def test_nginx_site_properties(config_id: str, https: bool) -> None:
         assert hosts == ([plan.domain, PUBLIC_IP] if plan.domain else [PUBLIC_IP])
 
 
-class _EchoHandler(http.server.BaseHTTPRequestHandler):
-    """Stands in for gunicorn: answers with the request line and headers it received, as JSON."""
-
-    def do_GET(self) -> None:
-        body = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def address_string(self) -> str:
-        return "unix-socket"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-@contextlib.contextmanager
-def echo_server(path: Path) -> Iterator[None]:
-    server = _UnixHTTPServer(str(path), _EchoHandler)
-    path.chmod(0o777)  # nginx's workers run as another user (nobody) when the tests run as root
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def on_loopback(site: str, ports: dict[str, int]) -> str:
-    """The site with its listeners moved to 127.0.0.1:<free port> and the IPv6 ones dropped."""
-    site = re.sub(r"^\s*listen \[::\]:\d+[^;]*;\n", "", site, flags=re.MULTILINE)
-    for port, local in ports.items():
-        site = re.sub(rf"^(\s*listen ){port}\b", rf"\g<1>127.0.0.1:{local}", site, flags=re.MULTILINE)
-    listens = re.findall(r"^\s*listen (\S+)", site, re.MULTILINE)
-    assert listens and all(address.startswith("127.0.0.1:") for address in listens), listens
-    return site
-
-
-@contextlib.contextmanager
-def running_nginx(work: Path, site: str, port: int) -> Iterator[None]:
-    """nginx in the foreground, as a child of this test, stopped (and waited for) at the end."""
-    nginx = need("nginx")
-    if not Path("/etc/nginx/mime.types").exists():
-        skip_or_fail("/etc/nginx/mime.types is missing (the distribution's nginx package provides it)")
-    conf = nginx_main_conf(work, site)
-    with open(work / "stderr", "w") as stderr:
-        process = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stdout=stderr, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                logs = [p.read_text() for p in (work / "stderr", work / "error.log") if p.exists()]
-                pytest.fail(f"nginx exited with {process.returncode}: {''.join(logs)}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-            time.sleep(0.05)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
 @dataclasses.dataclass
 class Reply:
     status: int
@@ -262,17 +173,6 @@ def assert_no_answer(port: int, host: str, tls: bool = False) -> None:
     """444: nginx closes the connection without sending a response."""
     with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError, ssl.SSLError)):
         fetch(port, "/", host, tls=tls)
-
-
-@pytest.fixture()
-def live_dir() -> Iterator[Path]:
-    """A world-traversable temp dir (pytest's own are 0700): nginx's workers run as nobody under root."""
-    folder = Path(tempfile.mkdtemp(prefix="djangoship-nginx-"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def live_site(folder: Path, config_id: str, https: bool) -> tuple[str, str]:
