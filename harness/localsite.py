@@ -82,10 +82,12 @@ def live_front_page(status: int) -> bool:
 
 class RequestLoop:
     """`clients` threads GET `url` back to back until stopped (each bounded: 300 s at most), counting anything
-    but a 200 as failed. Used around `up` to show a deploy drops no request."""
+    but `expect` (200; e.g. 302 for a page that redirects to a login) as failed. Used around `up` to show a
+    deploy drops no request."""
 
-    def __init__(self, url: str, clients: int = 1):
+    def __init__(self, url: str, clients: int = 1, expect: int = 200):
         self.url, self.ok, self.failed, self.errors = url, 0, 0, []
+        self.expect = expect
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
@@ -98,7 +100,7 @@ class RequestLoop:
             except OSError as error:
                 status = repr(error)
             with self._lock:
-                if status == 200:
+                if status == self.expect:
                     self.ok += 1
                 else:
                     self.failed += 1

@@ -254,16 +254,21 @@ def test_a_crashing_release_is_bounded_and_the_next_activation_recovers(site):
     sh(site, f"{APP}-activate {good}")
     assert http_get(site.url + "/")[0] == 200
 
-    # Activating the crashing release fails fast with gunicorn's own error and goes back to the live one;
-    # a good activation right after succeeds.
+    # Activating the crashing release fails fast with gunicorn's own error, before the switch: the live
+    # gunicorn is not even restarted. A good activation right after succeeds.
     make_crashing_release(site, broken)
+    live_since = sh(site, "systemctl show -p ExecMainStartTimestampMonotonic --value gunicorn.service")
     started = time.monotonic()
-    result = site.guest.exec(["bash", "-c", f"{APP}-activate {broken}"], timeout=120)
+    with RequestLoop(site.url + "/") as loop:
+        result = site.guest.exec(["bash", "-c", f"{APP}-activate {broken}"], timeout=120)
     took = time.monotonic() - started
     stderr = result.stderr.decode()
     assert result.returncode != 0
-    assert "broken at import" in stderr and f"going back to {good}" in stderr, stderr[-2000:]
+    assert "broken at import" in stderr, stderr[-2000:]
+    assert f"was refused before it took any traffic; {good} is still serving" in stderr, stderr[-2000:]
     assert took < 30, f"a release that cannot start was waited on for {took:.0f} s"
+    assert loop.failed == 0 and loop.ok > 0, loop.errors[:5]
+    assert sh(site, "systemctl show -p ExecMainStartTimestampMonotonic --value gunicorn.service") == live_since
     assert live_release(site) == good and http_get(site.url + "/")[0] == 200
     other = next(r for r in reversed(sh(site, f"cat /srv/{APP}/releases/.history").split()) if r != good)
     sh(site, f"{APP}-activate {other} && {APP}-activate {good}")

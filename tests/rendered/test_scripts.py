@@ -93,7 +93,7 @@ def test_foreign_build_steps_are_in_the_deploy(sent: dict[str, Sent]) -> None:
     ):
         assert step in deploy, step
     activate = script_from(sent, "foreign", "configure-host:ACTIVATE")
-    assert "http://localhost/health/" in activate and "-lt 300 ]" in activate
+    assert 'status_of "$socket" /health/ ' in activate and "-lt 300 ]" in activate
     assert "-lt 500 ]" in script_from(sent, "http", "configure-host:ACTIVATE")
 
 

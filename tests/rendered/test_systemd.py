@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from components.host import render
 from rendered.helpers import (
     CONFIGS,
     plan_for,
@@ -28,6 +29,20 @@ def gunicorn_units(config_id: str) -> dict[str, str]:
 def test_systemd_verify_units(config_id: str, tmp_path: Path) -> None:
     result = systemd_verify(gunicorn_units(config_id), tmp_path / "root")
     # Unknown keys and bad values are only warnings with exit 0: any output at all is a failure.
+    assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_systemd_verify_release_check_unit(config_id: str, tmp_path: Path) -> None:
+    """The unit that runs a release on its own socket before the switch, as an instance (a release id)."""
+    plan = plan_for(config_id)
+    unit = render("systemd/release-check.service.j2", plan)
+    sections = unit_sections(unit)
+    assert unit_value(sections, "Service", "RuntimeDirectory") == f"{plan.app}-check/%i"
+    assert f"--bind unix:/run/{plan.app}-check/%i/gunicorn.sock --workers 1" in unit_value(
+        sections, "Service", "ExecStart"
+    )
+    result = systemd_verify({f"{plan.app}-release-check@0123456789ab.service": unit}, tmp_path / "root")
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
 
 
