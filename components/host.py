@@ -345,8 +345,11 @@ def _as_written(exec_line: str, plan: HostPlan) -> str:
 
 
 def render_configure_extras(plan: HostPlan) -> dict[str, object]:
-    """What configure-host installs beside the web for processes, schedules and Redis (issue 14)."""
+    """What configure-host installs beside the web: for processes, schedules and Redis (issue 14), and the
+    metadata block (the instance's credentials stay root's)."""
     return {
+        "metadata_block_rules": render("nftables/metadata-block.nft.j2", plan),
+        "metadata_block_unit": render("systemd/metadata-block.service.j2", plan),
         "processes_script": render("scripts/processes.sh.j2", plan),
         "unit_files": render_app_units(plan),
         "redis_config": render("redis/redis.conf.j2", plan) if plan.redis else "",

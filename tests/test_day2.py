@@ -7,6 +7,7 @@ guest (web4) is then given the same folder, as a replaced instance is given the 
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -273,6 +274,31 @@ def test_a_crashing_release_is_bounded_and_the_next_activation_recovers(site):
     other = next(r for r in reversed(sh(site, f"cat /srv/{APP}/releases/.history").split()) if r != good)
     sh(site, f"{APP}-activate {other} && {APP}-activate {good}")
     assert sh(site, "systemctl is-active gunicorn.service").strip() == "active"
+
+
+def test_the_app_user_cannot_reach_the_instance_metadata_service(site):
+    """EC2's metadata address on the guest, answered by a stand-in: root reaches it; the app's user — whose
+    gunicorn, processes and the deploy's manage.py commands run the app's code — is refused, so the app
+    cannot take the instance role's credentials (issue 16, item 3)."""
+    stand_in = "http://169.254.169.254:8169/"
+    sh(
+        site,
+        "ip addr add 169.254.169.254/32 dev lo && cd / && "
+        "(setsid timeout 120 python3 -m http.server --bind 169.254.169.254 8169 > /dev/null 2>&1 < /dev/null &)",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while sh(site, f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 {stand_in} || true") != "200":
+            assert time.monotonic() < deadline, "the stand-in metadata service did not answer root"
+            time.sleep(0.5)
+        refused = site.guest.exec(["bash", "-c", f"runuser -u {APP} -- curl -sS --max-time 5 {stand_in}"], timeout=60)
+        assert refused.returncode == 7, refused.stderr.decode()  # curl: could not connect
+        code = f"import urllib.request; urllib.request.urlopen({stand_in!r}, timeout=5)"
+        app_code = site.guest.exec(["bash", "-c", f"{APP}-manage shell -c {shlex.quote(code)}"], timeout=120)
+        assert app_code.returncode != 0 and "Connection refused" in app_code.stderr.decode(), app_code.stderr.decode()
+        assert sh(site, f"systemctl is-enabled {APP}-metadata-block.service").strip() == "enabled"
+    finally:
+        sh(site, "pkill -f 'http.server --bind 169.254.169.254'; ip addr del 169.254.169.254/32 dev lo", check=False)
 
 
 def test_old_releases_are_pruned(site, workdir):

@@ -37,7 +37,7 @@ from conftest import skip_or_fail
 from rendered.helpers import free_port, need
 from rendered.helpers import run as run_tool
 
-from components.host import render
+from components.host import _without_comment_lines, render
 from components.release import Release
 from components.scaled.boot import (
     GATE_ENV,
@@ -935,7 +935,16 @@ def test_app_servers_reuse_the_single_servers_templates() -> None:
     assert files["/etc/systemd/system/gunicorn.socket"] == render("systemd/gunicorn.socket.j2", plan)
     assert files["/usr/local/lib/photofeed/manage"] == render("scripts/manage.sh.j2", plan)
     assert files["/usr/local/sbin/photofeed-firstboot"] == render("scripts/firstboot.sh.j2", plan)
-    assert files["/etc/photofeed/gunicorn.conf.py"] == render("gunicorn/gunicorn.conf.py.j2", plan)
+    # Without its comment lines, as other copies there: the document must stay within EC2's 16 KiB.
+    assert files["/etc/photofeed/gunicorn.conf.py"] == _without_comment_lines(
+        render("gunicorn/gunicorn.conf.py.j2", plan)
+    )
+    assert files["/etc/systemd/system/photofeed-release-check@.service"] == _without_comment_lines(
+        render("systemd/release-check.service.j2", plan)
+    )
+    assert files["/etc/photofeed/metadata-block.nft"] == _without_comment_lines(
+        render("nftables/metadata-block.nft.j2", plan)
+    )
 
 
 # --------------------------------------------------------------------------------------------------------

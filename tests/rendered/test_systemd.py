@@ -46,6 +46,14 @@ def test_systemd_verify_release_check_unit(config_id: str, tmp_path: Path) -> No
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_systemd_verify_metadata_block_unit(config_id: str, tmp_path: Path) -> None:
+    plan = plan_for(config_id)
+    unit = render("systemd/metadata-block.service.j2", plan)
+    result = systemd_verify({f"{plan.app}-metadata-block.service": unit}, tmp_path / "root")
+    assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
+
+
 @pytest.mark.parametrize(
     "breakage",
     [
