@@ -128,6 +128,7 @@ class SiteProvisioner(pulumi.ComponentResource):
                 nginx_site_https=render_nginx_site(plan, https=True, hosts=hosts) if plan.tls else "",
                 activate_script=render("scripts/activate.sh.j2", plan, health_host=hosts[0]),
                 release_check_unit=render("systemd/release-check.service.j2", plan),
+                release_id=build_id(release.id, plan),  # the release this run comes with (section 6)
                 backup_script=render("backup/backup.sh.j2", plan),
                 restore_script=render("backup/restore.sh.j2", plan),
                 s3backup_script=render("backup/s3backup.py.j2", plan) if plan.backup_bucket else "",

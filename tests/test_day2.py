@@ -313,11 +313,36 @@ def test_old_releases_are_pruned(site, workdir):
     assert len(sh(site, f"ls /srv/{APP}/venvs").split()) == 1
 
 
+def gunicorn_started(site) -> str:
+    return sh(site, "systemctl show -p ExecMainStartTimestampMonotonic --value gunicorn.service").strip()
+
+
 def test_app_env_change_reruns_only_configure(site):
+    """A new environment restarts the live release through the same check as a new release: first on its own
+    socket, then the switch; one the app cannot start with is refused while the site keeps serving."""
     config = {**site.config, "app": {**site.config["app"], "env": {"DJANGO_CONN_MAX_AGE": "60"}}}
-    steps = site.up(config)
+    before = gunicorn_started(site)
+    with RequestLoop(site.url + "/") as loop:
+        steps = site.up(config)
     assert [step.name for step in steps if step.ran] == [f"{APP}-configure"]
+    configure = next(step for step in steps if step.name == f"{APP}-configure")
+    assert "checking the live release with them, then restarting gunicorn" in configure.stdout, configure.stdout
     assert "DJANGO_CONN_MAX_AGE='60'" in sh(site, f"cat /etc/{APP}/env")
+    assert loop.failed == 0 and loop.ok > 0, loop.errors[:5]
+    restarted = gunicorn_started(site)
+    assert restarted != before, "gunicorn kept the old environment"
+
+    broken = {**config, "app": {**config["app"], "env": {"DJANGO_CONN_MAX_AGE": "soon"}}}
+    try:
+        with RequestLoop(site.url + "/") as loop, pytest.raises(StepFailed) as failure:
+            site.up(broken)
+        assert "must be an integer, got 'soon'" in failure.value.stderr, failure.value.stderr[-2000:]
+        assert "does not serve with the new environment" in failure.value.stderr, failure.value.stderr[-2000:]
+        assert loop.failed == 0 and loop.ok > 0, loop.errors[:5]
+        assert gunicorn_started(site) == restarted, "the live gunicorn was restarted onto an environment it cannot run"
+    finally:
+        site.config = config
+    assert [step.name for step in site.up(config) if step.ran] == [f"{APP}-configure"]
     wait_for_200(site.url + "/healthz", timeout=30)
 
 
