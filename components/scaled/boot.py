@@ -27,38 +27,6 @@ LOCK_WAIT_SECONDS = 1500  # a server waits this long for another's migrations (t
 
 
 @dataclass(frozen=True)
-class ServerPaths:
-    """Where the app server's programs live. One place, so the templates agree."""
-
-    aws: str
-    manage: str  # the wrapper on PATH, what the deploy and operators call
-    django_manage: str  # the single server's manage wrapper, unchanged
-    deploy: str
-    activate: str
-    release_once: str
-    superuser: str
-    firstboot: str
-    boot: str
-    admin_password: str  # root-only file: the superuser's password, from SSM
-
-    @classmethod
-    def for_app(cls, app: str) -> ServerPaths:
-        return cls(
-            aws=f"/usr/local/sbin/{app}-aws",
-            manage=f"/usr/local/bin/{app}-manage",
-            django_manage=f"/usr/local/lib/{app}/manage",
-            # The single server's deploy calls `{app}-activate` by name: it must be on PATH.
-            deploy=f"/usr/local/sbin/{app}-deploy",
-            activate=f"/usr/local/sbin/{app}-activate",
-            release_once=f"/usr/local/sbin/{app}-release-once",
-            superuser=f"/usr/local/sbin/{app}-create-superuser",
-            firstboot=f"/usr/local/sbin/{app}-firstboot",
-            boot=f"/usr/local/sbin/{app}-boot",
-            admin_password=f"/etc/{app}/admin-password",
-        )
-
-
-@dataclass(frozen=True)
 class BootValues:
     """What the boot needs that exists only once AWS has created it (bucket names, parameter versions)."""
 
@@ -134,7 +102,6 @@ def release_context(
         # The app answers the health path for any Host; "localhost" reaches nginx's default server.
         "health_host": "localhost",
         # the scaled profile's own
-        "paths": dataclasses.asdict(ServerPaths.for_app(plan.app)),
         "region": boot.region,
         "env_parameter": boot.env_parameter,
         "admin_parameter": boot.admin_parameter,
