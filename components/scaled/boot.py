@@ -2,9 +2,10 @@
 `components/host.py` for the single server — whose templates the app servers reuse unchanged.
 
 The first-boot document (`cloud-init/scaled/user-data.yaml.j2`) includes the single server's units, nginx
-placeholder, manage wrapper, deploy, activate, superuser and first-boot scripts, and adds four of its own:
-the boot script (environment from SSM, release from S3, deploy), the once-per-release gate for migrations,
-a thin manage wrapper that routes the deploy's `migrate` through that gate, and a small boto3 helper.
+placeholder, manage wrapper, deploy, activate and first-boot scripts and superuser code, at the same paths
+(components/layout.py), and adds four of its own: the boot script (environment from SSM, release from S3,
+deploy), the once-per-release gate for migrations, a thin manage wrapper that routes the deploy's `migrate`
+through that gate, and a small boto3 helper.
 Everything is byte-for-byte reproducible: the document is a launch template input, and a changed byte is a
 new launch template version, which rolls every app server.
 """
