@@ -2,8 +2,8 @@
 and the scaled profile's app servers), so that the templates of both agree.
 
 Templates reach the folders by the host plan's names (`{{ base_dir }}`, `{{ env_file }}`: `plan_host` copies them
-from here) and the programs as `{{ paths.NAME }}`. djangoship/remote.py's `Layout` names a few of the same places
-for the operator's verbs (a test keeps them equal).
+from here) and everything as `{{ paths.NAME }}`; the operator's verbs (djangoship/remote.py's `Layout`) read the
+same paths. Pure data, no imports: the operator's command imports it without the program's dependencies.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class ServerPaths:
     restart_processes: str  # `<app>-processes restart`
     backup: str
     restore: str
-    lib_dir: str  # the backup's S3 uploader
+    lib_dir: str  # the overlay's folder, the S3 uploader, the app servers' inner manage wrapper
     s3backup: str
     # Programs of an app server (profile scaled) only.
     aws: str
