@@ -12,14 +12,16 @@ import gzip
 import hashlib
 import io
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from .appshape import PythonPlan, plan_python
 from .catalog import IMAGES, INSTANCE_TYPES, default_workers, redis_maxmemory_mib, swap_mib
 from .envcontract import SETTINGS_OVERLAY
+from .layout import ServerPaths
 from .settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
@@ -86,8 +88,9 @@ class HostPlan:
     swap_mib: int
     domain: str
     tls_email: str
+    paths: ServerPaths  # every path on the server (components/layout.py); templates: {{ paths.NAME }}
     keep_releases: int = 5
-    # Layout on the server. /srv, not a home directory: nginx (www-data) must traverse it.
+    # The folders of `paths`, under the names the templates use.
     base_dir: str = ""
     releases_dir: str = ""
     current_dir: str = ""
@@ -95,11 +98,11 @@ class HostPlan:
     static_root: str = ""
     config_dir: str = ""
     env_file: str = ""
-    maintenance_flag: str = ""  # while it exists nginx serves the maintenance page (djangoship/remote.py sets it)
+    maintenance_flag: str = ""
     socket_path: str = ""
     upload_dir: str = ""
-    data_dir: str = "/data"  # the data volume's mount point
-    backup_dir: str = "/data/backups"
+    data_dir: str = ""  # the data volume's mount point
+    backup_dir: str = ""
     # Past this fill level of the data volume the backup, each deploy and `status` warn (PostgreSQL stops
     # when the volume is full). djangoship/report.py has the same figure (tested).
     volume_warn_percent: int = 80
@@ -122,9 +125,9 @@ class HostPlan:
     uv_version: str = UV_VERSION
     poetry_version: str = POETRY_VERSION
     conn_max_age: int = CONN_MAX_AGE
-    python_dir: str = ""  # the settings overlay and WSGI wrapper, on the app's PYTHONPATH
-    static_dir: str = ""  # static files, one folder per release (outside the app's code)
-    tools_dir: str = ""  # the deploy's own tools (uv, poetry) and uv-managed Pythons
+    python_dir: str = ""
+    static_dir: str = ""
+    tools_dir: str = ""
     # An ssh:// or git@host: source is fetched with the stack's deploy key (components/deploykey.py), kept in a
     # root-only file; the git host's key is pinned (app.gitHostKey) or trusted on first use and then kept.
     git_ssh: bool = False
@@ -142,7 +145,7 @@ class HostPlan:
     redis: bool = False
     redis_port: int = REDIS_PORT
     redis_maxmemory_mib: int = 0
-    redis_dir: str = "/data/redis"  # on the data volume
+    redis_dir: str = ""
 
     @property
     def tls(self) -> bool:
@@ -183,7 +186,7 @@ def postgres_memory(memory_mib: int) -> dict[str, str]:
 def plan_host(settings: Settings) -> HostPlan:
     size = INSTANCE_TYPES[settings.instance_type]
     app = settings.app.name
-    base = f"/srv/{app}"
+    paths = ServerPaths.for_app(app)
     workers = settings.gunicorn_workers or default_workers(settings.instance_type)
     pg = postgres_memory(size.memory_mib)
     # Room for every worker's connection (or PgBouncer's pool and its reserve), the deploy's migrate beside
@@ -202,29 +205,17 @@ def plan_host(settings: Settings) -> HostPlan:
         python_request=app_python(settings).request,
         packages=tuple(sorted(set(settings.app.packages))),
         release_commands=tuple(tuple(command.split()) for command in settings.app.release_commands),
-        python_dir=f"/usr/local/lib/{app}/python",
         git_ssh=settings.app.source_is_ssh,
-        deploy_key_file=f"/etc/{app}/deploy-key",
-        git_known_hosts=f"/etc/{app}/git-known-hosts",
         git_host_key=settings.app.git_host_key,
-        static_dir=f"{base}/static",
-        tools_dir=f"{base}/tools",
         memory_mib=size.memory_mib,
         vcpus=size.vcpus,
         workers=workers,
         swap_mib=swap_mib(settings.instance_type),
         domain=settings.domain,
         tls_email=settings.tls_email,
-        base_dir=base,
-        releases_dir=f"{base}/releases",
-        current_dir=f"{base}/current",
-        media_root=f"{base}/media",
-        static_root=f"{base}/current/{STATIC_LINK}",
-        config_dir=f"/etc/{app}",
-        env_file=f"/etc/{app}/env",
-        maintenance_flag=f"/etc/{app}/maintenance",
-        socket_path=f"/run/{app}/gunicorn.sock",
-        upload_dir=f"/var/tmp/{app}-uploads",
+        paths=paths,
+        **plan_folders(paths),
+        static_root=f"{paths.current_dir}/{STATIC_LINK}",
         pg=pg,
         keep_releases=settings.keep_releases,
         backup_bucket=settings.backup_bucket,
@@ -234,16 +225,22 @@ def plan_host(settings: Settings) -> HostPlan:
         pool_size=pool,
         asgi_module=settings.app.asgi_module,
         processes=tuple(
-            (name, exec_start(command, f"{base}/current")) for name, command in sorted(settings.app.processes.items())
+            (name, exec_start(command, paths.current_dir)) for name, command in sorted(settings.app.processes.items())
         ),
         schedules=tuple(
-            (name, job["schedule"], exec_start(job["command"], f"{base}/current"))
+            (name, job["schedule"], exec_start(job["command"], paths.current_dir))
             for name, job in sorted(settings.app.schedules.items())
         ),
         restart_steps=settings.image != "debian-12",
         redis=settings.redis,
         redis_maxmemory_mib=redis_maxmemory_mib(settings.instance_type) if settings.redis else 0,
     )
+
+
+def plan_folders(paths: ServerPaths) -> dict[str, Any]:
+    """The paths the plan carries too, under the same names (the templates' `{{ base_dir }}`…)."""
+    names = {plan_field.name for plan_field in fields(HostPlan)}
+    return {name: value for name, value in asdict(paths).items() if name in names}
 
 
 def exec_start(command: str, current_dir: str) -> str:
@@ -277,18 +274,7 @@ def render(template: str, plan: HostPlan, **extra: object) -> str:
 
 def render_user_data(plan: HostPlan) -> str:
     """The first-boot document, `#cloud-config`. Holds no secret at all."""
-    return render(
-        "user-data.yaml.j2",
-        plan,
-        gunicorn_socket=render("systemd/gunicorn.socket.j2", plan),
-        gunicorn_service=render("systemd/gunicorn.service.j2", plan),
-        placeholder_site=render("nginx/placeholder.conf.j2", plan),
-        firstboot_script=render("scripts/firstboot.sh.j2", plan),
-        # Comment lines dropped from these two copies: the document must stay within EC2's 16 KiB.
-        pg_upgrade_script=_without_comment_lines(render("scripts/pg-upgrade.sh.j2", plan)),
-        data_volume_script=render("scripts/data-volume.sh.j2", plan),
-        postgres_config=_without_comment_lines(render_postgres_config(plan)),
-    )
+    return render("user-data.yaml.j2", plan)
 
 
 def encode_user_data(document: str) -> tuple[str, bool]:

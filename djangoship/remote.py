@@ -12,6 +12,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from components.layout import ServerPaths
+
 RELEASE_ID = re.compile(r"^[0-9a-f]{12}$")  # as <app>-activate checks
 BACKUP_STAMP = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")  # as <app>-restore checks
 UNIT_NAME = re.compile(r"^[A-Za-z0-9@_.:-]+$")
@@ -19,29 +21,13 @@ UNIT_NAME = re.compile(r"^[A-Za-z0-9@_.:-]+$")
 
 @dataclass(frozen=True)
 class Layout:
-    """Where things are on the server. components/host.py's `plan_host` decides them; a test keeps both equal."""
+    """Where things are on the server of the app `app`: components/layout.py's paths, as the templates use them."""
 
     app: str
 
     @property
-    def base_dir(self) -> str:
-        return f"/srv/{self.app}"
-
-    @property
-    def releases_dir(self) -> str:
-        return f"{self.base_dir}/releases"
-
-    @property
-    def current_dir(self) -> str:
-        return f"{self.base_dir}/current"
-
-    @property
-    def maintenance_flag(self) -> str:
-        return f"/etc/{self.app}/maintenance"
-
-    @property
-    def backup_dir(self) -> str:
-        return "/data/backups"
+    def paths(self) -> ServerPaths:
+        return ServerPaths.for_app(self.app)
 
 
 def root_script(script: str, label: str, *args: str) -> str:
@@ -110,6 +96,6 @@ def restore(layout: Layout, stamp: str | None) -> str:
 def maintenance(layout: Layout, state: str | None) -> str:
     """The flag file nginx's site checks on every request (cloud-init/nginx/site.conf.j2): no reload needed, and a
     `pulumi up` that re-renders the site leaves it alone. Prints the resulting state: on or off."""
-    flag = shlex.quote(layout.maintenance_flag)
+    flag = shlex.quote(layout.paths.maintenance_flag)
     change = {"on": f"touch {flag}", "off": f"rm -f {flag}", None: "true"}[state]
     return root_script(f"set -e; {change}; if [ -e {flag} ]; then echo on; else echo off; fi", "maintenance")

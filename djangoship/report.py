@@ -27,7 +27,8 @@ done < <(tac "$releases/.history")
 
 def releases(layout: Layout) -> str:
     """The kept releases, newest first; `*` marks the live one."""
-    script = _RELEASES.format(releases=shlex.quote(layout.releases_dir), current=shlex.quote(layout.current_dir))
+    paths = layout.paths
+    script = _RELEASES.format(releases=shlex.quote(paths.releases_dir), current=shlex.quote(paths.current_dir))
     return root_script(script, "releases")
 
 
@@ -88,11 +89,11 @@ done
 def status(layout: Layout) -> str:
     """Release, services, disk, memory, backups, certificate: what an operator checks first."""
     quoted = {
-        "current": layout.current_dir,
-        "releases": layout.releases_dir,
-        "flag": layout.maintenance_flag,
-        "backups": layout.backup_dir,
-        "data": "/data",
+        "current": layout.paths.current_dir,
+        "releases": layout.paths.releases_dir,
+        "flag": layout.paths.maintenance_flag,
+        "backups": layout.paths.backup_dir,
+        "data": layout.paths.data_dir,
         "app": layout.app,
     }
     script = _STATUS.format(
@@ -124,10 +125,10 @@ done
 def find_backup(layout: Layout, stamp: str | None) -> str:
     """Names and sizes (one `NAME BYTES` a line) of the backup `stamp` (default the newest) on the server, fetched
     from S3 first when only the bucket has it."""
-    uploader = f"/usr/local/lib/{layout.app}/s3backup.py"
-    script = _FIND_BACKUP.format(backups=shlex.quote(layout.backup_dir), uploader=shlex.quote(uploader))
+    paths = layout.paths
+    script = _FIND_BACKUP.format(backups=shlex.quote(paths.backup_dir), uploader=shlex.quote(paths.s3backup))
     return root_script(script, "download-backup", *([stamp] if stamp else []))
 
 
 def read_backup_file(layout: Layout, name: str) -> str:
-    return shlex.join(["sudo", "-n", "cat", "--", f"{layout.backup_dir}/{name}"])
+    return shlex.join(["sudo", "-n", "cat", "--", f"{layout.paths.backup_dir}/{name}"])

@@ -68,8 +68,8 @@ def ssh_command(stack: Stack, key_file: Path | None, trust: HostTrust, remote: s
 class Session:
     """The key and the host trust for one verb's ssh runs; `with Session(stack) as session: session.run(…)`."""
 
-    def __init__(self, stack: Stack, *, log: IO[str] | None = None):
-        self.stack, self.log = stack, log or sys.stderr
+    def __init__(self, stack: Stack):
+        self.stack = stack
         self._dir: Path | None = None
         self.key_file: Path | None = None
         self.trust: HostTrust | None = None
@@ -103,7 +103,7 @@ class Session:
             print(
                 f"djangoship: the stack has no `sshHostKey` output to pin; trusting {self.stack.host}'s host key on "
                 f"first use and remembering it in {store} (a different key later is refused)",
-                file=self.log,
+                file=sys.stderr,
             )
         return HostTrust(store, "accept-new", pinned=False)
 
@@ -151,5 +151,5 @@ class Session:
         print(
             f"djangoship: ssh to {self.stack.destination} failed (exit {UNREACHABLE}): the server may still be "
             f"booting, or your address is not in `sshAllowedCidrs`{hint}",
-            file=self.log,
+            file=sys.stderr,
         )

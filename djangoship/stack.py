@@ -74,19 +74,19 @@ def read_outputs_file(path: Path) -> Stack:
     return from_outputs(path.stem, outputs)
 
 
-def read_pulumi_stack(stack: str | None, cwd: Path | None = None) -> Stack:
+def read_pulumi_stack(stack: str | None) -> Stack:
     """The outputs of `stack` (or of the current stack, as `pulumi` itself picks it), secrets included; they stay
     in this process's memory."""
     if shutil.which("pulumi") is None:
         raise StackError("the Pulumi CLI is not on PATH (or pass --outputs-file FILE from the local try-out)")
     command = ["pulumi", "stack", "output", "--json", "--show-secrets", *(["--stack", stack] if stack else [])]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise StackError(f"`{' '.join(command)}` failed:\n{result.stderr.strip()}")
-    name = stack or _current_stack(cwd) or "current"
+    name = stack or _current_stack() or "current"
     return from_outputs(name, json.loads(result.stdout or "{}"))
 
 
-def _current_stack(cwd: Path | None) -> str | None:
-    result = subprocess.run(["pulumi", "stack", "--show-name"], cwd=cwd, capture_output=True, text=True)
+def _current_stack() -> str | None:
+    result = subprocess.run(["pulumi", "stack", "--show-name"], capture_output=True, text=True)
     return result.stdout.strip() or None if result.returncode == 0 else None

@@ -14,7 +14,6 @@ import hashlib
 import json
 import runpy
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROGRAM = PROJECT_ROOT / "__main__.py"
 PROJECT = "djangoship"
 SECRET_SIG = rpc._special_sig_key  # the key that marks a serialized secret
 SECRET_VALUE = rpc._special_secret_sig
@@ -115,17 +115,6 @@ class MockState:
                 seed = hashlib.sha256(name.encode()).hexdigest()
                 self.passwords[name] = ("S3cr3t" + seed)[:length]
         return self.passwords[name]
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
-        path.chmod(0o600)
-
-    @classmethod
-    def load(cls, path: Path) -> MockState:
-        data = json.loads(path.read_text())
-        if data.get("generated_key"):
-            data["generated_key"] = tuple(data["generated_key"])
-        return cls(**data)
 
 
 class ProgramMocks(pulumi.runtime.Mocks):
@@ -347,8 +336,6 @@ def run_program(
     secret_keys: tuple[str, ...] = (),
     state: MockState | None = None,
     stack: str = "dev",
-    program: Path = PROJECT_ROOT / "__main__.py",
-    before: Callable[[], None] | None = None,
     expect_error: bool = False,
 ) -> ProgramRun:
     """Evaluate the program once, as `pulumi up` would (not preview: every output is known)."""
@@ -359,10 +346,8 @@ def run_program(
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config_values(config or {}), secret_keys=[f"{PROJECT}:{key}" for key in secret_keys])
-    if before:
-        before()
     try:
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
     except Exception as error:  # noqa: BLE001 — handed to the caller that expects it
         if not expect_error:
             raise

@@ -46,20 +46,22 @@ def test_the_program_exports_what_the_verbs_read():
 
 def test_the_layout_is_the_servers():
     plan = plan_for("debian-13-t2.micro")
-    layout = Layout(plan.app)
-    assert (layout.base_dir, layout.releases_dir, layout.current_dir, layout.backup_dir) == (
+    paths = Layout(plan.app).paths
+    assert (paths.base_dir, paths.releases_dir, paths.current_dir, paths.backup_dir, paths.data_dir) == (
         plan.base_dir,
         plan.releases_dir,
         plan.current_dir,
         plan.backup_dir,
+        plan.data_dir,
     )
-    assert layout.maintenance_flag == plan.maintenance_flag
+    assert paths.maintenance_flag == plan.maintenance_flag
+    assert paths == plan.paths
 
 
 @pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
 def test_nginx_checks_the_flag_the_maintenance_verb_sets(https):
     site = site_for("debian-13-t2.micro", https)
-    assert f"if (-f {LAYOUT.maintenance_flag})" in site
+    assert f"if (-f {LAYOUT.paths.maintenance_flag})" in site
     assert "add_header Retry-After 300 always;" in site and "return 503" in site
 
 

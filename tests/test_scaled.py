@@ -38,12 +38,12 @@ from rendered.helpers import free_port, need
 from rendered.helpers import run as run_tool
 
 from components.host import _without_comment_lines, render
+from components.layout import ServerPaths
 from components.release import Release
 from components.scaled.boot import (
     GATE_ENV,
     RELEASE_TABLE,
     BootValues,
-    ServerPaths,
     release_context,
     release_lock_key,
     scaled_plan,
@@ -632,16 +632,11 @@ def render_gate(tmp: Path, postgres: dict[str, str], release_id: str, migrate_fa
     log = tmp / "calls.log"
     (tmp / "admin-password").write_text("admin-secret\n")
     fail = "exit 3\n" if migrate_fails else ""
-    paths = ServerPaths(
+    paths = dataclasses.replace(
+        ServerPaths.for_app(plan.app),
         aws=_fake(tmp / "aws", f'echo "aws $*" >> {log}\n'),
-        manage=str(tmp / "unused-manage"),
         django_manage=_fake(tmp / "manage", f'echo "manage $* in $RELEASE_DIR" >> {log}\nsleep 1\n{fail}'),
-        deploy=str(tmp / "unused-deploy"),
-        activate=str(tmp / "unused-activate"),
-        release_once=str(tmp / "unused"),
         superuser=_fake(tmp / "superuser", f'echo "superuser $(cat)" >> {log}\n'),
-        firstboot=str(tmp / "unused-firstboot"),
-        boot=str(tmp / "unused-boot"),
         admin_password=str(tmp / "admin-password"),
     )
     release = Release(id=release_id, archive=Path("/nonexistent.tar.gz"))

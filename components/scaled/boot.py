@@ -2,9 +2,10 @@
 `components/host.py` for the single server — whose templates the app servers reuse unchanged.
 
 The first-boot document (`cloud-init/scaled/user-data.yaml.j2`) includes the single server's units, nginx
-placeholder, manage wrapper, deploy, activate, superuser and first-boot scripts, and adds four of its own:
-the boot script (environment from SSM, release from S3, deploy), the once-per-release gate for migrations,
-a thin manage wrapper that routes the deploy's `migrate` through that gate, and a small boto3 helper.
+placeholder, manage wrapper, deploy, activate and first-boot scripts and superuser code, at the same paths
+(components/layout.py), and adds four of its own: the boot script (environment from SSM, release from S3,
+deploy), the once-per-release gate for migrations, a thin manage wrapper that routes the deploy's `migrate`
+through that gate, and a small boto3 helper.
 Everything is byte-for-byte reproducible: the document is a launch template input, and a changed byte is a
 new launch template version, which rolls every app server.
 """
@@ -24,38 +25,6 @@ LIFECYCLE_HOOK = "release-installed"  # the Auto Scaling launch hook that the bo
 GATE_ENV = "DJANGOSHIP_RELEASE_ID"  # set by the boot script for the deploy; named literally in the templates
 RELEASE_TABLE = "djangoship_release"  # where the gate records migrated releases, in the app's database
 LOCK_WAIT_SECONDS = 1500  # a server waits this long for another's migrations (the hook allows 1800 s)
-
-
-@dataclass(frozen=True)
-class ServerPaths:
-    """Where the app server's programs live. One place, so the templates agree."""
-
-    aws: str
-    manage: str  # the wrapper on PATH, what the deploy and operators call
-    django_manage: str  # the single server's manage wrapper, unchanged
-    deploy: str
-    activate: str
-    release_once: str
-    superuser: str
-    firstboot: str
-    boot: str
-    admin_password: str  # root-only file: the superuser's password, from SSM
-
-    @classmethod
-    def for_app(cls, app: str) -> ServerPaths:
-        return cls(
-            aws=f"/usr/local/sbin/{app}-aws",
-            manage=f"/usr/local/bin/{app}-manage",
-            django_manage=f"/usr/local/lib/{app}/manage",
-            # The single server's deploy calls `{app}-activate` by name: it must be on PATH.
-            deploy=f"/usr/local/sbin/{app}-deploy",
-            activate=f"/usr/local/sbin/{app}-activate",
-            release_once=f"/usr/local/sbin/{app}-release-once",
-            superuser=f"/usr/local/sbin/{app}-create-superuser",
-            firstboot=f"/usr/local/sbin/{app}-firstboot",
-            boot=f"/usr/local/sbin/{app}-boot",
-            admin_password=f"/etc/{app}/admin-password",
-        )
 
 
 @dataclass(frozen=True)
@@ -134,7 +103,6 @@ def release_context(
         # The app answers the health path for any Host; "localhost" reaches nginx's default server.
         "health_host": "localhost",
         # the scaled profile's own
-        "paths": dataclasses.asdict(ServerPaths.for_app(plan.app)),
         "region": boot.region,
         "env_parameter": boot.env_parameter,
         "admin_parameter": boot.admin_parameter,

@@ -1,0 +1,95 @@
+"""Where an app's folders, files and programs are on a server: one layout for both profiles (the single server
+and the scaled profile's app servers), so that the templates of both agree.
+
+Templates reach the folders by the host plan's names (`{{ base_dir }}`, `{{ env_file }}`: `plan_host` copies them
+from here) and everything as `{{ paths.NAME }}`; the operator's verbs (djangoship/remote.py's `Layout`) read the
+same paths. Pure data, no imports: the operator's command imports it without the program's dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DATA_DIR = "/data"  # the data volume's mount point (single server)
+
+
+@dataclass(frozen=True)
+class ServerPaths:
+    """Every path the server's files name. /srv, not a home directory: nginx (www-data) must traverse it."""
+
+    # Folders and files (the host plan carries them under the same names).
+    base_dir: str
+    releases_dir: str
+    current_dir: str
+    media_root: str
+    static_dir: str  # static files, one folder per release (outside the app's code)
+    tools_dir: str  # the deploy's own tools (uv, poetry) and uv-managed Pythons
+    python_dir: str  # the settings overlay and WSGI wrapper, on the app's PYTHONPATH
+    config_dir: str
+    env_file: str
+    maintenance_flag: str  # while it exists nginx serves the maintenance page (djangoship/remote.py sets it)
+    socket_path: str
+    upload_dir: str
+    deploy_key_file: str  # root-only: the stack's deploy key for an ssh:// or git@host: source
+    git_known_hosts: str
+    data_dir: str
+    backup_dir: str
+    redis_dir: str  # on the data volume
+    # Programs, on both profiles.
+    manage: str  # the manage wrapper on PATH, what the deploy and operators call
+    activate: str  # on PATH: the deploy calls it by name
+    firstboot: str
+    # Programs of the single server only.
+    pg_upgrade: str
+    restart_processes: str  # `<app>-processes restart`
+    backup: str
+    restore: str
+    lib_dir: str  # the overlay's folder, the S3 uploader, the app servers' inner manage wrapper
+    s3backup: str
+    # Programs of an app server (profile scaled) only.
+    aws: str
+    django_manage: str  # the single server's manage wrapper, behind the app server's own
+    deploy: str
+    release_once: str
+    superuser: str
+    boot: str
+    admin_password: str  # root-only file: the superuser's password, from SSM
+
+    @classmethod
+    def for_app(cls, app: str) -> ServerPaths:
+        base, config, lib = f"/srv/{app}", f"/etc/{app}", f"/usr/local/lib/{app}"
+        return cls(
+            base_dir=base,
+            releases_dir=f"{base}/releases",
+            current_dir=f"{base}/current",
+            media_root=f"{base}/media",
+            static_dir=f"{base}/static",
+            tools_dir=f"{base}/tools",
+            python_dir=f"{lib}/python",
+            config_dir=config,
+            env_file=f"{config}/env",
+            maintenance_flag=f"{config}/maintenance",
+            socket_path=f"/run/{app}/gunicorn.sock",
+            upload_dir=f"/var/tmp/{app}-uploads",
+            deploy_key_file=f"{config}/deploy-key",
+            git_known_hosts=f"{config}/git-known-hosts",
+            data_dir=DATA_DIR,
+            backup_dir=f"{DATA_DIR}/backups",
+            redis_dir=f"{DATA_DIR}/redis",
+            manage=f"/usr/local/bin/{app}-manage",
+            activate=f"/usr/local/sbin/{app}-activate",
+            firstboot=f"/usr/local/sbin/{app}-firstboot",
+            pg_upgrade=f"/usr/local/sbin/{app}-pg-upgrade",
+            restart_processes=f"/usr/local/sbin/{app}-processes",
+            backup=f"/usr/local/sbin/{app}-backup",
+            restore=f"/usr/local/sbin/{app}-restore",
+            lib_dir=lib,
+            s3backup=f"{lib}/s3backup.py",
+            aws=f"/usr/local/sbin/{app}-aws",
+            django_manage=f"{lib}/manage",
+            deploy=f"/usr/local/sbin/{app}-deploy",
+            release_once=f"/usr/local/sbin/{app}-release-once",
+            superuser=f"/usr/local/sbin/{app}-create-superuser",
+            boot=f"/usr/local/sbin/{app}-boot",
+            admin_password=f"{config}/admin-password",
+        )
