@@ -749,6 +749,9 @@ DOCUMENTS = {
         "app": {"source": "https://github.com/example/photofeed.git", "ref": "0123456789abcdef" * 2 + "01234567"},
     },
     "domain-platzi": SCALED | {"domain": DOMAIN, "app": {"name": "platzi", "envPrefix": "PLATZI_"}},
+    # A private repository: the deploy's SSH fetch and the deploy key's parameter make the largest document.
+    "ssh-source": SCALED
+    | {"app": {"source": "ssh://git@git.example.com/acme/shop.git", "ref": "0123456789abcdef" * 2 + "01234567"}},
 }
 
 
