@@ -1,6 +1,6 @@
 """The memory budget of one server, checked at preview: what the site will run (PostgreSQL, gunicorn's
-workers, the app's processes, Redis) summed from the measured figures in catalog.MEMORY_MIB against the
-instance's memory.
+workers, an activation's release check, the app's processes, Redis) summed from the measured figures in
+catalog.MEMORY_MIB against the instance's memory.
 
 Three verdicts: `fits`; `swap` — over the memory but within half of the swap file (the machines with ≤ 2 GiB
 get 1 GiB): it runs, idle pages of the app's processes go to swap, and a request that touches them waits for
@@ -57,10 +57,13 @@ class Budget:
 def _parts(instance_type: str, workers: int, processes: int, redis: bool, asgi: bool) -> dict[str, int]:
     memory = INSTANCE_TYPES[instance_type].memory_mib
     workers = workers or default_workers(instance_type)
+    worker = MEMORY_MIB["asgi_worker" if asgi else "gunicorn_worker"]
     return {
         "system": MEMORY_MIB["system"],
         "postgresql": MEMORY_MIB["postgresql"] + postgres_shared_buffers_mib(memory),
-        "gunicorn": MEMORY_MIB["gunicorn_master"] + workers * MEMORY_MIB["asgi_worker" if asgi else "gunicorn_worker"],
+        "gunicorn": MEMORY_MIB["gunicorn_master"] + workers * worker,
+        # During an activation: the new release on its own socket, one worker, beside the live ones.
+        "release check": MEMORY_MIB["gunicorn_master"] + worker,
         "processes": processes * MEMORY_MIB["process"],
         "redis": MEMORY_MIB["redis"] + redis_maxmemory_mib(instance_type) if redis else 0,
     }

@@ -176,6 +176,15 @@ def test_requirement_without_a_wheel_brings_the_build_tools(site, workdir):
         assert "installing build tools and retrying" in deploy_output(site)
         assert live_release(site) != before
         sh(site, f"runuser -u {APP} -- /srv/{APP}/current/venv/bin/python -c 'import psycopg2'")
+        # The package was built by the build user, not root (its wheel in that user's cache), and the
+        # virtualenv is root's now: a later build cannot change what the app runs.
+        builder = f"{APP}-build"
+        assert sh(site, f"find /srv/{APP}/cache/pip -name 'psycopg2-*.whl' -user {builder}").strip(), "built as root?"
+        assert sh(site, f"find /srv/{APP}/cache ! -user {builder} -print -quit").strip() == ""
+        venv = sh(site, f"readlink -f /srv/{APP}/current/venv").strip()
+        assert sh(site, f"find {venv} ! -user root -print -quit").strip() == "", "the virtualenv is not root's"
+        denied = site.guest.exec(["bash", "-c", f"runuser -u {builder} -- touch {venv}/bin/planted"], timeout=60)
+        assert denied.returncode != 0
         assert http_get(site.url + "/")[0] == 200
     finally:
         requirements.write_text(original)
