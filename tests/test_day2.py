@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from site_helpers import APP, create_row, sh, upload_photo
 
+from components.memory import memory_budget
 from harness.localsite import RequestLoop, change_home_page, http_get, local_site, wait_for_200
 from harness.replay import StepFailed
 
@@ -232,6 +233,29 @@ def test_rapid_activations_never_trip_the_start_limit(site):
     assert loop.failed == 0 and loop.ok > 0, loop.errors[:5]
     assert sh(site, "systemctl is-active gunicorn.service gunicorn.socket").split() == ["active", "active"]
     assert live_release(site) == two
+
+
+def test_the_release_check_takes_what_the_memory_budget_counts(site):
+    """The release checked on its own socket runs beside the live workers: its master and one worker, as the
+    preview's memory budget counts them ("release check"). Measured: their resident memory, every 0.2 s of an
+    activation, the highest sum."""
+    live = live_release(site)
+    target = next(r for r in reversed(sh(site, f"cat /srv/{APP}/releases/.history").split()) if r != live)
+    unit = f"{APP}-release-check@{target}.service"
+    peak_kib = sh(
+        site,
+        f"rm -f /tmp/activated; ({APP}-activate {target} > /dev/null 2>&1; touch /tmp/activated) & "
+        f"for _ in $(seq 1 600); do [ -e /tmp/activated ] && break; "
+        f"pid=$(systemctl show -p MainPID --value {unit}); "
+        f'[ "$pid" = 0 ] || ps -o rss= --pid "$pid" --ppid "$pid" | awk "{{s += \\$1}} END {{print s + 0}}"; '
+        f"sleep 0.2; done | sort -n | tail -n 1",
+    ).strip()
+    assert live_release(site) == target
+    sh(site, f"{APP}-activate {live}")
+    assert peak_kib, "the release check was never seen running"
+    budget = memory_budget("t2.micro").parts["release check"]
+    print(f"\n[day 2] release check: {int(peak_kib) / 1024:.0f} MiB resident at most (budget {budget} MiB)")
+    assert 0 < int(peak_kib) / 1024 <= budget
 
 
 def make_crashing_release(site, release: str) -> None:
