@@ -370,6 +370,26 @@ def test_processes_come_back_after_kill_9(guest, workers):
     wait_for("heartbeats again", lambda: state(guest)["heartbeats"] > before, 10)
 
 
+def test_a_restore_pauses_the_processes_and_they_go_on_with_the_restored_data(guest, workers):
+    """The processes and the schedules are stopped for the database swap (none writes to the database on its
+    way out) and started again after it, working on the restored data."""
+    job_done(guest, "in-the-backup", "v2")
+    sh(guest, f"rm -f /data/backups/*; {NAME}-backup")
+    job_done(guest, "after-the-backup", "v2")
+    pids = {name: unit_pid(guest, f"{NAME}-{name}.service") for name in WORKERS}
+    sh(guest, f"{NAME}-restore")
+    for name in WORKERS:
+        unit = f"{NAME}-{name}.service"
+        assert sh(guest, f"systemctl is-active {unit}").strip() == "active"
+        assert unit_pid(guest, unit) != pids[name], f"{unit} kept running through the swap"
+    sh(guest, f"systemctl is-active {NAME}-tick.timer")
+    jobs = state(guest)["jobs"]
+    assert "in-the-backup" in jobs and "after-the-backup" not in jobs, jobs
+    job_done(guest, "after-the-restore", "v2")
+    ticks = state(guest)["ticks"]
+    wait_for("a scheduled run on the restored database", lambda: state(guest)["ticks"] > ticks, 30)
+
+
 def test_everything_comes_back_after_a_reboot(guest, workers):
     guest.guest.reboot_and_wait(timeout=180)
     wait_for("the site after the reboot", lambda: answers(guest.url + "/healthz"), 60)

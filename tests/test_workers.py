@@ -380,11 +380,16 @@ def test_scripts_pass_shellcheck(workers_run, tmp_path: Path) -> None:
         "deploy": scripts["deploy"],
         "processes": heredoc(scripts["configure-host"], "PROCESSES"),
         "activate": heredoc(scripts["configure-host"], "ACTIVATE"),
+        "restore": heredoc(scripts["configure-host"], "RESTORE"),
     }
     for name, text in texts.items():
         (tmp_path / name).mkdir()
         check_shell(text, tmp_path / name)
     assert "photofeed-processes restart" in texts["activate"]
+    # A restore stops the processes, the schedules' timers and a running job for the swap, and starts them again.
+    assert "app_units=(photofeed-alerts.service photofeed-worker.service photofeed-sessions.timer )" in texts["restore"]
+    assert 'gunicorn.service "${app_units[@]}" photofeed-sessions.service' in texts["restore"]
+    assert 'systemctl start "${app_units[@]}"' in texts["restore"]
     assert "apt-get install -y -q redis-server" in texts["configure-host"]
 
 
