@@ -47,9 +47,10 @@ echo "kept:         ${{kept:-none}}"
 if [ -e {flag} ]; then echo "maintenance:  ON (visitors get 503)"; else echo "maintenance:  off"; fi
 echo
 echo "services:"
+# The app's processes and schedules: the units the configure step installed (listed in {units}).
 for unit in nginx.service gunicorn.socket gunicorn.service \\
     $(systemctl list-units --all --plain --no-legend 'postgresql@*.service' | awk '{{print $1}}') \\
-    pgbouncer.service {app}-backup.timer; do
+    pgbouncer.service redis-server.service {app}-backup.timer $(cat {units} 2> /dev/null); do
     systemctl cat "$unit" > /dev/null 2>&1 || continue
     printf '  %-28s %s\\n' "$unit" "$(systemctl is-active "$unit")"
 done
@@ -87,7 +88,8 @@ done
 
 
 def status(layout: Layout) -> str:
-    """Release, services, disk, memory, backups, certificate: what an operator checks first."""
+    """Release, services (the app's processes and schedules too), disk, memory, backups, certificate: what an
+    operator checks first."""
     quoted = {
         "current": layout.paths.current_dir,
         "releases": layout.paths.releases_dir,
@@ -95,6 +97,7 @@ def status(layout: Layout) -> str:
         "backups": layout.paths.backup_dir,
         "data": layout.paths.data_dir,
         "app": layout.app,
+        "units": f"{layout.paths.config_dir}/units",
     }
     script = _STATUS.format(
         warn_percent=VOLUME_WARN_PERCENT, **{key: shlex.quote(value) for key, value in quoted.items()}

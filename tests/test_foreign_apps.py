@@ -23,6 +23,8 @@ import pytest
 from foreign_apps import ForeignApp, build
 from site_helpers import Browser, admin_login, multipart, png_bytes, sh
 
+from djangoship.remote import Layout
+from djangoship.report import status
 from harness.localsite import RequestLoop, http_get, local_site
 from harness.replay import StepFailed
 
@@ -292,6 +294,10 @@ def test_processes_schedules_and_redis_are_units_systemd_accepts(guest, workers)
         sh(guest, f"systemctl is-active {NAME}-{name}.service && systemctl is-enabled {NAME}-{name}.service")
         assert sh(guest, f"ps -o user= -p {unit_pid(guest, f'{NAME}-{name}.service')}").strip() == NAME
     sh(guest, f"systemctl is-active {NAME}-tick.timer && systemctl is-enabled {NAME}-tick.timer")
+    # The operator's `status` lists them with the site's services.
+    services = sh(guest, status(Layout(NAME)))
+    for unit in [f"{NAME}-{name}.service" for name in WORKERS] + [f"{NAME}-tick.timer", "redis-server.service"]:
+        assert re.search(rf"^  {re.escape(unit)} +active$", services, re.MULTILINE), services
     # Redis: loopback only, a password, memory capped for a t2.micro, data on the data volume.
     listening = sh(guest, "ss -ltnH 'sport = :6379'")
     assert listening and all(addr in ("127.0.0.1:6379", "[::1]:6379") for addr in re.findall(r"\S+:6379", listening))
