@@ -7,6 +7,7 @@ guest (web4) is then given the same folder, as a replaced instance is given the 
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -381,6 +382,27 @@ def test_app_env_change_reruns_only_configure(site):
     # The config back as it was: nothing to do, as in Pulumi (the failed update left the previous inputs).
     assert [step.name for step in site.up(config) if step.ran] == []
     sh(site, "systemctl restart gunicorn.service")
+    wait_for_200(site.url + "/healthz", timeout=30)
+
+
+def test_only_a_setting_postgresql_cannot_apply_running_restarts_it(site):
+    """A bigger instance: shared_buffers grows, which PostgreSQL applies only at a start, so configure
+    restarts it, and says why; back to the size before, the same."""
+    config = site.config
+    psql = "runuser -u postgres -- psql -tAc 'SHOW shared_buffers'"
+    before = sh(site, psql).strip()
+    try:
+        steps = site.up({**config, "instanceType": "t3.small"})
+        configure = next(step for step in steps if step.name == f"{APP}-configure")
+        assert re.search(r"\(.*shared_buffers.* only with a restart\): restarting it", configure.stdout), (
+            configure.stdout
+        )
+        assert sh(site, psql).strip() == "256MB" != before
+    finally:
+        site.config = config
+    steps = site.up(config)
+    assert "restarting it" in next(step for step in steps if step.name == f"{APP}-configure").stdout
+    assert sh(site, psql).strip() == before
     wait_for_200(site.url + "/healthz", timeout=30)
 
 

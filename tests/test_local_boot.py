@@ -49,6 +49,12 @@ def test_every_step_ran_once_in_order(site):
     assert all(step.ran for step in site.steps)
 
 
+def test_the_first_configure_restarts_no_postgresql(site):
+    """The cluster was created with the site's settings (createcluster.d): configure has nothing to restart."""
+    configure = next(step for step in site.steps if step.name == f"{APP}-configure")
+    assert "restarting it" not in configure.stdout, configure.stdout
+
+
 def test_healthz_and_home_page_read_from_postgresql(site):
     assert http_get(site.url + "/healthz")[0] == 200
     title = f"row-from-postgres-{uuid.uuid4().hex[:8]}"
