@@ -130,4 +130,7 @@ def test_the_server_leaves_the_code_to_root_and_the_apps_group():
         atomic_migrations=True,
     )
     assert 'chown -R root:photofeed "$build"' in script
+    # …and before that, while its dependencies are installed, to the build user's group, never to others.
+    assert 'chown -R "root:$builder" "$build"' in script and "builder=photofeed-build" in script
+    assert script.count('chmod -R u+rwX,g+rX,g-w,o-rwx "$build"') == 2
     assert 'chmod -R u+rwX,g+rX,g-w,o-rwx "$build"' in script and "go+rX" not in script
