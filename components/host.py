@@ -272,9 +272,14 @@ def render(template: str, plan: HostPlan, **extra: object) -> str:
     return _environment.get_template(template).render(context)
 
 
+# The single server's packages, installed by its firstboot script after cloud-init's package step has installed
+# python3-venv alone (the release's build starts then, beside this install).
+SITE_PACKAGES = ("postgresql", "pgbouncer", "nginx", "git", "curl", "unattended-upgrades")
+
+
 def render_user_data(plan: HostPlan) -> str:
     """The first-boot document, `#cloud-config`. Holds no secret at all."""
-    return render("user-data.yaml.j2", plan)
+    return render("user-data.yaml.j2", plan, site_packages=SITE_PACKAGES)
 
 
 def encode_user_data(document: str) -> tuple[str, bool]:

@@ -44,15 +44,15 @@ class HostKey(pulumi.ComponentResource):
     connects: every remote step after the first pins it (`host_key`), and the operator's verbs pin the
     `sshHostKey` output. Kept encrypted in state, like the login key.
 
-    Why generated here and handed over by the boot step, not read from the server (trust on first use) nor
+    Why generated here and handed over by the connect step, not read from the server (trust on first use) nor
     sent in user-data: user-data is readable by any process on the server (the metadata service) and in the
     console, so a private key cannot go there. A channel the instance alone can read (an SSM SecureString or
     a KMS-encrypted blob fetched with an instance role) would need a role on every server, the AWS API and
     the metadata service at first boot, and gives the key to every process able to reach that service. So the
-    first connection — the boot step, which waits for cloud-init and carries nothing but this key on stdin —
+    first connection — the connect step, which carries nothing but this key on stdin —
     is the one connection that trusts whoever answers at the address, exactly as trust on first use would;
     from then on every step, on this and on any replacement server, is refused by anything but this key.
-    To rotate it: `pulumi up --replace` on this resource (the boot step then installs the new one)."""
+    To rotate it: `pulumi up --replace` on this resource (the connect step then installs the new one)."""
 
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("djangoship:index:HostKey", name, None, opts)

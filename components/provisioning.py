@@ -1,9 +1,15 @@
-"""The remote commands that turn a booted server into the site, in order, over SSH to the Elastic IP.
+"""The remote commands that turn a booted server into the site, over SSH to the Elastic IP.
 
-    boot → configure (env file, database, gunicorn, nginx) → [upload] → deploy → superuser
+    connect (host key) ─┬─ boot (first boot done) ─ configure (env file, database, gunicorn, nginx) ─┬─ deploy
+                        └─ [upload] ─ build (the release's virtualenv) ─────────────────────────────┘   → superuser
+
+The build needs neither the database nor the app's settings, so Pulumi runs it beside boot and configure: on
+a first boot the dependencies download and install while cloud-init installs PostgreSQL and nginx, and a
+release that changes its dependencies installs them while configure runs. The deploy then checks, migrates
+and switches.
 
 Each command is the whole script as its `create` text (visible in `pulumi preview --diff`), run as root.
-Secrets travel only on stdin, and only to a server proven by its host key: the boot step installs the
+Secrets travel only on stdin, and only to a server proven by its host key: the connect step installs the
 program's own host key (components/keys.py says why), every later step pins it.
 
 pulumi-command re-runs a command when any of its inputs changes and replaces it when its `triggers` change,
@@ -52,7 +58,7 @@ class SiteProvisionerArgs:
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
     private_key: pulumi.Output[str]
-    host_key: HostKey  # the server's SSH host key: installed by the boot step, pinned by every later one
+    host_key: HostKey  # the server's SSH host key: installed by the connect step, pinned by every later one
     secret_key: pulumi.Output[str]
     db_password: pulumi.Output[str]
     admin_password: pulumi.Output[str]
@@ -66,9 +72,9 @@ class SiteProvisioner(pulumi.ComponentResource):
     def __init__(self, name: str, args: SiteProvisionerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("djangoship:index:SiteProvisioner", name, None, opts)
         plan, settings, release = args.plan, args.settings, args.release
-        # The boot step's connection: a new instance refuses connections until sshd is up, so keep dialling
+        # The connect step's connection: a new instance refuses connections until sshd is up, so keep dialling
         # (the step timeouts bound it). It cannot know the host key yet — cloud-init made one — and sends only
-        # the program's host key, which the boot step installs.
+        # the program's host key, which the connect step installs.
         first_connection = remote.ConnectionArgs(
             host=args.public_ip,
             user=settings.ssh_user,
@@ -104,15 +110,17 @@ class SiteProvisioner(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after, custom_timeouts=STEP_TIMEOUTS),
             )
 
-        wait_script = remote_script("wait-for-boot", plan, boot_timeout_seconds=BOOT_TIMEOUT_SECONDS)
-        self.boot = step(
-            "boot",
-            as_root(wait_script, "wait-for-boot"),
-            [digest(wait_script)],
+        key_script = remote_script("install-host-key", plan)
+        self.connect = step(
+            "connect",
+            as_root(key_script, "install-host-key"),
+            [digest(key_script)],
             args.server_ready,
             stdin=args.host_key.private_key,
             via=first_connection,
         )
+        wait_script = remote_script("wait-for-boot", plan, boot_timeout_seconds=BOOT_TIMEOUT_SECONDS)
+        self.boot = step("boot", as_root(wait_script, "wait-for-boot"), [digest(wait_script)], [self.connect])
 
         def configure_script(public_ip: str) -> str:
             hosts = site_hosts(plan, public_ip)
@@ -159,7 +167,7 @@ class SiteProvisioner(pulumi.ComponentResource):
             stdin=pulumi.Output.secret(env_file),
         )
 
-        deploy_after: list[pulumi.Resource] = [self.configure]
+        build_after: list[pulumi.Resource] = [self.connect]
         self.upload: remote.CopyToRemote | None = None
         if release.archive is not None:
             # The app folder, as a reproducible archive; the deploy unpacks it into releases/<id>.
@@ -169,22 +177,36 @@ class SiteProvisioner(pulumi.ComponentResource):
                 source=pulumi.FileAsset(str(release.archive)),
                 remote_path=f"{plan.upload_dir}/{release.id}.tar.gz",
                 triggers=[args.instance_id, release.id],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.configure], custom_timeouts=STEP_TIMEOUTS),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.connect], custom_timeouts=STEP_TIMEOUTS),
             )
-            deploy_after = [self.upload]
+            build_after = [self.upload]
 
-        deploy_text = remote_script(
-            "deploy",
-            plan,
-            release_id=build_id(release.id, plan),
-            archive_id=release.id,
-            source_kind="archive" if release.archive is not None else "git",
-            git_url=release.git_url,
-            git_ref=release.git_ref,
-            git_commit=release.git_commit,
-            # One server, one database: the deploy itself applies the migrations, all or nothing.
-            atomic_migrations=True,
+        def deploy_script(build_only: bool) -> str:
+            return remote_script(
+                "deploy",
+                plan,
+                release_id=build_id(release.id, plan),
+                archive_id=release.id,
+                source_kind="archive" if release.archive is not None else "git",
+                git_url=release.git_url,
+                git_ref=release.git_ref,
+                git_commit=release.git_commit,
+                # One server, one database: the deploy itself applies the migrations, all or nothing.
+                atomic_migrations=True,
+                build_only=build_only,
+                boot_timeout_seconds=BOOT_TIMEOUT_SECONDS,
+            )
+
+        # A private repository's deploy key: on stdin, saved root-only by the script (never in its text).
+        deploy_key = args.deploy_key if plan.git_ssh else None
+        self.build = step(
+            "build",
+            as_root(deploy_script(build_only=True), f"build-{release.id}"),
+            [build_id(release.id, plan)],
+            build_after,
+            stdin=deploy_key,
         )
+        deploy_text = deploy_script(build_only=False)
         deploy_triggers: list[pulumi.Input[str]] = [build_id(release.id, plan)]
         if plan.processes:
             # A change to the app's processes re-runs the deploy: its activation starts them on the live release
@@ -194,9 +216,8 @@ class SiteProvisioner(pulumi.ComponentResource):
             "deploy",
             as_root(deploy_text, f"deploy-{release.id}"),
             deploy_triggers,
-            deploy_after,
-            # A private repository's deploy key: on stdin, saved root-only by the script (never in its text).
-            stdin=args.deploy_key if plan.git_ssh else None,
+            [self.configure, self.build],
+            stdin=deploy_key,
         )
 
         superuser_script = remote_script(

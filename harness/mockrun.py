@@ -76,14 +76,17 @@ class ProgramRun:
 
     def steps(self) -> list[Registered]:
         """The remote commands and uploads, in an order that respects their dependencies (Kahn's algorithm,
-        ties broken by registration order) — the order `pulumi up` would run them in."""
+        ties broken by name: steps that Pulumi runs side by side register in no fixed order)."""
         kinds = {"command:remote:Command", "command:remote:CopyToRemote"}
         steps = [r for r in self.resources.values() if r.type in kinds]
         urns = {r.urn for r in steps}
         done: list[Registered] = []
         pending = list(steps)
         while pending:
-            ready = [r for r in pending if all(d in {s.urn for s in done} or d not in urns for d in r.dependencies)]
+            ready = sorted(
+                (r for r in pending if all(d in {s.urn for s in done} or d not in urns for d in r.dependencies)),
+                key=lambda r: r.name,
+            )
             if not ready:
                 raise AssertionError(f"dependency cycle among {[r.name for r in pending]}")
             done.append(ready[0])

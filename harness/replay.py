@@ -14,6 +14,7 @@ import json
 import posixpath
 import socket
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,42 +109,71 @@ def check_host_key(step: Registered, address: str, pinned: str) -> None:
         raise StepFailed(step.name, 255, "", f"ssh: handshake failed: host key mismatch at {address}: {presented}")
 
 
+def run_step(step: Registered, host: Host, log: Any) -> StepResult:
+    """One step as pulumi-command runs it: dial, check the pinned host key, then upload or run."""
+    connection = step.inputs["connection"]
+    if connection["host"] != host.ip:
+        raise AssertionError(f"{step.name} connects to {connection['host']}, not to the host {host.ip}")
+    started = time.monotonic()
+    user, key = connection["user"], connection["privateKey"]
+    dial(host, user, key, _timeout_seconds(step), log)
+    if connection.get("hostKey"):
+        check_host_key(step, host.ip, connection["hostKey"])
+    if step.type == "command:remote:CopyToRemote":
+        remote_path = step.inputs["remotePath"]
+        # pulumi-command creates the parent directories itself.
+        host.run(f"mkdir -p {posixpath.dirname(remote_path)}", user=user, key=key)
+        host.put(Path(step.inputs["source"]["path"]), remote_path, user=user, key=key)
+        result = StepResult(step.name, ran=True, seconds=time.monotonic() - started)
+    else:
+        stdin = step.inputs.get("stdin")
+        outcome = host.run(
+            step.inputs["create"],
+            stdin=stdin.encode() if stdin else None,
+            timeout=_timeout_seconds(step),
+            user=user,
+            key=key,
+        )
+        stdout, stderr = outcome.stdout.decode(errors="replace"), outcome.stderr.decode(errors="replace")
+        if outcome.exit_code != 0:
+            raise StepFailed(step.name, outcome.exit_code, stdout, stderr)
+        result = StepResult(step.name, True, time.monotonic() - started, stdout, stderr)
+    log(f"[replay] {step.name}: {result.seconds:.1f} s")
+    return result
+
+
 def replay(run: ProgramRun, host: Host, state: ReplayState | None = None, log: Any = print) -> list[StepResult]:
+    """Every step whose dependencies are done starts at once, side by side, as Pulumi's engine runs them. After a
+    failure no step starts; those running finish, then the first failure is raised. Results in program order."""
     state = state if state is not None else ReplayState()
-    results: list[StepResult] = []
-    for step in run.steps():
-        connection = step.inputs["connection"]
-        if connection["host"] != host.ip:
-            raise AssertionError(f"{step.name} connects to {connection['host']}, not to the host {host.ip}")
-        mark = fingerprint(step)
-        if state.fingerprints.get(step.name) == mark:
-            results.append(StepResult(step.name, ran=False))
-            continue
-        started = time.monotonic()
-        user, key = connection["user"], connection["privateKey"]
-        dial(host, user, key, _timeout_seconds(step), log)
-        if connection.get("hostKey"):
-            check_host_key(step, host.ip, connection["hostKey"])
-        if step.type == "command:remote:CopyToRemote":
-            remote_path = step.inputs["remotePath"]
-            # pulumi-command creates the parent directories itself.
-            host.run(f"mkdir -p {posixpath.dirname(remote_path)}", user=user, key=key)
-            host.put(Path(step.inputs["source"]["path"]), remote_path, user=user, key=key)
-            result = StepResult(step.name, ran=True, seconds=time.monotonic() - started)
-        else:
-            stdin = step.inputs.get("stdin")
-            outcome = host.run(
-                step.inputs["create"],
-                stdin=stdin.encode() if stdin else None,
-                timeout=_timeout_seconds(step),
-                user=user,
-                key=key,
-            )
-            stdout, stderr = outcome.stdout.decode(errors="replace"), outcome.stderr.decode(errors="replace")
-            if outcome.exit_code != 0:
-                raise StepFailed(step.name, outcome.exit_code, stdout, stderr)
-            result = StepResult(step.name, True, time.monotonic() - started, stdout, stderr)
-        state.fingerprints[step.name] = mark
-        log(f"[replay] {step.name}: {result.seconds:.1f} s")
-        results.append(result)
-    return results
+    steps = run.steps()
+    urns = {step.urn for step in steps}
+    finished: dict[str, StepResult] = {}
+    failures: list[BaseException] = []
+    pending = list(steps)
+    with ThreadPoolExecutor(max_workers=len(steps) or 1) as pool:
+        running: dict[Future[StepResult], Registered] = {}
+        while pending or running:
+            ready = [s for s in pending if all(d not in urns or d in finished for d in s.dependencies)]
+            for step in ready if not failures else []:
+                pending.remove(step)
+                if state.fingerprints.get(step.name) == fingerprint(step):
+                    finished[step.urn] = StepResult(step.name, ran=False)
+                    continue
+                running[pool.submit(run_step, step, host, log)] = step
+            if not running:
+                if failures or not pending or not ready:
+                    break
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                step = running.pop(future)
+                try:
+                    finished[step.urn] = future.result()
+                except BaseException as error:  # noqa: BLE001 — raised below, after the running steps end
+                    failures.append(error)
+                else:
+                    state.fingerprints[step.name] = fingerprint(step)
+    if failures:
+        raise failures[0]
+    return [finished[step.urn] for step in steps if step.urn in finished]

@@ -169,6 +169,7 @@ class Guest(NspawnSupervision, SSHAccess):
         self._stop_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._clients: dict[str, paramiko.SSHClient] = {}
+        self._clients_lock = threading.Lock()  # steps may run side by side (harness/replay.py)
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -44,6 +44,7 @@ class SSHAccess:
     ip: str
     ssh_key: paramiko.PKey | None
     _clients: dict[str, paramiko.SSHClient]
+    _clients_lock: threading.Lock
 
     def host_keys(self) -> list[str]:
         raise NotImplementedError
@@ -80,19 +81,21 @@ class SSHAccess:
 
     def _client(self, user: str, key: KeyLike | None) -> paramiko.SSHClient:
         cache_key = user if key is None else f"{user}:{id(key)}"
-        client = self._clients.get(cache_key)
-        transport = client.get_transport() if client else None
-        if client is None or transport is None or not transport.is_active():
-            if client is not None:
-                client.close()
-            client = self.ssh(user, key)
-            self._clients[cache_key] = client
-        return client
+        with self._clients_lock:
+            client = self._clients.get(cache_key)
+            transport = client.get_transport() if client else None
+            if client is None or transport is None or not transport.is_active():
+                if client is not None:
+                    client.close()
+                client = self.ssh(user, key)
+                self._clients[cache_key] = client
+            return client
 
     def _close_clients(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def run(
         self,

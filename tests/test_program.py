@@ -205,20 +205,29 @@ def test_the_instance_role_can_only_add_backups_never_overwrite_them():
 # --- remote commands -----------------------------------------------------------------------------------
 
 
-def test_commands_run_in_order_each_after_the_previous(default_run):
-    assert step_names(default_run) == [
-        "photofeed-boot",
-        "photofeed-configure",
-        "photofeed-upload",
-        "photofeed-deploy",
-        "photofeed-superuser",
-    ]
-    steps = default_run.steps()
-    for before, after in zip(steps, steps[1:], strict=False):
-        assert default_run.depends_on(after, before), f"{after.name} must depend on {before.name}"
-    for step in steps:
+def test_commands_run_in_order_the_build_beside_boot_and_configure(default_run):
+    """connect → boot → configure, and connect → upload → build, side by side; the deploy after both."""
+    names = step_names(default_run)
+    assert names[0] == "photofeed-connect" and names[-2:] == ["photofeed-deploy", "photofeed-superuser"]
+    after = {
+        "photofeed-upload": ["photofeed-connect"],
+        "photofeed-boot": ["photofeed-connect"],
+        "photofeed-build": ["photofeed-upload"],
+        "photofeed-configure": ["photofeed-boot"],
+        "photofeed-deploy": ["photofeed-build", "photofeed-configure"],
+        "photofeed-superuser": ["photofeed-deploy"],
+    }
+    steps = {step.name: step for step in default_run.steps()}
+    assert sorted(steps) == sorted([*after, "photofeed-connect"])
+    for name, step in steps.items():
+        assert sorted(other for other in steps if default_run.depends_on(step, steps[other])) == after.get(name, [])
         assert "delete" not in step.inputs, "destroy must not need the server alive"
         assert step.custom_timeouts["create"], step.name
+    # The build is the deploy's own script up to the virtualenv: no database, no settings, no switch.
+    build, deploy = steps["photofeed-build"].inputs["create"], steps["photofeed-deploy"].inputs["create"]
+    assert "until_installed python3-venv" in build and "until_installed" not in deploy
+    for command in ("\nphotofeed-activate ", "photofeed-manage check", "photofeed-manage collectstatic"):
+        assert command not in build and command in deploy, command
 
 
 def test_git_source_deploys_without_upload(tmp_path):
@@ -236,7 +245,14 @@ def test_git_source_deploys_without_upload(tmp_path):
     run = run_program({"app": {"source": f"file://{repo}", "ref": "main", "name": "shop"}}, expect_error=True)
     assert "app.source" in str(run.error), "file:// is not a URL the server could fetch"
     run = run_program({"app": {"source": f"git://127.0.0.1:1/{repo.name}", "ref": commit, "name": "shop"}})
-    assert step_names(run) == ["shop-boot", "shop-configure", "shop-deploy", "shop-superuser"]
+    assert sorted(step_names(run)) == [
+        "shop-boot",
+        "shop-build",
+        "shop-configure",
+        "shop-connect",
+        "shop-deploy",
+        "shop-superuser",
+    ]
     deploy = shlex.split(run.named("shop-deploy").inputs["create"])[4]
     assert commit in deploy and run.outputs["releaseId"] == commit[:12]
 
@@ -257,22 +273,18 @@ def test_secrets_travel_on_stdin_only_and_stay_secret(default_run):
 
 
 def test_every_step_after_the_first_connection_pins_the_servers_host_key(default_run):
-    """Secrets go only to a server that proves the program's host key; the boot step, the one connection
+    """Secrets go only to a server that proves the program's host key; the connect step, the one connection
     that cannot (the server still has cloud-init's key), carries nothing but that key, and installs it."""
     pinned = default_run.outputs["sshHostKey"]
     assert pinned.startswith("ssh-ed25519 AAAA") and len(pinned.split()) == 2
     assert "sshHostKey" not in default_run.secret_outputs  # a public key
     host_key = default_run.named("photofeed-host-key")
     assert host_key.type == "tls:index/privateKey:PrivateKey" and host_key.inputs["algorithm"] == "ED25519"
-    boot, *later = default_run.steps()
-    assert boot.name == "photofeed-boot" and "hostKey" not in boot.inputs["connection"]
-    assert boot.inputs["stdin"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and "stdin" in boot.secret_inputs
-    assert [step.name for step in later] == [
-        "photofeed-configure",
-        "photofeed-upload",
-        "photofeed-deploy",
-        "photofeed-superuser",
-    ]
+    connect, *later = default_run.steps()
+    assert connect.name == "photofeed-connect" and "hostKey" not in connect.inputs["connection"]
+    assert connect.inputs["stdin"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert "stdin" in connect.secret_inputs
+    assert len(later) == 6
     for step in later:
         assert step.inputs["connection"]["hostKey"] == pinned, step.name
         # A wrong key fails the step after the provider's default dials, not after the step's timeout.
@@ -355,7 +367,12 @@ def test_new_app_version_reruns_configure_upload_and_deploy(app_copy):
     before = run_program(config, state=state)
     (app_copy / "feed" / "views.py").write_text((app_copy / "feed" / "views.py").read_text() + "\n# v2\n")
     after = run_program(config, state=state)
-    assert changed_steps(before, after) == ["photofeed-configure", "photofeed-deploy", "photofeed-upload"]
+    assert changed_steps(before, after) == [
+        "photofeed-build",
+        "photofeed-configure",
+        "photofeed-deploy",
+        "photofeed-upload",
+    ]
     # Its text differs in one line only: the release it comes with (it restarts the live one only for that).
     lines = [
         text.splitlines()

@@ -131,6 +131,7 @@ def everything_rendered(plan: HostPlan) -> dict[str, str]:
         "gunicorn.conf.py": render_gunicorn_config(plan),
         "postgresql.conf": render_postgres_config(plan),
         "manage": render("scripts/manage.sh.j2", plan),
+        "install-host-key": remote_script("install-host-key", plan),
         "wait-for-boot": remote_script("wait-for-boot", plan, boot_timeout_seconds=1500),
         "create-superuser": remote_script("create-superuser", plan, admin_user="admin", admin_email="a@example.com"),
     }
@@ -291,10 +292,11 @@ def sent_scripts(program_run: Any) -> dict[str, str]:
             continue
         argv = shlex.split(step.inputs["create"])
         assert argv[:4] == ["sudo", "-n", "bash", "-c"] and len(argv) == 6, argv[:4]
-        label = re.sub(r"^deploy-[0-9a-f]{12}$", "deploy", argv[5])
+        label = re.sub(r"^(deploy|build)-[0-9a-f]{12}$", r"\1", argv[5])
         assert label not in scripts
         scripts[label] = argv[4]
-    assert list(scripts) == ["wait-for-boot", "configure-host", "deploy", "create-superuser"], list(scripts)
+    expected = ["install-host-key", "wait-for-boot", "build", "configure-host", "deploy", "create-superuser"]
+    assert sorted(scripts) == sorted(expected), list(scripts)
     return scripts
 
 

@@ -98,4 +98,4 @@ def test_two_program_runs_send_identical_bytes(sent: dict[str, Sent]) -> None:
         return [(s.name, s.inputs.get("create"), s.inputs.get("triggers")) for s in program_run.steps()]
 
     assert steps(first) == steps(second)
-    assert len(steps(first)) == 5
+    assert len(steps(first)) == 7

@@ -34,7 +34,11 @@ from rendered.helpers import (
 
 SENT_SCRIPTS = {
     # id → (program run, where the script is)
+    "install-host-key": ("http", "install-host-key"),
     "wait-for-boot": ("http", "wait-for-boot"),
+    "build-archive-http": ("http", "build"),
+    "build-git": ("git", "build"),
+    "build-foreign": ("foreign", "build"),
     "configure-host-http": ("http", "configure-host"),
     "configure-host-https": ("https", "configure-host"),
     "configure-host-platzi": ("platzi", "configure-host"),
