@@ -5,10 +5,11 @@
 
 Each guest boots the program's own user-data (the default settings) and replays its remote steps
 (harness.localsite.local_site); the clock starts when systemd-nspawn starts the guest and stops at the first
-200 for / through nginx. Phases come from cloud-init's own records (`cloud-init analyze blame`, its
-result.json) and the steps' timings; inside the deploy step, from what the deploy leaves on disk (the
-virtualenv's pyvenv.cfg → .complete for venv + pip, the release's staticfiles.json / .complete for
-collectstatic + gzip) and PostgreSQL's django_migrations.applied (migrate).
+200 for / through nginx (polled every 0.2 s while the steps run). Independent steps run side by side, as
+Pulumi runs them (connect → boot → configure, beside connect → upload → build). Phases come from cloud-init's
+own records (`cloud-init analyze blame`, its result.json) and the steps' timings; inside the build and deploy
+steps, from what they leave on disk (the virtualenv's pyvenv.cfg → .complete for venv + pip, the release's
+staticfiles.json / .complete for collectstatic + gzip) and PostgreSQL's django_migrations.applied (migrate).
 
 `--compare REV` exports REV with `git archive` into a temporary folder and runs the same measurement there
 (a subprocess with that tree first on sys.path), one guest of REV then one of the working tree, in turn, and
@@ -33,11 +34,13 @@ PHASES = [
     ("cloud-init: package update + install", "packages"),
     ("cloud-init: firstboot script (runcmd)", "firstboot"),
     ("cloud-init done (since guest start)", "cloud_init_done"),
-    ("step boot (SSH dial + wait for cloud-init)", "step_boot"),
+    ("step connect (SSH dial + host key)", "step_connect"),
+    ("step boot (wait for cloud-init)", "step_boot"),
     ("step configure (env, PostgreSQL, pgbouncer, nginx)", "step_configure"),
-    ("step upload", "step_upload"),
+    ("step upload (beside boot)", "step_upload"),
+    ("step build (beside boot and configure)", "step_build"),
+    ("  build: venv + pip install", "pip"),
     ("step deploy", "step_deploy"),
-    ("  deploy: venv + pip install", "pip"),
     ("  deploy: compileall + checks + collectstatic + gzip", "static"),
     ("  deploy: migrate", "migrate"),
     ("step superuser", "step_superuser"),

@@ -34,6 +34,13 @@ STATIC_LINK = ".djangoship-static"
 GUNICORN_VERSION = "27.0.1"  # added to an app whose dependencies have no gunicorn; the app's own pin wins
 UV_VERSION = "0.13.8"  # from PyPI, for uv projects and for Pythons the image lacks
 POETRY_VERSION = "2.5.1"  # from PyPI, for poetry projects
+# pip's own wheel, pinned by its sha256: every virtualenv is made without ensurepip and gets pip from it, so the
+# build needs nothing from the image but python3 (no python3-venv) and can start before cloud-init's packages.
+PIP_WHEEL = (
+    "https://files.pythonhosted.org/packages/07/25/ee8c38ae72d66b844ce8eb9711ba905dba21ca1a8a0c960057c41cd23337/"
+    "pip-26.3-py3-none-any.whl",
+    "f3b60b20ffaadd4415ed7957212a38ac63fa4c5fa375bd0f4a797777940fad13",
+)
 # With app.asgiModule: uvicorn's worker class for gunicorn (the maintained uvicorn-worker package; uvicorn's own
 # uvicorn.workers is deprecated) and websockets for the protocol, each added when the app lacks it, pinned.
 ASGI_PACKAGES = (
@@ -124,6 +131,7 @@ class HostPlan:
     gunicorn_version: str = GUNICORN_VERSION
     uv_version: str = UV_VERSION
     poetry_version: str = POETRY_VERSION
+    pip_wheel: tuple[str, str] = PIP_WHEEL  # (URL, sha256)
     conn_max_age: int = CONN_MAX_AGE
     python_dir: str = ""
     static_dir: str = ""
@@ -272,14 +280,9 @@ def render(template: str, plan: HostPlan, **extra: object) -> str:
     return _environment.get_template(template).render(context)
 
 
-# The single server's packages, installed by its firstboot script after cloud-init's package step has installed
-# python3-venv alone (the release's build starts then, beside this install).
-SITE_PACKAGES = ("postgresql", "pgbouncer", "nginx", "git", "curl", "unattended-upgrades")
-
-
 def render_user_data(plan: HostPlan) -> str:
     """The first-boot document, `#cloud-config`. Holds no secret at all."""
-    return render("user-data.yaml.j2", plan, site_packages=SITE_PACKAGES)
+    return render("user-data.yaml.j2", plan)
 
 
 def encode_user_data(document: str) -> tuple[str, bool]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from components.host import (
-    SITE_PACKAGES,
     plan_host,
     render_pgbouncer_config,
 )
@@ -21,6 +20,7 @@ from rendered.helpers import (
     parse_nginx,
     plan_for,
     site_for,
+    user_data_doc,
 )
 
 # Every setting PgBouncer 1.18 (Debian 12) and 1.22 (Ubuntu 24.04) both know, in the sections we write.
@@ -93,7 +93,7 @@ def test_configure_host_installs_the_pooler_only_when_on(sent: dict[str, Sent]) 
     assert "install_file /etc/pgbouncer/pgbouncer.ini 0640 root postgres " in script
     off = sent["nopooler"].scripts["configure-host"]
     assert "PGBOUNCER_INI" not in off and "systemctl disable --now pgbouncer.service" in off
-    assert "pgbouncer" in SITE_PACKAGES  # installed by the firstboot script, pooler on or off
+    assert "pgbouncer" in user_data_doc("debian-13-t2.micro")["packages"]
 
 
 @pytest.mark.parametrize("config_id", CONFIGS)
