@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.mockrun import MockState, ProgramRun, run_program
 
@@ -226,7 +227,8 @@ def test_commands_run_in_order_the_build_beside_boot_and_configure(default_run):
     # The build is the deploy's own script up to the virtualenv: no database, no settings, no switch.
     build, deploy = steps["photofeed-build"].inputs["create"], steps["photofeed-deploy"].inputs["create"]
     # It needs nothing cloud-init installs (an archive; a git source waits for git): pip comes from its wheel.
-    assert "until_installed" not in build and "python3-venv" not in default_run.one(INSTANCE).inputs["userData"]
+    packages = yaml.safe_load(default_run.one(INSTANCE).inputs["userData"])["packages"]
+    assert "until_installed" not in build and "python3-venv" not in packages
     assert "--without-pip" in build and "f3b60b20ffaadd4415ed7957212a38ac63fa4c5fa375bd0f4a797777940fad13" in build
     for command in ("\nphotofeed-activate ", "photofeed-manage check", "photofeed-manage collectstatic"):
         assert command not in build and command in deploy, command
