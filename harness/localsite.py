@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.host import HEALTH_PATH
 from harness.mockrun import MockState, ProgramRun, run_program
 from harness.replay import ReplayState, StepResult, replay
 from localboot import DEFAULT_RELEASE, Guest
@@ -81,11 +82,13 @@ def live_front_page(status: int) -> bool:
 
 
 class FirstAnswer:
-    """Polls `url` every 0.2 s in the background (at most 30 min) and keeps the time it first answered as a live
-    site: a visitor sees the site then, while `pulumi up` may still be at its last step (the superuser)."""
+    """Polls the site every 0.2 s in the background (at most 30 min) and keeps the time its front page first
+    answered as the app's: a visitor sees the site then, while `pulumi up` may still be at its last step (the
+    superuser). The app's, not nginx's own welcome page (a 200 too, while cloud-init installs it): the
+    deployer's health path answers 200 first, which only the app behind it does."""
 
-    def __init__(self, url: str, serving: Any = lambda status: status == 200):
-        self.url, self.serving, self.at = url, serving, 0.0
+    def __init__(self, site_url: str, serving: Any = lambda status: status == 200):
+        self.site_url, self.serving, self.at = site_url.rstrip("/"), serving, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -93,7 +96,8 @@ class FirstAnswer:
         deadline = time.monotonic() + 1800
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
-                if self.serving(http_get(self.url, timeout=5)[0]):
+                app_up = http_get(self.site_url + HEALTH_PATH, timeout=5)[0] == 200
+                if app_up and self.serving(http_get(self.site_url + "/", timeout=5)[0]):
                     self.at = time.monotonic()
                     return
             except OSError:
@@ -216,7 +220,7 @@ def local_site(
         network, name, user_data_bytes(run), meta_data, ip=ip, release=release, binds=binds, ssh_key=private_key
     ) as guest:
         site = LocalSite(guest=guest, config=config, state=state, run=run)
-        with FirstAnswer(site.url + "/", serving=live_front_page) as first:
+        with FirstAnswer(site.url, serving=live_front_page) as first:
             site.steps = replay(run, guest, site.replay_state)
             served = first.at or wait_until_serving(site.url + "/", serving=live_front_page)
         assert guest.boot_started_at is not None
