@@ -95,7 +95,8 @@ def live_release(site) -> str:
 
 
 def deploy_output(site) -> str:
-    return next(step.stdout for step in site.steps if step.name == f"{APP}-deploy")
+    """What the release's build step (its virtualenv) and deploy step printed, in that order."""
+    return "".join(step.stdout for step in site.steps if step.name in (f"{APP}-build", f"{APP}-deploy"))
 
 
 # --- releases ---------------------------------------------------------------------------------------------
@@ -117,7 +118,12 @@ def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
         took = time.monotonic() - started
         time.sleep(1)
     print(f"\n[day 2] one-line change deployed in {took:.1f} s under load: {loop.ok} ok, {loop.failed} failed")
-    assert [step.name for step in steps if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-deploy"]
+    assert [step.name for step in steps if step.ran] == [
+        f"{APP}-configure",
+        f"{APP}-upload",
+        f"{APP}-build",
+        f"{APP}-deploy",
+    ]
     assert loop.failed == 0, loop.errors[:5]
     assert loop.ok > 10, "the request loop did not run"
     assert "dependencies unchanged: reusing" in deploy_output(site), "a one-line change must not reinstall packages"
@@ -158,8 +164,8 @@ def test_broken_release_fails_and_the_previous_keeps_serving(site, workdir, brea
     # Back to the good code: the deploy's inputs are those of its last successful run (as in Pulumi, a
     # failed update leaves the previous inputs in the state), so it does not run, and need not: the good
     # release never stopped serving. Only the steps that had succeeded with the broken release re-run: the
-    # upload, and configure (which runs with every release).
-    assert [step.name for step in site.up() if step.ran] == [f"{APP}-configure", f"{APP}-upload"]
+    # upload, the build (the virtualenv is there: nothing to install), and configure (with every release).
+    assert [step.name for step in site.up() if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-build"]
     assert live_release(site) == good
 
 
@@ -174,7 +180,12 @@ def test_requirement_without_a_wheel_brings_the_build_tools(site, workdir):
     requirements.write_text(original + "psycopg2>=2.9,<3\n")
     try:
         steps = site.up()
-        assert [step.name for step in steps if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-deploy"]
+        assert [step.name for step in steps if step.ran] == [
+            f"{APP}-configure",
+            f"{APP}-upload",
+            f"{APP}-build",
+            f"{APP}-deploy",
+        ]
         assert "installing build tools and retrying" in deploy_output(site)
         assert live_release(site) != before
         sh(site, f"runuser -u {APP} -- /srv/{APP}/current/venv/bin/python -c 'import psycopg2'")

@@ -178,7 +178,7 @@ def test_a_configure_step_that_failed_half_way_is_completed_by_the_retry(site):
 
 
 def test_the_steps_pin_the_servers_host_key_and_another_key_fails_them(site):
-    """The boot step installed the program's host key; sshd offers only it (even to a client that prefers
+    """The connect step installed the program's host key; sshd offers only it (even to a client that prefers
     ECDSA); every later step checked it. Another key at the address fails the step before anything is sent."""
     pinned = site.run.outputs["sshHostKey"]
     assert sh(site, "cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub").strip() == pinned
@@ -208,7 +208,12 @@ def test_a_site_file_broken_by_hand_is_rewritten_by_the_next_deploy(site, workdi
     sh(site, f"echo 'this is not nginx' >> {site_file}")
     change_home_page(workdir, "after-a-hand-broken-site")
     steps = site.up()
-    assert [step.name for step in steps if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-deploy"]
+    assert [step.name for step in steps if step.ran] == [
+        f"{APP}-configure",
+        f"{APP}-upload",
+        f"{APP}-build",
+        f"{APP}-deploy",
+    ]
     assert f"changed: {site_file}" in step_ran(site, "configure").stdout
     assert sh(site, f"cat {site_file}") == rendered
     sh(site, "nginx -t -q")

@@ -72,7 +72,9 @@ def app(request, guest, workdir) -> ForeignApp:
 
 
 def deploy_output(site) -> str:
-    return next((step.stdout + step.stderr for step in site.steps if step.name == f"{NAME}-deploy"), "")
+    """What the release's build step (its virtualenv) and deploy step printed, in that order."""
+    names = (f"{NAME}-build", f"{NAME}-deploy")
+    return "".join(step.stdout + step.stderr for step in site.steps if step.name in names)
 
 
 def live_release(site) -> str:
@@ -149,7 +151,12 @@ def test_one_line_change_deploys_with_no_failed_request(guest, app):
         steps = guest.up()
         time.sleep(1)
     # The configure step runs with every release: it compares the server's files with the program's.
-    assert [step.name for step in steps if step.ran] == [f"{NAME}-configure", f"{NAME}-upload", f"{NAME}-deploy"]
+    assert [step.name for step in steps if step.ran] == [
+        f"{NAME}-configure",
+        f"{NAME}-upload",
+        f"{NAME}-build",
+        f"{NAME}-deploy",
+    ]
     print(f"\n[foreign] {app.key}: one-line change under load: {loop.ok} ok, {loop.failed} failed")
     assert loop.failed == 0 and loop.ok > 10, (loop.ok, loop.errors[:5])
     assert live_release(guest) != before
@@ -355,7 +362,12 @@ def test_after_a_release_every_process_runs_the_new_code(guest, workers):
     with RequestLoop(guest.url + "/") as loop:
         steps = guest.up()
         time.sleep(1)
-    assert [step.name for step in steps if step.ran] == [f"{NAME}-configure", f"{NAME}-upload", f"{NAME}-deploy"]
+    assert [step.name for step in steps if step.ran] == [
+        f"{NAME}-configure",
+        f"{NAME}-upload",
+        f"{NAME}-build",
+        f"{NAME}-deploy",
+    ]
     assert loop.failed == 0 and loop.ok > 10, (loop.ok, loop.errors[:5])
     assert "running the live release" in deploy_output(guest)
     assert all(unit_pid(guest, f"{NAME}-{name}.service") != pids[name] for name in WORKERS)

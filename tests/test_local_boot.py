@@ -44,7 +44,7 @@ def test_cloud_init_finished_without_errors(site):
 
 def test_every_step_ran_once_in_order(site):
     assert [step.name for step in site.steps] == [
-        f"{APP}-{name}" for name in ("boot", "configure", "upload", "deploy", "superuser")
+        f"{APP}-{name}" for name in ("connect", "boot", "configure", "upload", "build", "deploy", "superuser")
     ]
     assert all(step.ran for step in site.steps)
 
@@ -237,7 +237,7 @@ def test_deploy_from_a_git_repository(network, git_daemon):
     with local_site(network, "web2", config) as live:
         print(f"\n[first boot, git source] guest start → first 200: {live.first_boot_seconds:.1f} s")
         assert [step.name for step in live.steps] == [
-            f"{APP}-{name}" for name in ("boot", "configure", "deploy", "superuser")
+            f"{APP}-{name}" for name in ("connect", "boot", "build", "configure", "deploy", "superuser")
         ]
         commit = live.run.outputs["releaseId"]
         revision = live.guest.exec(["cat", f"/srv/{APP}/current/REVISION"], check=True).stdout.decode()

@@ -270,7 +270,12 @@ def test_maintenance_page_survives_a_deploy_which_still_checks_health(site, verb
     # loopback), so the new release goes live; visitors still get the maintenance page.
     change_home_page(app, "during-maintenance")
     steps = site.up()
-    assert [step.name for step in steps if step.ran] == [f"{APP}-configure", f"{APP}-upload", f"{APP}-deploy"]
+    assert [step.name for step in steps if step.ran] == [
+        f"{APP}-configure",
+        f"{APP}-upload",
+        f"{APP}-build",
+        f"{APP}-deploy",
+    ]
     assert live_release(site) != before
     assert http_get(site.url + "/")[0] == 503
     # …and one that re-runs the configure step, which re-renders and reloads the nginx site: still on.
