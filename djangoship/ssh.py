@@ -114,14 +114,17 @@ class Session:
     def run(self, remote: str | None, *, tty: bool = False, stdout: IO[bytes] | None = None) -> int:
         """Run `remote` on the server, the terminal attached (or stdout to a file); returns its exit status.
         An interrupt ends ssh, not this process, which then cleans up: at a terminal Ctrl-C reaches ssh itself (or,
-        with a TTY, the remote command); a SIGINT sent to this process alone (`kill -INT`) is passed on to ssh."""
+        with a TTY, the remote command); a SIGINT sent to this process alone (`kill -INT`) ends ssh too."""
         process = subprocess.Popen(self.command(remote, tty=tty), stdout=stdout)
         interrupted = False
 
         def interrupt(*_: object) -> None:
             nonlocal interrupted
             interrupted = True
-            process.send_signal(signal.SIGINT)
+            # SIGTERM, not SIGINT: ssh leaves SIGINT alone when it started with it ignored (anything started in
+            # the background by a non-interactive shell, e.g. `djangoship logs -f &` in a script), and would
+            # never end.
+            process.send_signal(signal.SIGTERM)
 
         previous = signal.signal(signal.SIGINT, interrupt)
         try:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -165,6 +168,25 @@ def test_a_host_key_output_is_pinned(tmp_path, monkeypatch, capsys):
         )
     assert capsys.readouterr().err == ""
     assert not (tmp_path / "djangoship").exists()
+
+
+def test_an_interrupt_ends_ssh_even_when_it_started_with_sigint_ignored(tmp_path, monkeypatch):
+    """`kill -INT` on the verb ends its ssh and the verb says 130, also where ssh inherited SIGINT ignored (started
+    in the background by a non-interactive shell, which ignores it for its background jobs): ssh then never
+    reacts to SIGINT, so the verb must not rely on it."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    # A stand-in for ssh that, like ssh started with SIGINT ignored, leaves SIGINT alone; bounded (60 s).
+    stand_in = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)",
+    ]
+    monkeypatch.setattr(Session, "command", lambda self, remote, tty: stand_in)
+    with Session(from_outputs("dev", OUTPUTS)) as session:
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        assert session.run("tail -F /var/log/nginx/access.log") == 130
+    assert time.monotonic() - started < 30
 
 
 # --- the stack's outputs ----------------------------------------------------------------------------------
