@@ -57,18 +57,29 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def wait_until_serving(url: str, timeout: float = 60, serving: Any = lambda status: status == 200) -> float:
-    """Poll `url` until `serving(status)`; the time it first did."""
+def wait_until_serving(
+    url: str,
+    timeout: float = 60,
+    serving: Any = lambda status: status == 200,
+    *,
+    after: str | None = None,
+    interval: float = 0.5,
+    stop: threading.Event | None = None,
+) -> float:
+    """Poll `url` every `interval` s until `serving(status)` (and, on the same try, `after` first answers 200);
+    the time it first did. 0.0 once `stop` is set."""
+    stop = stop or threading.Event()
     deadline = time.monotonic() + timeout
-    while True:
+    while not stop.is_set():
         try:
-            if serving(http_get(url, timeout=5)[0]):
+            if (after is None or http_get(after, timeout=5)[0] == 200) and serving(http_get(url, timeout=5)[0]):
                 return time.monotonic()
         except OSError:
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer as a live site within {timeout} s")
-        time.sleep(0.5)
+        stop.wait(interval)
+    return 0.0
 
 
 def wait_for_200(url: str, timeout: float = 60) -> float:
@@ -93,16 +104,15 @@ class FirstAnswer:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        deadline = time.monotonic() + 1800
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                app_up = http_get(self.site_url + HEALTH_PATH, timeout=5)[0] == 200
-                if app_up and self.serving(http_get(self.site_url + "/", timeout=5)[0]):
-                    self.at = time.monotonic()
-                    return
-            except OSError:
-                pass
-            self._stop.wait(0.2)
+        with contextlib.suppress(TimeoutError):
+            self.at = wait_until_serving(
+                self.site_url + "/",
+                1800,
+                self.serving,
+                after=self.site_url + HEALTH_PATH,
+                interval=0.2,
+                stop=self._stop,
+            )
 
     def __enter__(self) -> FirstAnswer:
         self._thread.start()

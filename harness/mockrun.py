@@ -51,6 +51,10 @@ class Registered:
     custom_timeouts: dict[str, str]
 
 
+# The resources that are remote steps: run over SSH, in dependency order (ProgramRun.steps).
+STEP_TYPES = frozenset({"command:remote:Command", "command:remote:CopyToRemote"})
+
+
 @dataclass
 class ProgramRun:
     resources: dict[str, Registered]  # by URN, in registration order
@@ -77,21 +81,22 @@ class ProgramRun:
     def steps(self) -> list[Registered]:
         """The remote commands and uploads, in an order that respects their dependencies (Kahn's algorithm,
         ties broken by name: steps that Pulumi runs side by side register in no fixed order)."""
-        kinds = {"command:remote:Command", "command:remote:CopyToRemote"}
-        steps = [r for r in self.resources.values() if r.type in kinds]
-        urns = {r.urn for r in steps}
+        pending = [r for r in self.resources.values() if r.type in STEP_TYPES]
         done: list[Registered] = []
-        pending = list(steps)
         while pending:
-            ready = sorted(
-                (r for r in pending if all(d in {s.urn for s in done} or d not in urns for d in r.dependencies)),
-                key=lambda r: r.name,
-            )
+            ready = self.ready_steps(pending, {r.urn for r in done})
             if not ready:
                 raise AssertionError(f"dependency cycle among {[r.name for r in pending]}")
             done.append(ready[0])
             pending.remove(ready[0])
         return done
+
+    def ready_steps(self, pending: list[Registered], done: set[str]) -> list[Registered]:
+        """Those of `pending` whose every dependency that is a step is among the `done` URNs, by name. Pulumi's
+        engine starts them all at once."""
+        steps = {r.urn for r in self.resources.values() if r.type in STEP_TYPES}
+        ready = (r for r in pending if all(d in done or d not in steps for d in r.dependencies))
+        return sorted(ready, key=lambda r: r.name)
 
     def depends_on(self, resource: Registered, other: Registered) -> bool:
         return other.urn in resource.dependencies

@@ -146,23 +146,21 @@ def replay(run: ProgramRun, host: Host, state: ReplayState | None = None, log: A
     """Every step whose dependencies are done starts at once, side by side, as Pulumi's engine runs them. After a
     failure no step starts; those running finish, then the first failure is raised. Results in program order."""
     state = state if state is not None else ReplayState()
-    steps = run.steps()
-    urns = {step.urn for step in steps}
+    steps = run.steps()  # refuses a cycle: some step is always ready while any is pending and none runs
     finished: dict[str, StepResult] = {}
     failures: list[BaseException] = []
     pending = list(steps)
     with ThreadPoolExecutor(max_workers=len(steps) or 1) as pool:
         running: dict[Future[StepResult], Registered] = {}
         while pending or running:
-            ready = [s for s in pending if all(d not in urns or d in finished for d in s.dependencies)]
-            for step in ready if not failures else []:
+            for step in run.ready_steps(pending, set(finished)) if not failures else []:
                 pending.remove(step)
                 if state.fingerprints.get(step.name) == fingerprint(step):
                     finished[step.urn] = StepResult(step.name, ran=False)
                     continue
                 running[pool.submit(run_step, step, host, log)] = step
             if not running:
-                if failures or not pending or not ready:
+                if failures:
                     break
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -79,7 +79,7 @@ def test_foreign_build_steps_are_in_the_deploy(sent: dict[str, Sent]) -> None:
     order = [
         "for package in gcc libldap-dev; do",
         "python install 3.14",
-        "collectstatic --noinput",
+        'call_command("collectstatic"',
         "-manage compress \\",
         "-manage compilemessages --ignore=venv \\",
         "migrations: applying {len(plan)} in one transaction",
