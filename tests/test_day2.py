@@ -127,6 +127,9 @@ def test_new_version_deploys_in_place_with_no_failed_request(site, workdir):
     assert loop.failed == 0, loop.errors[:5]
     assert loop.ok > 10, "the request loop did not run"
     assert "dependencies unchanged: reusing" in deploy_output(site), "a one-line change must not reinstall packages"
+    deployed = next(step.stdout for step in steps if step.name == f"{APP}-deploy")
+    assert "as the build step left them" in deployed, "the deploy unpacks the release again"
+    assert sh(site, f"ls -A /srv/{APP}/releases | grep -c '^.build-' || true").strip() == "0"
     assert live_release(site) != before and sh(site, "cat /var/lib/cloud/data/instance-id").strip() == instance
     assert b"release:v2" in http_get(site.url + "/")[2]
     assert http_get(site.url + "/static/feed/site.css")[2].endswith(b"/* release:v2 */\n")

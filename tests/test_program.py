@@ -230,7 +230,13 @@ def test_commands_run_in_order_the_build_beside_boot_and_configure(default_run):
     packages = yaml.safe_load(default_run.one(INSTANCE).inputs["userData"])["packages"]
     assert "until_installed" not in build and "python3-venv" not in packages
     assert "--without-pip" in build and "f3b60b20ffaadd4415ed7957212a38ac63fa4c5fa375bd0f4a797777940fad13" in build
-    for command in ("\nphotofeed-activate ", 'call_command("check"', 'call_command("collectstatic"', 'call_command("migrate"'):
+    # (Django's checks, collectstatic and migrate run inside `manage.py shell`: python/*.py.j2.)
+    for command in (
+        "\nphotofeed-activate ",
+        'call_command("check"',
+        'call_command("collectstatic"',
+        'call_command("migrate"',
+    ):
         assert command not in build and command in deploy, command
 
 
