@@ -193,6 +193,7 @@ class SiteProvisioner(pulumi.ComponentResource):
                 git_commit=release.git_commit,
                 # One server, one database: the deploy itself applies the migrations, all or nothing.
                 atomic_migrations=True,
+                build_step=True,  # the build step below runs it first with build_only
                 build_only=build_only,
                 boot_timeout_seconds=BOOT_TIMEOUT_SECONDS,
             )
