@@ -68,19 +68,28 @@ def _timeout_seconds(step: Registered) -> float:
     return float(text[:-1]) * units[text[-1]]
 
 
-def dial(host: Host, user: str, key: Any, timeout: float, log: Any) -> None:
-    """pulumi-command with dial_error_limit=-1: keep connecting until sshd answers and accepts the key
-    (a booting server refuses, then rejects keys until cloud-init installed them), within the step's time."""
+def dial(step: Registered, host: Host, timeout: float, log: Any) -> None:
+    """pulumi-command with dial_error_limit=-1: keep connecting until sshd answers, proves the pinned host key
+    and accepts the user's key (a booting server refuses, then rejects keys until cloud-init installed them,
+    and refuses again for a moment while sshd re-executes itself on a reload), within the step's time.
+    The provider checks the host key in the same handshake; here it takes a second connection, so both are
+    inside the retry. A host key that differs fails the step at once: no wait would change it."""
+    connection = step.inputs["connection"]
     deadline = time.monotonic() + timeout
     attempts = 0
     while True:
         attempts += 1
         try:
-            host.run("true", user=user, key=key, timeout=30)
+            host.run("true", user=connection["user"], key=connection["privateKey"], timeout=30)
+            if connection.get("hostKey"):
+                check_host_key(step, host.ip, connection["hostKey"])
             return
+        except StepFailed:
+            raise
         except Exception as error:  # noqa: BLE001 — any dial error is retried, as the provider does
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not connect as {user}@{host.ip} within {timeout:.0f} s: {error}") from error
+                where = f"{connection['user']}@{host.ip}"
+                raise TimeoutError(f"could not connect as {where} within {timeout:.0f} s: {error}") from error
             if attempts == 1:
                 log(f"[replay] waiting for SSH on {host.ip} ({type(error).__name__})")
             time.sleep(1)
@@ -116,9 +125,7 @@ def run_step(step: Registered, host: Host, log: Any) -> StepResult:
         raise AssertionError(f"{step.name} connects to {connection['host']}, not to the host {host.ip}")
     started = time.monotonic()
     user, key = connection["user"], connection["privateKey"]
-    dial(host, user, key, _timeout_seconds(step), log)
-    if connection.get("hostKey"):
-        check_host_key(step, host.ip, connection["hostKey"])
+    dial(step, host, _timeout_seconds(step), log)
     if step.type == "command:remote:CopyToRemote":
         remote_path = step.inputs["remotePath"]
         # pulumi-command creates the parent directories itself.

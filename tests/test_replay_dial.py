@@ -1,0 +1,69 @@
+"""The replay's dial, as pulumi-command's: connection errors are retried within the step's time (a booting
+server refuses, and sshd refuses again for a moment while it re-executes itself on a reload); a host key
+that differs from the pinned one fails the step at once. No guest: the host and the key exchange are stubs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness import replay
+from harness.mockrun import Registered
+
+PINNED = "ssh-ed25519 AAAApinned"
+
+
+class ReachableHost:
+    ip = "192.0.2.10"
+
+    def run(self, cmd: str, **_: Any) -> None:
+        return None
+
+
+def step() -> Registered:
+    connection = {"host": ReachableHost.ip, "user": "admin", "privateKey": "key", "hostKey": PINNED}
+    return Registered(
+        type="command:remote:Command",
+        name="photofeed-deploy",
+        urn="urn:pulumi:dev::djangoship::command:remote:Command::photofeed-deploy",
+        parent="",
+        inputs={"connection": connection, "create": "true"},
+        secret_inputs=set(),
+        dependencies=[],
+        ignore_changes=[],
+        replacement_trigger=None,
+        protect=None,
+        retain_on_delete=None,
+        custom_timeouts={},
+    )
+
+
+def test_a_refusal_after_the_login_is_retried_like_any_dial_error(monkeypatch):
+    answers: list[Any] = [ConnectionRefusedError(111, "Connection refused"), PINNED]
+
+    def presented(address: str, key_type: str) -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(replay, "presented_host_key", presented)
+    monkeypatch.setattr(replay.time, "sleep", lambda seconds: None)
+    logged: list[str] = []
+    replay.dial(step(), ReachableHost(), timeout=60, log=logged.append)
+    assert answers == [], "the host key was not asked for again after the refusal"
+    assert logged == ["[replay] waiting for SSH on 192.0.2.10 (ConnectionRefusedError)"]
+
+
+def test_another_host_key_fails_the_step_without_retrying(monkeypatch):
+    asked: list[str] = []
+
+    def presented(address: str, key_type: str) -> str:
+        asked.append(address)
+        return "ssh-ed25519 AAAAother"
+
+    monkeypatch.setattr(replay, "presented_host_key", presented)
+    with pytest.raises(replay.StepFailed, match="host key mismatch"):
+        replay.dial(step(), ReachableHost(), timeout=60, log=lambda line: None)
+    assert asked == [ReachableHost.ip]
