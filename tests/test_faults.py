@@ -390,3 +390,36 @@ def test_a_restore_whose_migrations_fail_on_its_data_changes_nothing(site, workd
     databases = sh(site, "runuser -u postgres -- psql -tAc 'SELECT datname FROM pg_database'").split()
     assert f"{APP}_restoring" not in databases, "the refused copy is dropped"
     upload_photo(site, "written-after-the-refused-restore")
+
+
+def test_a_first_release_that_cannot_serve_leaves_nothing_live_and_the_next_one_goes_live(site, workdir):
+    """The first activation (nothing live: a new server's first deploy, here `current` removed by hand) starts the
+    release once, on the live socket, with no check beside it. One whose front page raises there is not left
+    half-live: no `current`, gunicorn stopped and not failed, not in the release history. The next good release
+    goes live as a first one does."""
+    paths = Layout(APP).paths
+    history = sh(site, f"cat {paths.releases_dir}/.history")
+    sh(site, f"rm {paths.current_dir} && systemctl stop gunicorn.service")
+    template = workdir / "feed" / "templates" / "feed" / "home.html"
+    working = template.read_text()
+    template.write_text(working.replace("{% block content %}", "{% block content %}{% url 'no-such-view' %}", 1))
+    change_home_page(workdir, "first-and-broken")
+    try:
+        with pytest.raises(StepFailed) as failure:
+            site.up()
+    finally:
+        template.write_text(working)
+    assert failure.value.step == f"{APP}-deploy"
+    message = failure.value.stderr
+    assert "nothing is live yet: switching to release" in failure.value.stdout
+    assert "cannot serve after the switch: / answered 500" in message, message[-2000:]
+    assert "NoReverseMatch" in message, "gunicorn's log (the app's traceback) is shown"
+    assert sh(site, f"test -e {paths.current_dir} && echo live || echo none").strip() == "none"
+    assert sh(site, "systemctl is-active gunicorn.service || true").strip() == "inactive"
+    assert "gunicorn" not in sh(site, "systemctl --failed --no-legend --plain")
+    assert sh(site, f"cat {paths.releases_dir}/.history") == history, "a refused release is not in the history"
+
+    change_home_page(workdir, "first-after-the-refusal")
+    site.up()
+    assert b"release:first-after-the-refusal" in http_get(site.url + "/")[2]
+    assert "nothing is live yet" in step_ran(site, "deploy").stdout
