@@ -6,7 +6,9 @@ own address on the local bridge, never anywhere else.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import os
 import platform
 import re
@@ -15,6 +17,8 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,30 @@ def header(title: str) -> None:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+@contextlib.contextmanager
+def revision_tree(rev: str) -> Iterator[tuple[str, Path]]:
+    """For a benchmark's --compare: git revision `rev` of this project (its short name, and its files exported
+    into a temporary folder that uses this tree's .venv), so that a child run measures that revision's program."""
+    short = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix=f"djangoship-{short}-") as tree:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", short], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+        os.symlink(ROOT / ".venv", Path(tree) / ".venv")
+        yield short, Path(tree)
+
+
+def child_run(script: str, tree: Path, *args: str) -> Any:
+    """`script` (this tree's benchmark) run with `tree`'s project first on its path (`--project`); what it
+    measured, as the JSON it wrote (`--json`)."""
+    out = tree / "measured.json"
+    subprocess.run(
+        [sys.executable, script, "--project", str(tree), "--json", str(out), *args], cwd=tree, check=True, timeout=3600
+    )
+    return json.loads(out.read_text())
 
 
 def require(tool: str) -> str:

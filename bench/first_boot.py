@@ -22,9 +22,7 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -163,32 +161,18 @@ def main() -> None:
         args.json.write_text(json.dumps(measure(args.guests)))
         return
 
-    from bench.common import header
+    from bench.common import child_run, header, revision_tree
 
     header("bench/first_boot.py")
     columns: dict[str, list[dict[str, float]]] = {}
     if args.compare:
-        rev = subprocess.run(
-            ["git", "-C", str(HERE), "rev-parse", "--short", args.compare], capture_output=True, text=True, check=True
-        ).stdout.strip()
         before: list[dict[str, float]] = []
         after: list[dict[str, float]] = []
-        with tempfile.TemporaryDirectory(prefix=f"djangoship-{rev}-") as tree:
-            archive = subprocess.run(["git", "-C", str(HERE), "archive", rev], capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
-            os.symlink(HERE / ".venv", Path(tree) / ".venv")
-            out = Path(tree) / "first-boot.json"
+        with revision_tree(args.compare) as (rev, tree):
             # Alternating, one guest of each in turn: on a machine others share, load that comes and goes
             # falls on both columns alike, and the ratio between them stays meaningful.
             for _ in range(args.guests):
-                subprocess.run(
-                    [sys.executable, str(Path(__file__).resolve()), "--project", tree, "--json", str(out)]
-                    + ["--guests", "1"],
-                    cwd=tree,
-                    check=True,
-                    timeout=3600,
-                )
-                before += json.loads(out.read_text())
+                before += child_run(str(Path(__file__).resolve()), tree, "--guests", "1")
                 after += measure(1)
         columns[f"{rev} (before)"] = before
         columns["working tree"] = after

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,27 +90,14 @@ def main() -> None:
         args.json.write_text(json.dumps(measure(args.rounds, args.clients)))
         return
 
-    from bench.common import header
+    from bench.common import child_run, header, revision_tree
 
     header("bench/redeploy.py")
     columns: dict[str, list[dict[str, Any]]] = {}
     if args.compare:
-        rev = subprocess.run(
-            ["git", "-C", str(HERE), "rev-parse", "--short", args.compare], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        with tempfile.TemporaryDirectory(prefix=f"djangoship-{rev}-") as tree:
-            archive = subprocess.run(["git", "-C", str(HERE), "archive", rev], capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
-            os.symlink(HERE / ".venv", Path(tree) / ".venv")
-            out = Path(tree) / "redeploy.json"
-            subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--project", tree, "--json", str(out)]
-                + ["--rounds", str(args.rounds), "--clients", str(args.clients)],
-                cwd=tree,
-                check=True,
-                timeout=3600,
-            )
-            columns[f"{rev} (before)"] = json.loads(out.read_text())
+        with revision_tree(args.compare) as (rev, tree):
+            rounds = ["--rounds", str(args.rounds), "--clients", str(args.clients)]
+            columns[f"{rev} (before)"] = child_run(str(Path(__file__).resolve()), tree, *rounds)
     columns["working tree"] = measure(args.rounds, args.clients)
     print(f"\n{args.clients} clients back to back during each `up`; {args.rounds} rounds per guest\n")
     medians = [summary(name, rows) for name, rows in columns.items()]
