@@ -27,7 +27,7 @@ def measure(rounds: int, clients: int) -> list[dict[str, Any]]:
     """One guest, `rounds` one-line changes deployed under `clients` request loops: per round, the `up`'s
     seconds, the steps that ran, requests ok and failed."""
     # Imported here: with --compare this runs inside an older tree (its harness, its program).
-    from bench.common import APP, ROOT, median
+    from bench.common import APP, ROOT
     from harness.localsite import RequestLoop, change_home_page, http_get, local_site
     from localboot.network import bridge_network
 
@@ -57,7 +57,6 @@ def measure(rounds: int, clients: int) -> list[dict[str, Any]]:
                     file=sys.stderr,
                     flush=True,
                 )
-    print(f"median up {median([row['up'] for row in rows]):.1f} s", file=sys.stderr, flush=True)
     return rows
 
 
