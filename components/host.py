@@ -143,6 +143,7 @@ class HostPlan:
     git_known_hosts: str = ""
     git_host_key: str = ""
     deploy_key_from_stdin: bool = True  # one server: the deploy step's stdin; app servers: from SSM at boot
+    data_on_server: bool = True  # the data volume, PostgreSQL and the media are here (one server); app servers: RDS, S3
     # Beyond the web process (issue 14; README "Processes, schedules, Redis, ASGI").
     asgi_module: str = ""  # app.asgiModule: gunicorn with uvicorn's worker, websockets through nginx
     asgi_packages: tuple[tuple[str, str], ...] = ASGI_PACKAGES

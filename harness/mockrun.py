@@ -113,6 +113,17 @@ class MockState:
     passwords: dict[str, str] = field(default_factory=dict)
     # Deterministic passwords make failing tests reproducible; the local boot asks for real randomness.
     random_passwords: bool = False
+    # Versioned resources (an SSM parameter's value, a launch template's inputs): key → (content digest, version).
+    versions: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def version(self, key: str, content: Any) -> int:
+        """The version the provider reports: 1 when created, one more each time the content changed."""
+        text = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+        known, number = self.versions.get(key, ("", 0))
+        if known != text:
+            number += 1
+            self.versions[key] = (text, number)
+        return number
 
     def password(self, name: str, length: int, special: str) -> str:
         if name not in self.passwords:
@@ -174,12 +185,13 @@ class ProgramMocks(pulumi.runtime.Mocks):
             }
         if typ == "aws:ec2/launchTemplate:LaunchTemplate":
             return "lt-0123456789abcdef0", outputs | {
-                "latestVersion": 1,
+                "latestVersion": self.state.version(f"launch-template:{args.name}", args.inputs),
                 "arn": "arn:aws:ec2:us-east-1:123456789012:launch-template/lt-0123456789abcdef0",
             }
         if typ == "aws:ssm/parameter:Parameter":
             name = args.inputs.get("name", args.name)
-            return name, outputs | {"arn": f"arn:aws:ssm:us-east-1:123456789012:parameter{name}", "version": 1}
+            version = self.state.version(f"parameter:{name}", args.inputs.get("value"))
+            return name, outputs | {"arn": f"arn:aws:ssm:us-east-1:123456789012:parameter{name}", "version": version}
         if typ == "aws:kms/key:Key":
             key_id = "1234abcd-12ab-34cd-56ef-1234567890ab"
             return key_id, outputs | {"keyId": key_id, "arn": f"arn:aws:kms:us-east-1:123456789012:key/{key_id}"}

@@ -106,7 +106,9 @@ class Guest(NspawnSupervision, SSHAccess):
     ``"public-keys"`` as EC2 delivers the key pair. ``user_data`` is written byte for byte.
     ``binds`` are ``(host_path, guest_path)`` bind mounts (e.g. a folder standing in for an
     EBS data volume that outlives the guest). ``ssh_key`` is the default private key for
-    :meth:`ssh`, :meth:`run` and :meth:`put`.
+    :meth:`ssh`, :meth:`run` and :meth:`put`. ``files`` (guest path → (content, mode)) are written
+    into the overlay before the first boot; ``resolv_conf`` is nspawn's ``--resolv-conf`` mode (``off``
+    keeps the guest's own ``/etc/resolv.conf``, e.g. one given in ``files``).
     """
 
     def __init__(
@@ -122,6 +124,8 @@ class Guest(NspawnSupervision, SSHAccess):
         ssh_key: KeyLike | None = None,
         ip: str | None = None,
         nameserver: str | None = None,
+        files: Mapping[str, tuple[bytes, int]] | None = None,
+        resolv_conf: str = "copy-host",
         run_root: Path = RUN_ROOT,
         log_dir: Path = LOG_DIR,
     ) -> None:
@@ -151,6 +155,11 @@ class Guest(NspawnSupervision, SSHAccess):
         self.ssh_key = load_private_key(ssh_key) if ssh_key is not None else None
         self.ip = ip or network.allocate()
         self.nameserver = nameserver or host_nameserver()
+        self.files = dict(files or {})
+        for path in self.files:
+            if not PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
+                raise ValueError(f"a guest file's path must be absolute, without '..': {path!r}")
+        self.resolv_conf = resolv_conf
         self.rundir = run_root / f"{name}-{secrets.token_hex(4)}"
         self.merged = self.rundir / "merged"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +200,7 @@ class Guest(NspawnSupervision, SSHAccess):
             lower = self._rootfs or ensure_rootfs(self.release)
             self._mount_overlay(Path(lower))
             self._write_seed()
+            self._write_files()
             self.boot_started_at = time.monotonic()
             self._thread = threading.Thread(target=self._supervise, name=f"localboot-{self.name}", daemon=True)
             self._thread.start()
@@ -248,6 +258,17 @@ class Guest(NspawnSupervision, SSHAccess):
             nameserver=self.nameserver,
         )
 
+    def _write_files(self) -> None:
+        """The guest's own files (``files``), written into the overlay before the first boot: what the machine
+        image brings, as an AMI brings its CA certificates and resolver (never anything of the program's)."""
+        for path, (content, mode) in sorted(self.files.items()):
+            target = self.merged / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink():
+                target.unlink()
+            target.write_bytes(content)
+            target.chmod(mode)
+
     def _prune_logs(self) -> None:
         # Another run on this host may prune the same folder at the same moment: a log gone meanwhile is skipped.
         dated = []
@@ -273,7 +294,7 @@ class Guest(NspawnSupervision, SSHAccess):
             "--keep-unit",
             "--boot",
             f"--network-bridge={self.network.name}",
-            "--resolv-conf=copy-host",
+            f"--resolv-conf={self.resolv_conf}",
             "--timezone=off",
             "--console=read-only",
         ]

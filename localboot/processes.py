@@ -142,6 +142,12 @@ class NspawnSupervision:
         with self._cond:
             return self._proc is not None and not self._stopping
 
+    def running(self) -> bool:
+        """True while the guest runs (between boots of a reboot included), until it powers off or is stopped."""
+        with self._cond:
+            rebooting = self._proc is None and self.last_exit_code == REBOOT_EXIT_CODE
+            return (self._proc is not None or rebooting) and not self._stopping
+
     def _wait_for_boot(self, boot: int, timeout: float) -> int:
         """Wait until boot number ``boot`` runs an init; return its PID."""
         deadline = time.monotonic() + timeout

@@ -44,7 +44,12 @@ def scaled_plan(settings: Settings) -> HostPlan:
     TLS (the load balancer and CloudFront terminate it), backups (RDS and S3 versioning keep them) and
     PgBouncer (a pool per app server would multiply, not bound, the database's connections)."""
     return dataclasses.replace(
-        plan_host(settings), tls_email="", backup_bucket="", db_pooler=False, deploy_key_from_stdin=False
+        plan_host(settings),
+        tls_email="",
+        backup_bucket="",
+        db_pooler=False,
+        deploy_key_from_stdin=False,
+        data_on_server=False,
     )
 
 
