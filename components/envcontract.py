@@ -58,6 +58,8 @@ class Site:
     media_bucket: str = ""  # scaled: where uploads go (django-storages)
     media_domain: str = ""  # scaled: the name they are served under (CloudFront)
     region: str = ""  # scaled: the bucket's and the parameters' region
+    media_credentials_url: str = ""  # scaled: where boto3 gets the media role's credentials (never the instance's)
+    media_token_file: str = ""  # scaled: the token it shows there
     redis_url: str = ""  # single, `redis: true`: redis://:<password>@127.0.0.1:<port>/0
 
 
@@ -88,6 +90,10 @@ def variables(site: Site, prefix: str, profile: str) -> dict[str, str]:
         env[f"{prefix}MEDIA_BUCKET"] = site.media_bucket
         env[f"{prefix}MEDIA_DOMAIN"] = site.media_domain
         env["AWS_DEFAULT_REGION"] = site.region
+        # boto3's container credentials (as on ECS/EKS): the app's uploads only, from a root-run endpoint on the
+        # server (scaled/media-credentials.py.j2); the instance role's credentials stay root's.
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = site.media_credentials_url
+        env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = site.media_token_file
     return env
 
 
@@ -183,5 +189,7 @@ def app_server_env_file(
         media_bucket=media_bucket,
         media_domain=public_host,
         region=region,
+        media_credentials_url=f"http://127.0.0.1:{plan.media_credentials_port}/media",
+        media_token_file=plan.paths.media_token,
     )
     return format_env_file(variables(site, plan.env_prefix, "scaled"), extra)

@@ -50,6 +50,7 @@ ASGI_PACKAGES = (
 )
 REDIS_PORT = 6379
 PROCESS_SETTLE_SECONDS = 5  # a process (app.processes) that stays up this long after a restart has started
+MEDIA_CREDENTIALS_PORT = 51680  # app servers: where boto3 in the app asks for its uploads' credentials
 CONN_MAX_AGE = 600  # persistent database connections (s) for an app that leaves Django's 0
 USER_DATA_LIMIT = 16384  # EC2 rejects larger user-data; beyond it the document is sent gzip-compressed
 
@@ -144,6 +145,8 @@ class HostPlan:
     git_host_key: str = ""
     deploy_key_from_stdin: bool = True  # one server: the deploy step's stdin; app servers: from SSM at boot
     data_on_server: bool = True  # the data volume, PostgreSQL and the media are here (one server); app servers: RDS, S3
+    # App servers: the media role's credentials for the app, on loopback (scaled/media-credentials.py.j2).
+    media_credentials_port: int = MEDIA_CREDENTIALS_PORT
     # Beyond the web process (issue 14; README "Processes, schedules, Redis, ASGI").
     asgi_module: str = ""  # app.asgiModule: gunicorn with uvicorn's worker, websockets through nginx
     asgi_packages: tuple[tuple[str, str], ...] = ASGI_PACKAGES

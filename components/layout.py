@@ -54,6 +54,8 @@ class ServerPaths:
     superuser: str
     boot: str
     admin_password: str  # root-only file: the superuser's password, from SSM
+    media_credentials: str  # the app's credentials for its uploads (the media role), served on loopback
+    media_token: str  # what the app shows to get them: root and the app's group read it
 
     @classmethod
     def for_app(cls, app: str) -> ServerPaths:
@@ -92,4 +94,6 @@ class ServerPaths:
             superuser=f"/usr/local/sbin/{app}-create-superuser",
             boot=f"/usr/local/sbin/{app}-boot",
             admin_password=f"{config}/admin-password",
+            media_credentials=f"{lib}/media-credentials.py",
+            media_token=f"/run/{app}-media/token",
         )

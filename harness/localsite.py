@@ -44,7 +44,7 @@ def user_data_bytes(run: ProgramRun) -> bytes:
 
 def http_get(url: str, host: str | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers={"Host": host} if host else {})
-    opener = urllib.request.build_opener(_NoRedirect)
+    opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
@@ -52,7 +52,9 @@ def http_get(url: str, host: str | None = None, timeout: float = 10) -> tuple[in
         return error.code, dict(error.headers), error.read()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers to check, not to follow."""
+
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
@@ -124,22 +126,25 @@ class FirstAnswer:
 
 
 class RequestLoop:
-    """`clients` threads GET `url` back to back until stopped (each bounded: 300 s at most), counting anything
-    but `expect` (200; e.g. 302 for a page that redirects to a login) as failed. Used around `up` to show a
-    deploy drops no request."""
+    """`clients` threads GET `url` back to back until stopped (each bounded: `limit` s at most, 300 by default),
+    counting anything but `expect` (200; e.g. 302 for a page that redirects to a login) as failed, with the time
+    each failed request started (`failed_at`, monotonic). Used around `up` to show a deploy drops no request."""
 
-    def __init__(self, url: str, clients: int = 1, expect: int = 200):
+    def __init__(self, url: str, clients: int = 1, expect: int = 200, fetch: Any = None, limit: float = 300):
         self.url, self.ok, self.failed, self.errors = url, 0, 0, []
-        self.expect = expect
+        self.failed_at: list[float] = []
+        self.expect, self.limit = expect, limit
+        self.fetch = fetch or http_get  # e.g. a scaled site's, through its CloudFront stand-in
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
     def _run(self) -> None:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + self.limit
         while not self._stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
             try:
-                status: int | str = http_get(self.url, timeout=30)[0]
+                status: int | str = self.fetch(self.url, timeout=30)[0]
             except OSError as error:
                 status = repr(error)
             with self._lock:
@@ -148,6 +153,7 @@ class RequestLoop:
                 else:
                     self.failed += 1
                     self.errors.append(status)
+                    self.failed_at.append(started)
 
     def __enter__(self) -> RequestLoop:
         for thread in self._threads:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.localsite import IMAGES
+from harness.localsite import IMAGES, NoRedirect
 from harness.mockrun import MockState, ProgramRun, Registered, run_program
 from harness.standins.agent import agent_location, agent_package
 from harness.standins.awsapi import REGION, AwsApi
@@ -74,15 +74,16 @@ class ScaledSite:
     def opener(self, *handlers: Any) -> urllib.request.OpenerDirector:
         return urllib.request.build_opener(self.cdn.handler(), *handlers)
 
-    def get(self, path: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
-        """A visitor's GET through CloudFront's stand-in (no redirects followed)."""
-        from harness.localsite import _NoRedirect
-
+    def http_get(self, url: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+        """A visitor's GET of `url` (on the site's address) through CloudFront's stand-in, no redirects followed."""
         try:
-            with self.opener(_NoRedirect).open(self.url + path, timeout=timeout) as response:
+            with self.opener(NoRedirect).open(url, timeout=timeout) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()
+
+    def get(self, path: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+        return self.http_get(self.url + path, timeout)
 
     # --- pulumi up --------------------------------------------------------------------------------------------
 
@@ -279,7 +280,7 @@ def scaled_site(
             metadata,
             boot,
             lambda version: site_holder["site"].user_data[version],
-            role=run.one("aws:iam/role:Role").name,
+            role=run.one("aws:iam/instanceProfile:InstanceProfile").inputs["role"],
             log=log,
         )
         api.autoscaling = group

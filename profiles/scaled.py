@@ -160,7 +160,12 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         ),
     )
     user_data = pulumi.Output.all(
-        store.env_selector, store.admin_selector, artifacts.bucket.id, assets.bucket.id, store.deploy_key_selector
+        store.env_selector,
+        store.admin_selector,
+        artifacts.bucket.id,
+        assets.bucket.id,
+        identity.media_role.arn,
+        store.deploy_key_selector,
     ).apply(lambda values: first_boot(settings, plan, release, BootValues(region, *values)))
     servers = AppServers(
         name,

@@ -12,6 +12,8 @@ import urllib.parse
 import urllib.request
 import uuid
 
+from harness.localsite import NoRedirect
+
 APP = "photofeed"
 
 
@@ -25,12 +27,15 @@ def sh(site, command: str, check: bool = True) -> str:
 
 
 class Browser:
-    """A visitor with cookies, speaking to the guest's address."""
+    """A visitor with cookies, speaking to the guest's address (or, with `handlers`, e.g. to a scaled site's
+    CloudFront stand-in over HTTPS)."""
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, handlers: tuple = ()):
         self.base = base
         self.cookies = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect)
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect, *handlers
+        )
 
     def request(self, path: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
         request = urllib.request.Request(self.base + path, data=data, headers=headers or {})
@@ -44,11 +49,6 @@ class Browser:
         status, _, body = self.request(path)
         assert status == 200, (path, status, body[:300])
         return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
 
 
 def png_bytes() -> bytes:

@@ -640,7 +640,9 @@ def render_gate(tmp: Path, postgres: dict[str, str], release_id: str, migrate_fa
         admin_password=str(tmp / "admin-password"),
     )
     release = Release(id=release_id, archive=Path("/nonexistent.tar.gz"))
-    boot = BootValues("us-east-1", "/p/env:1", "/p/admin-password:1", "artifacts", "assets")
+    boot = BootValues(
+        "us-east-1", "/p/env:1", "/p/admin-password:1", "artifacts", "assets", "arn:aws:iam::123456789012:role/media"
+    )
     # The gate's programs are stand-ins in the test's folder: the paths the template is given are theirs.
     context = release_context(plan, release, boot, arch="x86_64", vpc_cidr="10.20.0.0/16")
     context["paths"] = dataclasses.asdict(paths)
@@ -822,9 +824,11 @@ def test_shellcheck_catches_a_broken_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("config_id", DOCUMENTS)
-def test_aws_helper_compiles(config_id: str) -> None:
-    (text,) = scripts_of(config_id, "python").values()
-    compile(text, "aws-helper", "exec")
+def test_python_programs_compile(config_id: str) -> None:
+    programs = scripts_of(config_id, "python")
+    assert {Path(path).name.split("-")[-1] for path in programs} == {"aws", "credentials.py"}
+    for path, text in programs.items():
+        compile(text, path, "exec")
 
 
 FAKE_BOTO3 = """
@@ -862,7 +866,7 @@ def client(service, region_name=None):
 
 
 def test_aws_helper_reads_parameters_and_uploads_static_files_once(tmp_path: Path) -> None:
-    (helper_text,) = scripts_of("ubuntu-archive", "python").values()
+    helper_text = next(text for path, text in scripts_of("ubuntu-archive", "python").items() if path.endswith("-aws"))
     helper = tmp_path / "photofeed-aws"
     helper.write_text(helper_text)
     fake = tmp_path / "fake"

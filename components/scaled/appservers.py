@@ -122,9 +122,11 @@ class AppServers(pulumi.ComponentResource):
             instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
                 strategy="Rolling",
                 preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(
-                    # Launch before terminating: all desired servers stay in service during a release.
+                    # Launch before terminating: all desired servers stay in service during a release. Every
+                    # replacement at once (up to twice the servers for the roll's length): a roll takes one boot's
+                    # time, not one per server, and each old server serves until its replacement is healthy.
                     min_healthy_percentage=100,
-                    max_healthy_percentage=150,
+                    max_healthy_percentage=200,
                     instance_warmup="60",
                     skip_matching=True,
                     # Not auto_rollback: the provider moves the group to the new version before it starts the

@@ -36,6 +36,7 @@ class BootValues:
     admin_parameter: str
     artifacts_bucket: str
     media_bucket: str
+    media_role_arn: str  # the app's credentials for its uploads (scaled/media-credentials.py.j2)
     deploy_key_parameter: str = ""  # "name:version" of the deploy key (ssh:// sources); "" = none
 
 
@@ -115,6 +116,7 @@ def release_context(
         "artifacts_bucket": boot.artifacts_bucket,
         "artifact_key": artifact_key(release),
         "media_bucket": boot.media_bucket,
+        "media_role_arn": boot.media_role_arn,
         "lifecycle_hook": LIFECYCLE_HOOK,
         "lock_key": release_lock_key(plan.app),
         "lock_wait_seconds": LOCK_WAIT_SECONDS,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+CONNECT_TIMEOUT = 10.0  # s: an ALB's connection timeout to a target
 # Set by the listener itself when it answers.
 OWN_HEADERS = {"content-length", "date", "server"}
 
@@ -213,8 +214,12 @@ class LoadBalancer:
         headers["X-Forwarded-For"] = f"{forwarded_for}, {client}" if forwarded_for else client
         headers["X-Forwarded-Proto"] = "http"
         headers["X-Forwarded-Port"] = "80"
-        connection = http.client.HTTPConnection(address, 80, timeout=self.idle_timeout)
+        # An ALB gives up connecting to a target after 10 s (a 504), then waits for its answer up to the idle timeout.
+        connection = http.client.HTTPConnection(address, 80, timeout=CONNECT_TIMEOUT)
         try:
+            connection.connect()
+            assert connection.sock is not None
+            connection.sock.settimeout(self.idle_timeout)
             connection.request(request.command, request.path, body=body or None, headers=headers)
             response = connection.getresponse()
             data = response.read()
