@@ -174,7 +174,7 @@ def test_backup_bucket_private_versioned_encrypted_and_only_writable_by_the_inst
     resources = {statement["Resource"] for statement in allowed}
     assert resources == {"arn:aws:s3:::photofeed-backups-example", "arn:aws:s3:::photofeed-backups-example/*"}
     actions = {action for statement in allowed for action in statement["Action"]}
-    assert actions == {"s3:ListBucket", "s3:PutObject", "s3:GetObject"}, (
+    assert actions == {"s3:ListBucket", "s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}, (
         "no delete: a compromised server cannot erase backups"
     )
     (denied,) = [statement for statement in policy["Statement"] if statement["Effect"] == "Deny"]
@@ -184,8 +184,10 @@ def test_backup_bucket_private_versioned_encrypted_and_only_writable_by_the_inst
 
 
 def test_the_instance_role_can_only_add_backups_never_overwrite_them():
-    """The bucket's policy refuses the instance role any upload that does not ask S3 to refuse an existing key;
-    the lifecycle rule, not the server, removes old backups."""
+    """The bucket's policy refuses the instance role any request that creates an object without asking S3 to
+    refuse an existing key (the parts of a multipart upload, which cannot ask, create nothing: issue 29, item 4,
+    judged against real requests in tests/test_backup_bucket_policy.py); the lifecycle rule, not the server,
+    removes old backups."""
     import json
 
     run = run_program({"backupBucket": "photofeed-backups-example", "backupRetentionDays": 30})
@@ -196,7 +198,10 @@ def test_the_instance_role_can_only_add_backups_never_overwrite_them():
         "AWS": f"arn:aws:iam::123456789012:role/{role.name}"
     }
     assert statement["Action"] == "s3:PutObject" and statement["Resource"] == "arn:aws:s3:::photofeed-backups-example/*"
-    assert statement["Condition"] == {"Null": {"s3:if-none-match": "true"}}
+    assert statement["Condition"] == {
+        "Null": {"s3:if-none-match": "true"},
+        "Bool": {"s3:ObjectCreationOperation": "true"},
+    }
     block = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
     assert run.depends_on(bucket_policy, block), "S3 refuses a policy while the public access block is applied"
     rule = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"][0]
