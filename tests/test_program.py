@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -243,6 +244,21 @@ def test_commands_run_in_order_the_build_beside_boot_and_configure(default_run):
         'call_command("migrate"',
     ):
         assert command not in build and command in deploy, command
+
+
+def test_the_build_loads_the_metadata_block_before_the_build_user_runs_anything(default_run):
+    """The build starts beside the first boot, before configure has loaded the block: it loads it itself, from the
+    same rules, and fails rather than run a package's code while the instance's credentials are in reach."""
+    steps = {step.name: step for step in default_run.steps()}
+    configure = shlex.split(steps["photofeed-configure"].inputs["create"])[4]
+    rules = re.search(r"<<'METADATA_BLOCK'\n(.*?)METADATA_BLOCK\n", configure, re.S).group(1)
+    assert "meta skuid != 0 ip daddr 169.254.169.254 counter reject" in rules
+    assert "meta skuid != 0 ip6 daddr fd00:ec2::254 counter reject" in rules
+    for name in ("photofeed-build", "photofeed-deploy"):
+        script = shlex.split(steps[name].inputs["create"])[4]
+        loaded = script.index("nft -f - <<'METADATA_BLOCK' || fail")
+        assert script[loaded:].split("\n", 1)[1].startswith(rules), name
+        assert loaded < script.index("setpriv"), f"{name} runs the build user before it loads the block"
 
 
 def test_git_source_deploys_without_upload(tmp_path):
