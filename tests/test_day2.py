@@ -569,17 +569,27 @@ def test_a_backup_over_8_mib_goes_to_s3_in_parts_and_comes_back(site, s3):
         rows = sh(site, f"{manage} {shlex.quote(COUNT_BIG_ROWS)}").split()
         assert rows[0] == "150000", rows
         files = sh(site, f"cd {big_media} && sha256sum part-*.bin")
+        started = time.monotonic()
         sh(site, f"rm -f /data/backups/*; {APP}-backup")
+        backed_up = time.monotonic() - started
         names = sh(site, "ls /data/backups").split()
         stamp = next(name for name in names if name.startswith("db-")).split("-", 1)[1].removesuffix(".dump")
+        sizes: list[str] = []
         for name in (f"db-{stamp}.dump", f"media-{stamp}.tar.gz"):
             head = client.head_object(Bucket=BUCKET, Key=f"backups/{name}")
             assert head["ContentLength"] > 8 * 1024 * 1024, (name, head["ContentLength"])
             assert re.search(r"-[0-9]+\"$", head["ETag"]), f"{name} was not uploaded in parts: {head['ETag']}"
+            parts = head["ETag"].strip('"').rsplit("-", 1)[1]
+            sizes.append(f"{name.split('-')[0]} {head['ContentLength'] / 2**20:.1f} MiB in {parts} parts")
 
         sh(site, f"{manage} \"from feed.models import Photo; Photo.objects.filter(title__startswith='big-').delete()\"")
         sh(site, f"rm -rf {big_media} /data/backups/*")  # only the bucket has the backup now
+        started = time.monotonic()
         sh(site, f"{APP}-restore {stamp}")
+        restored = time.monotonic() - started
+        print(
+            f"\n[day 2] backup over 8 MiB ({', '.join(sizes)}): {backed_up:.1f} s, restored from S3 in {restored:.1f} s"
+        )
         wait_for_200(site.url + "/healthz", timeout=30)
         assert sh(site, f"{manage} {shlex.quote(COUNT_BIG_ROWS)}").split() == rows
         assert sh(site, f"cd {big_media} && sha256sum part-*.bin") == files
