@@ -1,12 +1,17 @@
 """Off-server backups: a private, versioned, encrypted S3 bucket, and an instance role that may only add new
 backups there. The nightly dump itself runs on the server (a systemd timer, see cloud-init/backup/).
 
-Anything on the server that reaches the instance role — the app too — must not be able to change a backup the
-restore would later trust. So the role may list, read and create objects, never delete; and the bucket's
-policy refuses it any write that is not conditional on the key being new (`If-None-Match: *`): an existing
-backup cannot be overwritten, not even by a new version. Old backups go by the lifecycle rule
-(`backupRetentionDays`), never by the server. Why not S3 Object Lock: it protects versions from deletion,
-which the role cannot do anyway, not a key from a newer version; and it cannot be undone on a bucket.
+Anything on the server that reaches the instance role must not be able to change a backup the restore would
+later trust. So the role may list, read and create objects, never delete; and the bucket's policy refuses it any
+request that would create an object without making it conditional on the key being new (`If-None-Match: *`): an
+existing backup cannot be overwritten, not even by a new version. The requests that create an object are
+PutObject, CopyObject and a multipart upload's completion (`s3:ObjectCreationOperation` true); the upload's other
+requests (CreateMultipartUpload, UploadPart, UploadPartCopy) cannot carry the header, create nothing, and are
+exempt, as AWS's "Enforce conditional writes" says — else every backup of 8 MiB or more, which boto3 uploads in
+parts, is refused. Old backups go by the lifecycle rule (`backupRetentionDays`), never by the server. Why not S3
+Object Lock: it protects versions from deletion, which the role cannot do anyway, not a key from a newer version;
+and it cannot be undone on a bucket. Proven against the uploader's real requests by
+tests/test_backup_bucket_policy.py.
 """
 
 from __future__ import annotations
@@ -63,7 +68,12 @@ class BackupBucket(pulumi.ComponentResource):
                         "Version": "2012-10-17",
                         "Statement": [
                             {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": arn},
-                            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": f"{arn}/*"},
+                            # AbortMultipartUpload: an upload S3 refused (the key exists) leaves no parts behind.
+                            {
+                                "Effect": "Allow",
+                                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+                                "Resource": f"{arn}/*",
+                            },
                             # Said explicitly, so that no broader grant added to the role later allows it.
                             {
                                 "Effect": "Deny",
@@ -83,7 +93,8 @@ class BackupBucket(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        # Written once: the role's uploads must ask S3 to refuse an existing key (the uploader always does).
+        # Written once: the role's requests that create an object must ask S3 to refuse an existing key (the
+        # uploader always does); the parts of a multipart upload cannot, and create nothing.
         aws.s3.BucketPolicy(
             f"{name}-backups-write-once",
             bucket=self.bucket.id,
@@ -98,7 +109,10 @@ class BackupBucket(pulumi.ComponentResource):
                                 "Principal": {"AWS": values[1]},
                                 "Action": "s3:PutObject",
                                 "Resource": f"{values[0]}/*",
-                                "Condition": {"Null": {"s3:if-none-match": "true"}},
+                                "Condition": {
+                                    "Null": {"s3:if-none-match": "true"},
+                                    "Bool": {"s3:ObjectCreationOperation": "true"},
+                                },
                             }
                         ],
                     }

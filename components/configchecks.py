@@ -23,6 +23,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("single", "scaled")
 GIT_URL = re.compile(r"^(https://|http://|git://|ssh://|git@[\w.-]+:)\S+$")
 SSH_GIT_URL = re.compile(r"^(ssh://|git@[\w.-]+:)")  # fetched over SSH, with the stack's deploy key
+# Written like a URL (a scheme in any case: `HTTPS://` is one, though git fetches only `https://`) or like git's
+# user@host:path: never taken for a local folder, and never shown when it is not a git URL the deploy fetches.
+URL_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://|^[^/@]*@[^/@:]+:")
 KNOWN_HOSTS_LINE = r"[\w.:\[\],-]+ (ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}"
 NAME = r"[a-z][a-z0-9_]{0,30}"  # a Unix user name that is also a PostgreSQL role and database name
 PY_MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -188,12 +191,23 @@ def git_url_or_local_folder(source: str, given: Given) -> str:
     """A git URL as given, or a local folder (relative to the project) made absolute. A URL that carries
     credentials is refused without showing it: it would be in the deploy step's text (the preview's diff, the
     state), in `ps` on the server during the fetch, and in the scaled profile's user-data."""
+    without_credentials = (
+        "a git URL without credentials (no user:token@ in it): for a private repository use an ssh:// or "
+        "git@host: URL, and add the stack output deployKey to the repository as a read-only deploy key"
+    )
     if GIT_URL.match(source):
         if carries_credentials(source):
-            given.fail(
-                "a git URL without credentials (no user:token@ in it): for a private repository use an ssh:// or "
-                "git@host: URL, and add the stack output deployKey to the repository as a read-only deploy key"
-            )
+            given.fail(without_credentials)
+        return source
+    url = URL_LIKE.match(source)
+    if url:
+        scheme = url.group(1)
+        as_git_reads_it = source.replace(scheme, scheme.lower(), 1) if scheme else source
+        scp_password = not scheme and ":" in source.split("@", 1)[0]
+        if scp_password or carries_credentials(as_git_reads_it):
+            given.fail(without_credentials)
+        else:
+            given.fail("a git URL as git reads it (https://, http://, git://, ssh:// in lower case, or git@host:path)")
         return source
     folder = (PROJECT_ROOT / source).resolve()
     if not (folder / "manage.py").is_file():

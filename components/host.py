@@ -31,6 +31,7 @@ ASGI_WRAPPER = "djangoship_asgi"  # with app.asgiModule: the same health answer,
 HEALTH_PATH = "/healthz"  # answered by the WSGI wrapper for any app (the scaled load balancer checks it too)
 # In each release, the link to its static folder; nginx serves current/<this>, so one switch moves both.
 STATIC_LINK = ".djangoship-static"
+METADATA_TABLE = "inet djangoship_metadata"  # the nftables table of the metadata block (nftables/metadata-block.nft.j2)
 GUNICORN_VERSION = "27.0.1"  # added to an app whose dependencies have no gunicorn; the app's own pin wins
 UV_VERSION = "0.13.8"  # from PyPI, for uv projects and for Pythons the image lacks
 POETRY_VERSION = "2.5.1"  # from PyPI, for poetry projects
@@ -280,6 +281,7 @@ def pool_size(workers: int) -> int:
 
 def render(template: str, plan: HostPlan, **extra: object) -> str:
     context = asdict(plan) | {"tls": plan.tls, "static_link": STATIC_LINK, "probe_path": plan.probe_path}
+    context |= {"metadata_table": METADATA_TABLE}
     context |= {"server_module": plan.server_module, "units": plan.units} | extra
     return _environment.get_template(template).render(context)
 
@@ -348,6 +350,7 @@ def render_configure_extras(plan: HostPlan) -> dict[str, object]:
     return {
         "metadata_block_rules": render("nftables/metadata-block.nft.j2", plan),
         "metadata_block_unit": render("systemd/metadata-block.service.j2", plan),
+        "metadata_block_dropin": render("systemd/nftables-metadata-block.conf.j2", plan),
         "processes_script": render("scripts/processes.sh.j2", plan),
         "unit_files": render_app_units(plan),
         "redis_config": render("redis/redis.conf.j2", plan) if plan.redis else "",

@@ -35,6 +35,8 @@ class ServerPaths:
     data_dir: str
     backup_dir: str
     redis_dir: str  # on the data volume
+    metadata_block: str  # the nftables rules that keep every user but root from the instance metadata service
+    metadata_block_listing: str  # the block as the kernel held it once loaded (`nft -s list`): a flush shows
     # Programs, on both profiles.
     manage: str  # the manage wrapper on PATH, what the deploy and operators call
     activate: str  # on PATH: the deploy calls it by name
@@ -78,6 +80,8 @@ class ServerPaths:
             data_dir=DATA_DIR,
             backup_dir=f"{DATA_DIR}/backups",
             redis_dir=f"{DATA_DIR}/redis",
+            metadata_block=f"{config}/metadata-block.nft",
+            metadata_block_listing=f"/run/{app}-metadata-block.nft",
             manage=f"/usr/local/bin/{app}-manage",
             activate=f"/usr/local/sbin/{app}-activate",
             firstboot=f"/usr/local/sbin/{app}-firstboot",

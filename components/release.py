@@ -21,7 +21,9 @@ import pathspec
 from .configchecks import SSH_GIT_URL
 
 # Never shipped, in .gitignore syntax (components/release.py is their one home; the README lists them): local state,
-# caches and build output, then whatever looks like a secret. Then each .gitignore in the folder (its patterns
+# caches and build output, then whatever is a secret by its name (a folder named `credentials` is code, and ships),
+# then database dumps by name (every row: password hashes, sessions; `*.sql` ships: schema files and raw SQL are
+# code). Then each .gitignore in the folder (its patterns
 # relative to its own folder), then a .deployignore at the top, read last: `!path` there ships a file that a line
 # above leaves out (`!certs/rds-ca.pem`, `!static/dist/`). A file holding a private key is never shipped.
 DEFAULT_IGNORE = """
@@ -71,6 +73,18 @@ id_ed25519
 *.keystore
 *.tfstate
 *.tfstate.*
+*.env
+*.tfvars
+*.tfvars.json
+credentials
+!credentials/
+credentials.json
+client_secret*.json
+secrets.json
+secrets.yaml
+secrets.yml
+*.dump
+dump.rdb
 """
 PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 BUILD_DIR = Path(__file__).resolve().parent.parent / ".build" / "releases"

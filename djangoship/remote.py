@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from components.layout import ServerPaths
 
 RELEASE_ID = re.compile(r"^[0-9a-f]{12}$")  # as <app>-activate checks
-BACKUP_STAMP = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")  # as <app>-restore checks
+# A backup's stamp (`date -u +%Y%m%dT%H%M%SZ` in <app>-backup), in a pattern Python and bash read alike: checked
+# here before a stamp is sent, and again by the script that receives it (as <app>-restore checks its own).
+STAMP = "[0-9]{8}T[0-9]{6}Z"
+BACKUP_STAMP = re.compile(STAMP)  # fullmatch: `$` would let a trailing newline through
 UNIT_NAME = re.compile(r"^[A-Za-z0-9@_.:-]+$")
 
 
@@ -71,7 +74,7 @@ def manage(layout: Layout, args: list[str]) -> str:
 
 
 def rollback(layout: Layout, release: str | None) -> str:
-    if release is not None and not RELEASE_ID.match(release):
+    if release is not None and not RELEASE_ID.fullmatch(release):
         raise ValueError(f"{release!r} is not a release id (12 hex digits; see the `releases` verb)")
     return shlex.join(["sudo", "-n", f"{layout.app}-activate", release or "--previous"])
 
@@ -81,7 +84,9 @@ def backup(layout: Layout) -> str:
 
 
 def check_stamp(stamp: str | None) -> None:
-    if stamp is not None and not BACKUP_STAMP.match(stamp):
+    """Every verb that takes a stamp (`restore`, `download-backup`) checks it here: anything else (`../../x`,
+    `--help`) never reaches a root script."""
+    if stamp is not None and not BACKUP_STAMP.fullmatch(stamp):
         raise ValueError(f"{stamp!r} is not a backup stamp like 20261128T033000Z (see the `status` verb)")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from .remote import Layout, root_script
+from .remote import STAMP, Layout, check_stamp, root_script
 
 # The data volume's fill level past which `status` warns: the server's backup and deploy warn at the same
 # (`volume_warn_percent` in components/host.py; a test keeps the two equal).
@@ -115,6 +115,7 @@ if [ -z "$stamp" ]; then
     stamp=${{latest#db-}}
     stamp=${{stamp%.dump}}
 fi
+[[ "$stamp" =~ ^{stamp}$ ]] || {{ echo "'$stamp' is not a backup stamp like 20261128T033000Z" >&2; exit 2; }}
 if [ ! -f "$dir/db-$stamp.dump" ] && [ -x {uploader} ]; then
     {uploader} download "$stamp" "$dir" >&2
 fi
@@ -128,8 +129,11 @@ done
 def find_backup(layout: Layout, stamp: str | None) -> str:
     """Names and sizes (one `NAME BYTES` a line) of the backup `stamp` (default the newest) on the server, fetched
     from S3 first when only the bucket has it."""
+    check_stamp(stamp)
     paths = layout.paths
-    script = _FIND_BACKUP.format(backups=shlex.quote(paths.backup_dir), uploader=shlex.quote(paths.s3backup))
+    script = _FIND_BACKUP.format(
+        backups=shlex.quote(paths.backup_dir), uploader=shlex.quote(paths.s3backup), stamp=STAMP
+    )
     return root_script(script, "download-backup", *([stamp] if stamp else []))
 
 

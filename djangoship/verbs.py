@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .remote import Layout
 from .ssh import Session
 from .stack import Stack
 
-BACKUP_FILE = re.compile(r"^(db-[0-9]{8}T[0-9]{6}Z\.dump|media-[0-9]{8}T[0-9]{6}Z\.tar\.gz)$")
+BACKUP_FILE = re.compile(rf"^(db-{remote.STAMP}\.dump|media-{remote.STAMP}\.tar\.gz)$")
 VERBS: dict[str, Callable[[argparse.Namespace, Stack, Session], int]] = {}
 
 
@@ -123,17 +124,26 @@ def download_backup_verb(args: argparse.Namespace, stack: Stack, session: Sessio
         if not BACKUP_FILE.match(name):
             say(f"unexpected file name from the server: {name!r}")
             return 1
-        target, partial = folder / name, folder / f".{name}.partial"
+        target = folder / name
         say(f"downloading {name} ({int(size):,} bytes) to {target}")
-        # 0600: a backup holds every row of the database.
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as stream:
-            status = session.run(report.read_backup_file(layout, name), stdout=stream)
-        if status != 0 or partial.stat().st_size != int(size):
+        # 0600 (a backup holds every row of the database), in a file this run creates: mkstemp opens a new name
+        # with O_EXCL | O_NOFOLLOW, so nothing planted in a shared folder (a file others can read, a link to
+        # elsewhere) is written into or keeps its mode.
+        descriptor, partial_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+        partial = Path(partial_name)
+        try:
+            with os.fdopen(descriptor, "wb") as stream:
+                status = session.run(report.read_backup_file(layout, name), stdout=stream)
+            if status != 0 or partial.stat().st_size != int(size):
+                say(f"downloading {name} failed (exit {status})")
+                return status or 1
+            try:
+                partial.rename(target)  # replaces a link at that name, never writes through it
+            except OSError as error:
+                say(f"cannot put {name} at {target}: {error}")
+                return 1
+        finally:
             partial.unlink(missing_ok=True)
-            say(f"downloading {name} failed (exit {status})")
-            return status or 1
-        partial.rename(target)
     return 0
 
 

@@ -42,6 +42,18 @@ SECRETS = {
     "infra/terraform.tfstate": "{}",
     ".git/config": "[remote]",
     "notes/not-named-like-a-key.txt": KEY,  # found by what it holds
+    # Issue 29, item 12: secrets by name, and database dumps.
+    "prod.env": "SECRET_KEY=x",
+    "deploy/production.env": "SECRET_KEY=x",
+    "infra/prod.tfvars": 'db_password = "x"',
+    "infra/prod.auto.tfvars.json": '{"db_password": "x"}',
+    "aws/credentials": "[default]\naws_secret_access_key = x",
+    "config/credentials.json": "{}",
+    "config/client_secret_123.apps.googleusercontent.com.json": "{}",
+    "config/secrets.json": '{"SECRET_KEY": "x"}',
+    "config/secrets.yaml": "SECRET_KEY: x",
+    "backups/latest.dump": "PGDMP",
+    "dump.rdb": "REDIS0011",
 }
 KEPT = {
     ".env.example": "SECRET_KEY=",
@@ -49,6 +61,10 @@ KEPT = {
     "shop/keys.py": "",  # a module named like keys is code
     "templates/base.html": "",
     "deploy/id_ed25519.pub": "ssh-ed25519 AAAA",
+    "credentials/__init__.py": "",  # an app named credentials is code
+    "credentials/views.py": "",
+    "db/schema.sql": "CREATE TABLE t ();",  # SQL files are code; a data dump named .sql goes in .deployignore
+    "shop/secrets_manager.py": "",
 }
 
 
@@ -106,6 +122,15 @@ def test_deployignore_is_read_last_and_can_ship_what_gitignore_leaves_out(tmp_pa
     ]
     with tarfile.open(fileobj=io.BytesIO(archive_bytes(folder))) as tar:
         assert sorted(tar.getnames()) == sorted(shipped(folder))
+
+
+def test_deployignore_ships_a_file_left_out_by_its_name(tmp_path):
+    """A project whose code reads a file named like a secret or a dump ships it by saying so."""
+    folder = _app(
+        tmp_path,
+        {".deployignore": "!fixtures/demo.dump\n", "fixtures/demo.dump": "PGDMP", "config/secrets.json": "{}"},
+    )
+    assert sorted(shipped(folder)) == [".deployignore", "fixtures/demo.dump", "manage.py"]
 
 
 def test_the_archive_gives_others_nothing(tmp_path):

@@ -116,6 +116,69 @@ def test_bad_ids_are_refused_before_anything_runs(bad):
         bad()
 
 
+@pytest.mark.parametrize("stamp", ["../../x", "--help", "20261128T033000Z/../../x", "20261128T033000Z\n", "latest"])
+def test_a_stamp_that_is_not_one_reaches_no_root_script(stamp, tmp_path, monkeypatch, capsys):
+    """`restore` and `download-backup` check a stamp in one place (issue 29, item 6); the script that receives one
+    checks it again before it reads or fetches anything."""
+    for command in (remote.restore, report.find_backup):
+        with pytest.raises(ValueError, match="is not a backup stamp"):
+            command(LAYOUT, stamp)
+    script = shlex.split(report.find_backup(LAYOUT, None))[4]
+    received = subprocess.run(["bash", "-c", script, "download-backup", stamp], capture_output=True, text=True)
+    assert received.returncode == 2 and "is not a backup stamp" in received.stderr, received
+    # From the command line: refused before ssh runs.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setattr("djangoship.ssh.subprocess.run", lambda *a, **k: pytest.fail("ssh ran"))
+    monkeypatch.setattr("djangoship.ssh.subprocess.Popen", lambda *a, **k: pytest.fail("ssh ran"))
+    outputs = tmp_path / "dev.json"
+    outputs.write_text(json.dumps(OUTPUTS))
+    assert main(["--outputs-file", str(outputs), "download-backup", "--", stamp]) == 2
+    assert "is not a backup stamp" in capsys.readouterr().err
+
+
+class _Downloads:
+    """A session that serves a backup's files as the server's `find_backup` and `cat` would."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.stack = from_outputs("dev", OUTPUTS)
+        self.files = files
+
+    def capture(self, command: str) -> subprocess.CompletedProcess[str]:
+        listing = "".join(f"{name} {len(data)}\n" for name, data in self.files.items())
+        return subprocess.CompletedProcess(command, 0, stdout=listing)
+
+    def run(self, command: str, *, tty: bool = False, stdout=None) -> int:
+        stdout.write(self.files[shlex.split(command)[-1].rsplit("/", 1)[-1]])
+        return 0
+
+
+def test_a_download_writes_into_no_file_planted_in_its_folder(tmp_path):
+    """`--to` a folder others can write to (issue 29, item 7): a file planted at the partial file's name (one
+    everyone may read) or a link there to elsewhere is neither written into nor kept: each backup file is a new
+    file of this user's, 0600."""
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o1777)
+    files = {"db-20261128T033000Z.dump": b"every row", "media-20261128T033000Z.tar.gz": b"every upload"}
+    planted = folder / ".db-20261128T033000Z.dump.partial"
+    planted.write_bytes(b"")
+    planted.chmod(0o666)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"")
+    (folder / ".media-20261128T033000Z.tar.gz.partial").symlink_to(elsewhere)
+    args = parser().parse_args(["download-backup", "--to", str(folder)])
+    assert VERBS["download-backup"](args, from_outputs("dev", OUTPUTS), _Downloads(files)) == 0  # type: ignore[arg-type]
+    for name, data in files.items():
+        target = folder / name
+        assert target.read_bytes() == data and not target.is_symlink()
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.stat().st_uid == os.getuid()
+    assert planted.read_bytes() == b"" and stat.S_IMODE(planted.stat().st_mode) == 0o666
+    assert elsewhere.read_bytes() == b""
+    # Nothing of the download's own is left beside them.
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        [*files, planted.name, ".media-20261128T033000Z.tar.gz.partial"]
+    )
+
+
 def test_logs_sources():
     assert remote.logs("web", follow=False, lines=100) == (
         "sudo -n journalctl --no-pager -n 100 -u gunicorn.service -u gunicorn.socket"

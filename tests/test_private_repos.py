@@ -48,6 +48,11 @@ TOKEN = "ghp_TOKEN0123456789abcdefSECRET"
         f"git://deploy:{TOKEN}@git.example.com/acme/shop.git",
         f"ssh://git:{TOKEN}@git.example.com/acme/shop.git",
         f"https://git.example.com/acme/shop.git?private_token={TOKEN}",
+        # Issue 29, item 13: a scheme in upper case is a URL too, never a local folder named in the error.
+        f"HTTPS://deploy:{TOKEN}@github.com/acme/shop.git",
+        f"Https://{TOKEN}@github.com/acme/shop.git",
+        f"SSH://git:{TOKEN}@github.com/acme/shop.git",
+        f"deploy:{TOKEN}@github.com:acme/shop.git",
     ],
 )
 def test_a_url_with_credentials_is_refused_at_preview_without_showing_it(source):
@@ -64,6 +69,16 @@ def test_a_url_with_credentials_is_refused_at_preview_without_showing_it(source)
 )
 def test_urls_without_credentials_are_accepted(source):
     assert load_settings({"app": {"source": source}}, project="p", stack="s").app.source == source
+
+
+@pytest.mark.parametrize("source", ["HTTPS://github.com/acme/shop.git", "Git://github.com/acme/shop.git"])
+def test_a_url_git_cannot_fetch_is_refused_without_showing_it(source):
+    """git reads schemes in lower case only (`HTTPS://` is "'remote-HTTPS' is not a git command"): refused at
+    preview, the value not shown, rather than taken for a local folder and named in the error."""
+    with pytest.raises(ConfigError) as error:
+        load_settings({"app": {"source": source}}, project="p", stack="s")
+    assert "app.source (value not shown) is invalid: a git URL as git reads it" in str(error.value)
+    assert "github.com" not in str(error.value)
 
 
 def test_git_host_key_is_only_for_ssh_sources():

@@ -950,6 +950,10 @@ def test_app_servers_reuse_the_single_servers_templates() -> None:
     assert files["/etc/photofeed/metadata-block.nft"] == _without_comment_lines(
         render("nftables/metadata-block.nft.j2", plan)
     )
+    # nftables.service's flush of the ruleset is followed by the block there too.
+    assert files["/etc/systemd/system/nftables.service.d/photofeed-metadata-block.conf"] == _without_comment_lines(
+        render("systemd/nftables-metadata-block.conf.j2", plan)
+    )
 
 
 # --------------------------------------------------------------------------------------------------------

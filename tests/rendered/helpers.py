@@ -434,11 +434,12 @@ EXEC_KEYS = re.compile(
 
 
 def systemd_verify(
-    units: dict[str, str], root: Path, missing: tuple[str, ...] = ()
+    units: dict[str, str], root: Path, missing: tuple[str, ...] = (), also: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """`systemd-analyze verify --root=ROOT` on the units, in a throwaway root that holds:
+    """`systemd-analyze verify --root=ROOT` on the units (and on `also`, units of the host's tree that the
+    drop-ins among `units` change), in a throwaway root that holds:
     - the host's own unit tree, so that sysinit.target, sockets.target, … resolve as on a real system;
-    - the units under test in /etc/systemd/system, where cloud-init writes them;
+    - the units and drop-ins under test in /etc/systemd/system, where cloud-init and configure write them;
     - an executable stand-in at every Exec*= path (verify fails on a missing program: the venv's
       gunicorn exists only after the first deploy, and /bin/kill is resolved inside the root), except
       for the paths in `missing`.
@@ -455,6 +456,7 @@ def systemd_verify(
     unit_dir = root / "etc/systemd/system"
     unit_dir.mkdir(parents=True)
     for name, text in units.items():
+        (unit_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (unit_dir / name).write_text(text)
         for program in EXEC_KEYS.findall(text):
             assert program.startswith("/"), f"{name}: {program} is not an absolute path"
@@ -464,7 +466,7 @@ def systemd_verify(
             stub.parent.mkdir(parents=True, exist_ok=True)
             stub.write_text("#!/bin/sh\nexit 0\n")
             stub.chmod(0o755)
-    return run([analyze, "verify", f"--root={root}", *units])
+    return run([analyze, "verify", f"--root={root}", *(name for name in units if "/" not in name), *also])
 
 
 # --- a real nginx on loopback, in front of gunicorn's stand-in -------------------------------------------------

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 from components.host import render
 from rendered.helpers import (
@@ -52,6 +53,25 @@ def test_systemd_verify_metadata_block_unit(config_id: str, tmp_path: Path) -> N
     unit = render("systemd/metadata-block.service.j2", plan)
     result = systemd_verify({f"{plan.app}-metadata-block.service": unit}, tmp_path / "root")
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
+
+
+def test_systemd_verify_nftables_puts_the_metadata_block_back(tmp_path: Path) -> None:
+    """Debian's nftables.service with the drop-in: its start, reload and stop (each of which flushes the ruleset)
+    are followed by the block's rules."""
+    plan = plan_for("debian-13-t2.micro")
+    if not any(
+        Path(folder, "nftables.service").exists() for folder in ("/usr/lib/systemd/system", "/lib/systemd/system")
+    ):
+        skip_or_fail("nftables.service is not on this host (apt-get install nftables)")
+    dropin = render("systemd/nftables-metadata-block.conf.j2", plan)
+    result = systemd_verify(
+        {f"nftables.service.d/{plan.app}-metadata-block.conf": dropin}, tmp_path / "root", also=("nftables.service",)
+    )
+    assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
+    sections = unit_sections(dropin)
+    assert {key: unit_value(sections, "Service", key) for key in ("ExecStartPost", "ExecReload", "ExecStopPost")} == {
+        key: f"/usr/sbin/nft -f {plan.paths.metadata_block}" for key in ("ExecStartPost", "ExecReload", "ExecStopPost")
+    }
 
 
 @pytest.mark.parametrize(
