@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # Operation → (IAM action, whether it creates an object: s3:ObjectCreationOperation; None = the key is absent).
 OPERATIONS: dict[str, tuple[str, bool | None]] = {
@@ -50,6 +50,7 @@ class S3Request:
     key: str | None
     headers: dict[str, str]  # names in lower case
     secure: bool = True
+    prefix: str | None = None  # ListObjectsV2's prefix parameter: the condition key s3:prefix
 
     @property
     def action(self) -> str:
@@ -74,6 +75,8 @@ class S3Request:
         for header in ("x-amz-server-side-encryption", "x-amz-copy-source"):
             if header in self.headers:
                 keys[f"s3:{header}"] = self.headers[header]
+        if self.operation == "ListObjectsV2" and self.prefix is not None:
+            keys["s3:prefix"] = self.prefix
         return keys
 
 
@@ -86,6 +89,8 @@ KNOWN_KEYS = {
     "s3:if-match",
     "s3:x-amz-server-side-encryption",
     "s3:x-amz-copy-source",
+    "s3:prefix",
+    "kms:viaservice",
 }
 
 
@@ -112,9 +117,11 @@ def _principal_matches(statement: dict, principal: str) -> bool:
     given = statement["Principal"]
     if given == "*":
         return True
-    if set(given) != {"AWS"}:
+    if not set(given) <= {"AWS", "Service"}:
         raise NotImplementedError(f"Principal {given!r}")
-    return any(name == "*" or name == principal for name in _listed(given["AWS"]))
+    # A service principal (cloudfront.amazonaws.com) is never a role; an account's root principal hands the
+    # decision to the account's own IAM policies, which `evaluate` reads as the identity documents.
+    return any(name == "*" or name == principal for name in _listed(given.get("AWS", [])))
 
 
 def _condition_holds(operator: str, key: str, wanted: list[str], context: dict[str, str]) -> bool:
@@ -144,7 +151,7 @@ def _condition_holds(operator: str, key: str, wanted: list[str], context: dict[s
 
 
 def _applies(
-    statement: dict, request: S3Request, principal: str, context: dict[str, str], resource_policy: bool
+    statement: dict, request: PolicyRequest, principal: str, context: dict[str, str], resource_policy: bool
 ) -> bool:
     if resource_policy and not _principal_matches(statement, principal):
         return False
@@ -156,6 +163,10 @@ def _applies(
     if "NotResource" in statement:
         if any(_glob(resource, request.resource, case=True) for resource in _listed(statement["NotResource"])):
             return False
+    elif "Resource" not in statement:
+        if not resource_policy:
+            raise NotImplementedError("an identity policy statement without Resource")
+        # A role's trust policy: the statement is about the role itself.
     elif not any(_glob(resource, request.resource, case=True) for resource in _listed(statement["Resource"])):
         return False
     return all(
@@ -165,7 +176,19 @@ def _applies(
     )
 
 
-def evaluate(request: S3Request, principal: str, identity: list[dict], resource: list[dict]) -> Decision:
+class PolicyRequest(Protocol):
+    """What the evaluation reads of a request (an S3Request, or another service's: harness/standins/access.py)."""
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def resource(self) -> str: ...
+
+    def context(self, principal: str) -> dict[str, str]: ...
+
+
+def evaluate(request: PolicyRequest, principal: str, identity: list[dict], resource: list[dict]) -> Decision:
     """AWS's verdict on `request` by `principal` (a role ARN), given the principal's own policy documents
     (`identity`) and the bucket's (`resource`), all in one account."""
     context = request.context(principal)

@@ -24,14 +24,15 @@ from typing import Any
 
 from harness.localsite import IMAGES, NoRedirect
 from harness.mockrun import MockState, ProgramRun, Registered, run_program
+from harness.standins.access import AccessControl
 from harness.standins.agent import agent_location, agent_package
-from harness.standins.awsapi import REGION, AwsApi
+from harness.standins.awsapi import ACCOUNT, REGION, AwsApi
 from harness.standins.balancer import HealthCheck, ListenerRules, LoadBalancer
 from harness.standins.cdn import Behavior, Distribution
 from harness.standins.database import DatabaseServer
 from harness.standins.dns import Resolver
 from harness.standins.group import Group, GroupSettings, RefreshResult
-from harness.standins.imds import MetadataService
+from harness.standins.imds import Identity, MetadataService
 from harness.standins.tls import Authority
 from localboot import DEFAULT_RELEASE, Guest, ensure_rootfs
 from localboot.network import BridgeNetwork
@@ -132,6 +133,7 @@ class ScaledSite:
             self.config = {**config, "profile": "scaled", "image": self.config["image"]}
         before = self.launch_template_version
         self.run = run_program(self.config, state=self.state)
+        self.api.access.update(self.run)
         self.apply()
         if self.launch_template_version == before:
             return None
@@ -245,8 +247,13 @@ def scaled_site(
     rds = run.one("aws:rds/instance:Instance").inputs
     with contextlib.ExitStack() as stack:
         stack.enter_context(Resolver(gateway, workdir / "dns.log"))
-        api = stack.enter_context(AwsApi(gateway, authority))
-        metadata = stack.enter_context(MetadataService(network.name, gateway, REGION))
+        access = AccessControl(run)
+        api = stack.enter_context(AwsApi(gateway, authority, access=access))
+
+        def instance_credentials(identity: Identity) -> None:
+            access.grant(identity.access_key, f"arn:aws:iam::{ACCOUNT}:role/{identity.role}")
+
+        metadata = stack.enter_context(MetadataService(network.name, gateway, REGION, instance_credentials))
         database = stack.enter_context(DatabaseServer(gateway, subnet, authority, database_host))
         database.create_master(rds["username"], rds["password"], rds["dbName"])
         balancer = stack.enter_context(_balancer(run))

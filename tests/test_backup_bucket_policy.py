@@ -241,6 +241,7 @@ def test_the_evaluator_reads_what_aws_documents():
         )
     with pytest.raises(NotImplementedError):
         verdict(
-            {"Effect": "Deny", "Action": "*", "Condition": {"StringEquals": {"s3:prefix": "x"}}}, request("GetObject")
+            {"Effect": "Deny", "Action": "*", "Condition": {"StringEquals": {"s3:x-amz-acl": "x"}}},
+            request("GetObject"),
         )
     assert not evaluate(request("DeleteObject"), principal, [], []).allowed, "nothing allows it: refused"

@@ -96,6 +96,8 @@ def test_both_servers_boot_from_the_launch_template_and_one_migrates(site):
     # Each server read its parameters itself, with its instance role's credentials.
     reads = [call for call in site.api.calls_to("ssm") if call.action == "GetParameter"]
     assert {call.client for call in reads} == {server.address for server in servers}, reads
+    # Everything the boots did, the instance role's declared policies allow (IAM's stand-in judged each call).
+    assert site.api.access.denials == [], site.api.access.denials
 
 
 def test_pages_admin_and_static_files_through_the_load_balancer(site):
@@ -175,6 +177,44 @@ def test_the_app_gets_the_media_role_and_never_the_instance_role(site):
     found = json.loads(identity.strip().splitlines()[-1])
     assert found["method"] == "container-role", found
     assert ":assumed-role/" in found["arn"] and "media-role" in found["arn"], found
+    # With those credentials: the uploads, and nothing else — no parameter, no release archive, no static file.
+    env_parameter = site.run.named(f"{APP}-env").inputs["name"]
+    archive = site.run.one("aws:s3/bucketObjectv2:BucketObjectv2").inputs["key"]
+    attempts = guest_sh(
+        server,
+        f"set -a; . /etc/{APP}/env; set +a; setpriv --reuid={APP} --regid={APP} --init-groups -- "
+        f"/srv/{APP}/current/venv/bin/python -c '{MEDIA_ATTEMPTS}' {env_parameter} {archive}",
+    )
+    outcomes = json.loads(attempts.strip().splitlines()[-1])
+    assert outcomes == {
+        "put media": "ok",
+        "get media": "ok",
+        "list media": "ok",
+        "put static": "AccessDenied",
+        "get release archive": "AccessDenied",
+        "get parameter": "AccessDeniedException",
+    }, outcomes
+
+
+# Run on an app server as the app, with its environment: what the media credentials may do.
+MEDIA_ATTEMPTS = """
+import json, sys, boto3
+s3, ssm, bucket = boto3.client("s3"), boto3.client("ssm"), "photofeed-assets"
+def attempt(call):
+    try:
+        call()
+        return "ok"
+    except Exception as error:
+        return error.response["Error"]["Code"]
+print(json.dumps({
+    "put media": attempt(lambda: s3.put_object(Bucket=bucket, Key="media/probe.txt", Body=b"probe")),
+    "get media": attempt(lambda: s3.get_object(Bucket=bucket, Key="media/probe.txt")),
+    "list media": attempt(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="media/")),
+    "put static": attempt(lambda: s3.put_object(Bucket=bucket, Key="static/probe.txt", Body=b"x")),
+    "get release archive": attempt(lambda: s3.get_object(Bucket="photofeed-artifacts", Key=sys.argv[2])),
+    "get parameter": attempt(lambda: ssm.get_parameter(Name=sys.argv[1], WithDecryption=True)),
+}))
+"""
 
 
 def test_a_new_release_rolls_through_both_servers_with_no_failed_request(site, app):

@@ -12,7 +12,10 @@ group stand-in (`harness.standins.group`), which plays the group itself.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import re
 import threading
 import urllib.parse
 import uuid
@@ -66,6 +69,7 @@ class AwsApi:
     address: str  # the bridge's address: guests reach port 443 here
     authority: Authority
     autoscaling: AutoScaling | None = None
+    access: Any = None  # harness.standins.access.AccessControl: IAM for the guests' calls
     calls: list[Call] = field(default_factory=list)
     _servers: list[BaseWSGIServer] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -111,21 +115,89 @@ class AwsApi:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             host = environ.get("HTTP_HOST", "").split(":")[0]
             client = environ.get("REMOTE_ADDR", "")
+            if client == "127.0.0.1":  # the harness itself
+                return moto(environ, start_response)
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            query = {k: v[0] for k, v in urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), True).items()}
+            form = {}
+            if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+                form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode(), True).items()}
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            action = target.split(".")[-1] or form.get("Action") or query.get("Action", "")
+            self._record(host, environ, action, client)
+            headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+            principal = self.access.principal(headers, query) if self.access else None
+            if principal is not None:
+                refused = self._refused(principal, host, environ, query, headers, form, body)
+                if refused is not None:
+                    status, content_type, answer = refused
+                    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(answer)))])
+                    return [answer]
             if host.startswith("autoscaling."):
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-                form = urllib.parse.parse_qs(environ["wsgi.input"].read(length).decode())
-                params = {key: values[0] for key, values in form.items()}
-                self._record(host, environ, params.get("Action", ""), client)
-                status, body = self._autoscaling(params)
-                start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
-                return [body]
-            if client != "127.0.0.1":
-                action = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action", [""])[0]
-                target = environ.get("HTTP_X_AMZ_TARGET", "")
-                self._record(host, environ, target.split(".")[-1] or action, client)
+                status, answer = self._autoscaling(form)
+                start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(answer)))])
+                return [answer]
+            if principal is not None and action == "AssumeRole":
+                return self._assumed(moto, environ, start_response, form.get("RoleArn", ""))
             return moto(environ, start_response)
 
         return app
+
+    def _refused(
+        self,
+        principal: str,
+        host: str,
+        environ: dict[str, Any],
+        query: dict[str, str],
+        headers: dict[str, str],
+        form: dict[str, str],
+        body: bytes,
+    ) -> tuple[str, str, bytes] | None:
+        """(status, content type, body) of the service's refusal, or None when IAM allows the request."""
+        service = host.split(".")[0]
+        if service == "ssm":
+            decision = self.access.ssm(principal, headers.get("x-amz-target", ""), json.loads(body or b"{}"))
+            message = json.dumps({"__type": "AccessDeniedException", "message": decision.why}).encode()
+            return None if decision.allowed else ("400 Bad Request", "application/x-amz-json-1.1", message)
+        if service == "sts" and form.get("Action") == "AssumeRole":
+            decision = self.access.assume_role(principal, form.get("RoleArn", ""))
+        elif service == "autoscaling":
+            decision = self.access.autoscaling(principal, form.get("Action", ""), form.get("AutoScalingGroupName", ""))
+        elif service == "s3" or ".s3" in host:
+            decision = self.access.s3(
+                principal, environ["REQUEST_METHOD"], host, environ.get("PATH_INFO", ""), query, headers
+            )
+            if not decision.allowed:
+                answer = f"<Error><Code>AccessDenied</Code><Message>{escape(decision.why)}</Message></Error>"
+                return "403 Forbidden", "application/xml", answer.encode()
+            return None
+        else:
+            return None
+        if decision.allowed:
+            return None
+        return "403 Forbidden", "text/xml", _error("AccessDenied", decision.why)[1]
+
+    def _assumed(
+        self,
+        moto: Callable[..., Iterable[bytes]],
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        role: str,
+    ) -> Iterable[bytes]:
+        """moto's AssumeRole, its new access key made a principal of `role`."""
+        captured: dict[str, Any] = {}
+
+        def keep(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return start_response(status, headers, *rest)
+
+        answer = b"".join(moto(environ, keep))
+        found = re.search(rb"<AccessKeyId>([A-Z0-9]+)</AccessKeyId>", answer)
+        if found and self.access is not None:
+            self.access.grant(found.group(1).decode(), role)
+        return [answer]
 
     def _record(self, host: str, environ: dict[str, Any], action: str, client: str) -> None:
         with self._lock:

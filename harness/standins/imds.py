@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 METADATA_ADDRESS = "169.254.169.254"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -32,8 +33,9 @@ class Identity:
 
 
 class MetadataService:
-    def __init__(self, bridge: str, address: str, region: str) -> None:
+    def __init__(self, bridge: str, address: str, region: str, on_register: Any = None) -> None:
         self.bridge, self.address, self.region = bridge, address, region
+        self.on_register = on_register  # called with each identity: e.g. IAM's stand-in learns its access key
         self.identities: dict[str, Identity] = {}  # by guest address
         self.tokens: dict[str, tuple[str, float]] = {}  # token → (guest address, expiry)
         self.requests: list[tuple[str, str, str]] = []  # (guest address, method, path)
@@ -47,6 +49,8 @@ class MetadataService:
         identity.session_token = identity.session_token or secrets.token_urlsafe(60)
         with self.lock:
             self.identities[guest_address] = identity
+        if self.on_register is not None:
+            self.on_register(identity)
 
     def forget(self, guest_address: str) -> None:
         with self.lock:
