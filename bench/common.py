@@ -119,16 +119,18 @@ def wrk(
     headers: dict[str, str] | None = None,
     cpus: str | None = None,
     netns_pid: int | None = None,
+    stand_in: bool = False,
 ) -> WrkResult:
     """`wrk --latency` against a guest's URL, bounded by -d and a hard timeout.
 
     With `netns_pid` (a guest's init), the host's wrk runs inside that guest's network namespace, so
     `http://127.0.0.1/…` is the guest's own loopback — how PERF-NOTES measured — while wrk itself stays a
-    host process (outside the guest's CPU pinning and cgroup)."""
+    host process (outside the guest's CPU pinning and cgroup). With `stand_in`, the URL is one of the harness's
+    stand-ins on the host's own loopback (the scaled profile's load balancer)."""
     if not re.match(r"^http://(10\.|127\.)", url):
         raise ValueError(f"benchmarks only load a guest on the local bridge or loopback, not {url}")
-    if url.startswith("http://127.") and netns_pid is None:
-        raise ValueError("a loopback URL needs the guest's network namespace (netns_pid)")
+    if url.startswith("http://127.") and netns_pid is None and not stand_in:
+        raise ValueError("a loopback URL needs the guest's network namespace (netns_pid), or is a stand-in's")
     argv = [require("wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
     for key, value in (headers or {}).items():
         argv += ["-H", f"{key}: {value}"]
