@@ -11,12 +11,15 @@ whose front page raises refused by the activation gate while the previous releas
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
 import os
 import re
 import shlex
 import socket
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -218,9 +221,83 @@ def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_downl
 WORKERS = ("worker", "listener")
 
 
+# A dependency that records who starts a Python with it (issue 29): its .pth file runs at every start of the
+# release's interpreter, as any package's may. Root must never be among them. As the build user it also leaves a
+# process behind (once), which must not outlive the build.
+UID_PROBE = "/opt/uid-probe"
+UID_PROBE_RECORDER = f"""\
+import os
+import pwd
+import sys
+import time
+
+try:
+    with open("{UID_PROBE}/log", "a") as log:
+        log.write(f"{{os.getuid()}} {{' '.join(sys.argv)[:200]}}\\n")
+except OSError:
+    pass
+try:
+    if pwd.getpwuid(os.getuid()).pw_name.endswith("-build"):
+        os.close(os.open("{UID_PROBE}/run/left-behind", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        if os.fork() == 0:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            time.sleep(300)
+            os._exit(0)
+except OSError:
+    pass
+"""
+
+
+def uid_probe_wheel() -> tuple[str, bytes]:
+    """The probe as a wheel (name, bytes): a module and the .pth that imports it."""
+    files = {"uidprobe_record.py": UID_PROBE_RECORDER.encode(), "uidprobe.pth": b"import uidprobe_record\n"}
+    info = "uidprobe-1.0.dist-info"
+    files[f"{info}/METADATA"] = b"Metadata-Version: 2.1\nName: uidprobe\nVersion: 1.0\n"
+    files[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: djangoship-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+
+    def digest(data: bytes) -> str:
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{name},{digest(data)},{len(data)}\n" for name, data in files.items()) + f"{info}/RECORD,,\n"
+    files[f"{info}/RECORD"] = record.encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data)
+    return "uidprobe-1.0-py3-none-any.whl", buffer.getvalue()
+
+
+def install_uid_probe(site, requirements: Path) -> None:
+    """The wheel on the guest, a log any user may append to, and the app requiring it from there."""
+    name, data = uid_probe_wheel()
+    sh(site, f"install -d -m 0755 {UID_PROBE} && install -d -m 0777 {UID_PROBE}/run")
+    sh(site, f": > {UID_PROBE}/log && chmod 0666 {UID_PROBE}/log")
+    site.guest.exec(
+        ["bash", "-c", f"cat > {UID_PROBE}/{name} && chmod 0644 {UID_PROBE}/{name}"], input=data, check=True
+    )
+    requirements.write_text(requirements.read_text() + f"uidprobe @ file://{UID_PROBE}/{name}\n")
+
+
+def uid_probe_users(site) -> dict[str, list[str]]:
+    """Who started a Python with the probe installed: user name → the commands."""
+    accounts = [line.split(":") for line in sh(site, "getent passwd").splitlines()]
+    names = {fields[2]: fields[0] for fields in accounts}
+    users: dict[str, list[str]] = {}
+    for line in sh(site, f"cat {UID_PROBE}/log").splitlines():
+        uid, _, command = line.partition(" ")
+        users.setdefault(names.get(uid, uid), []).append(command)
+    return users
+
+
 @pytest.fixture(scope="module")
 def workers(guest, workdir) -> ForeignApp:
     project = build("workers", workdir / "workers")
+    install_uid_probe(guest, project.folder / "requirements.txt")
     started = time.monotonic()
     guest.up({**stack_config(project), "redis": True})
     print(f"\n[foreign] workers (Celery, Redis, ASGI, schedules) deployed in {time.monotonic() - started:.1f} s")
@@ -408,6 +485,38 @@ def test_a_restore_pauses_the_processes_and_they_go_on_with_the_restored_data(gu
     wait_for("a scheduled run on the restored database", lambda: state(guest)["ticks"] > ticks, 30)
 
 
+def test_the_restore_runs_no_sql_as_the_superuser_inside_the_apps_database(guest, workers):
+    """The app's role owns its database's schemas: a schema named `postgres` (first on the superuser's search path)
+    with a view named like the table the restore reads would run the app's function as the superuser, were the
+    restore to query there as postgres (issue 29). Planted through the app itself; the restore must not run it."""
+    sh(guest, f"{NAME}-backup")
+    plant = """
+        CREATE TABLE public.superuser_probe (who text NOT NULL, superuser boolean NOT NULL);
+        CREATE SCHEMA postgres;
+        CREATE FUNCTION postgres.probe() RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.superuser_probe
+                SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user;
+            RETURN true;
+        END $$;
+        CREATE VIEW postgres.django_migrations AS SELECT * FROM public.django_migrations WHERE postgres.probe();
+    """
+    django = f"from django.db import connection; connection.cursor().execute({plant!r})"
+    sh(guest, f"{NAME}-manage shell --verbosity 0 -c {shlex.quote(django)}")
+    sh(guest, f"{NAME}-restore")
+    # The database that was live (and holds the trap) is kept beside the restored one.
+    as_superuser = f"runuser -u postgres -- psql -X -qAt -d {NAME}_before_restore -c"
+    probe = f"{as_superuser} 'SELECT who, superuser FROM public.superuser_probe'"
+    assert sh(guest, probe).split() == [], "the restore ran the app's function"
+    # The trap works: the superuser's plain query of the same name runs it.
+    sh(
+        guest,
+        f"runuser -u postgres -- psql -X -qAt -d {NAME}_before_restore -c 'SELECT count(*) FROM django_migrations'",
+    )
+    assert sh(guest, probe).split() == ["postgres|t"]
+    job_done(guest, "after-the-second-restore", "v2")
+
+
 def test_everything_comes_back_after_a_reboot(guest, workers):
     guest.guest.reboot_and_wait(timeout=180)
     wait_for("the site after the reboot", lambda: answers(guest.url + "/healthz"), 60)
@@ -441,3 +550,18 @@ def test_a_process_removed_from_the_config_is_gone_after_up(guest, workers):
         sh(guest, f"test ! -e /etc/systemd/system/{NAME}-{gone}.service")
     assert not sh(guest, "pgrep -f 'manage.py listen'", check=False).strip()
     job_done(guest, "after-removal", "v2")
+
+
+def test_root_never_starts_a_python_that_runs_the_apps_dependencies(guest, workers):
+    """Through a deploy, an ASGI configure (every `up` since), a restore, and now a rollback and back: the probe's
+    .pth ran as the build user and as the app, never as root (issue 29). Nothing the build left behind runs."""
+    live = live_release(guest)
+    sh(guest, f"{NAME}-activate --previous")
+    assert live_release(guest) != live
+    sh(guest, f"{NAME}-activate {live}")
+    assert http_get(guest.url + "/healthz")[0] == 200
+    users = uid_probe_users(guest)
+    assert "root" not in users, users["root"]
+    assert {NAME, f"{NAME}-build"} <= set(users), users
+    sh(guest, f"test -e {UID_PROBE}/run/left-behind")
+    assert sh(guest, f"pgrep -a -u {NAME}-build || true").strip() == ""
