@@ -211,28 +211,27 @@ def test_requirement_without_a_wheel_brings_the_build_tools(site, workdir):
     assert live_release(site) == before
 
 
-def test_a_virtualenv_the_build_user_still_owns_is_built_anew(site, workdir):
-    """A virtualenv marked complete but still (partly) the build user's — a deploy killed before the hand-over, or a
-    package that wrote the marker itself — is not trusted: the next deploy with those dependencies builds it again,
-    and it is root's. (The previous test left one for psycopg2, no longer live.)"""
+def test_a_virtualenv_the_build_user_marked_complete_is_built_anew(site, workdir):
+    """A build that failed leaves its virtualenv unfinished and the build user's; a package in it could have written
+    the `.complete` marker itself. The next deploy with those dependencies does not trust the marker of a tree that
+    is not root's: it builds the virtualenv again."""
     _, app, _ = workdir
     requirements = app / "requirements" / "prod.txt"
-    template = app / "feed" / "templates" / "feed" / "home.html"
-    original, home, before = requirements.read_text(), template.read_text(), live_release(site)
-    (package,) = sh(site, f"ls -d /srv/{APP}/venvs/*/lib/python3*/site-packages/psycopg2").split()
-    venv = str(Path(package).parents[3])
-    assert venv != sh(site, f"readlink -f /srv/{APP}/current/venv").strip()
-    sh(site, f"test -f {venv}/.complete && chown -R {APP}-build {venv}/bin")
-    requirements.write_text(original + "psycopg2>=2.9,<3\n")
-    change_home_page(app, "rebuilt")
+    original, before = requirements.read_text(), live_release(site)
+    # A requirement that cannot be installed, first: the build fails at once, naming its virtualenv.
+    requirements.write_text(f"missing @ file:///nonexistent/missing-1.0-py3-none-any.whl\n{original}")
     try:
-        site.up()
-        assert f"installing dependencies into venvs/{Path(venv).name}" in deploy_output(site), deploy_output(site)
-        assert sh(site, f"find {venv} ! -user root -print -quit").strip() == ""
-        assert b"release:rebuilt" in http_get(site.url + "/")[2]
+        with pytest.raises(StepFailed) as failure:
+            site.up()
+        output = failure.value.stdout + failure.value.stderr
+        (venv,) = re.findall(r"installing dependencies into (venvs/[0-9a-f]{16})", output)
+        sh(site, f"runuser -u {APP}-build -- touch /srv/{APP}/{venv}/.complete")
+        with pytest.raises(StepFailed) as failure:
+            site.up()
+        output = failure.value.stdout + failure.value.stderr
+        assert f"installing dependencies into {venv}" in output and "reusing" not in output, output[-3000:]
     finally:
         requirements.write_text(original)
-        template.write_text(home)
     site.up()
     assert live_release(site) == before
 

@@ -233,7 +233,7 @@ import time
 
 try:
     with open("{UID_PROBE}/log", "a") as log:
-        log.write(f"{{os.getuid()}} {{' '.join(sys.argv)[:200]}}\\n")
+        log.write(f"{{os.getuid()}} {{sys.argv!r:.200}}\\n")
 except OSError:
     pass
 try:
