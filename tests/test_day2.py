@@ -212,9 +212,9 @@ def test_requirement_without_a_wheel_brings_the_build_tools(site, workdir):
 
 
 def test_a_virtualenv_the_build_user_marked_complete_is_built_anew(site, workdir):
-    """A build that failed leaves its virtualenv unfinished and the build user's; a package in it could have written
-    the `.complete` marker itself. The next deploy with those dependencies does not trust the marker of a tree that
-    is not root's: it builds the virtualenv again."""
+    """A deploy killed during its build leaves the virtualenv unfinished and the build user's, and a package in it
+    could have written the `.complete` marker itself. The next deploy with those dependencies does not trust the
+    marker of a tree that is not root's: it builds the virtualenv again. (A build that fails removes its own.)"""
     _, app, _ = workdir
     requirements = app / "requirements" / "prod.txt"
     original, before = requirements.read_text(), live_release(site)
@@ -225,11 +225,15 @@ def test_a_virtualenv_the_build_user_marked_complete_is_built_anew(site, workdir
             site.up()
         output = failure.value.stdout + failure.value.stderr
         (venv,) = re.findall(r"installing dependencies into (venvs/[0-9a-f]{16})", output)
+        sh(site, f"test ! -e /srv/{APP}/{venv}")
+        # What a deploy killed before the hand-over leaves, marked complete by the build user.
+        sh(site, f"runuser -u {APP}-build -- mkdir -p /srv/{APP}/{venv}/bin")
         sh(site, f"runuser -u {APP}-build -- touch /srv/{APP}/{venv}/.complete")
         with pytest.raises(StepFailed) as failure:
             site.up()
         output = failure.value.stdout + failure.value.stderr
         assert f"installing dependencies into {venv}" in output and "reusing" not in output, output[-3000:]
+        sh(site, f"test ! -e /srv/{APP}/{venv}")
     finally:
         requirements.write_text(original)
     site.up()
