@@ -117,9 +117,13 @@ class AwsApi:
             client = environ.get("REMOTE_ADDR", "")
             if client == "127.0.0.1":  # the harness itself
                 return moto(environ, start_response)
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = environ["wsgi.input"].read(length) if length else b""
-            environ["wsgi.input"] = io.BytesIO(body)
+            body = b""
+            if host.split(".")[0] in ("ssm", "sts", "autoscaling"):
+                # Small API calls whose parameters are in the body; S3's bodies (uploads, maybe aws-chunked
+                # without a length) go to moto untouched.
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                body = environ["wsgi.input"].read(length) if length else b""
+                environ["wsgi.input"] = io.BytesIO(body)
             query = {k: v[0] for k, v in urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), True).items()}
             form = {}
             if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
