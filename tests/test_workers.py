@@ -390,7 +390,7 @@ def test_scripts_pass_shellcheck(workers_run, tmp_path: Path) -> None:
     assert "app_units=(photofeed-alerts.service photofeed-worker.service photofeed-sessions.timer )" in texts["restore"]
     assert 'gunicorn.service "${app_units[@]}" photofeed-sessions.service' in texts["restore"]
     assert 'systemctl start "${app_units[@]}"' in texts["restore"]
-    assert "apt-get install -y -q redis-server" in texts["configure-host"]
+    assert "apt_install redis-server ||" in texts["configure-host"]
 
 
 def test_redis_password_only_on_stdin_and_in_the_env_contract(workers_run) -> None:
@@ -407,7 +407,7 @@ def test_redis_password_only_on_stdin_and_in_the_env_contract(workers_run) -> No
     # Without redis: no password, no REDIS_URL, no Redis installed.
     plain = run_program({}, state=MockState())
     assert "REDIS_URL" not in plain.named("photofeed-configure").inputs["stdin"]
-    assert "apt-get install -y -q redis-server" not in plain.named("photofeed-configure").inputs["create"]
+    assert "apt_install redis-server" not in plain.named("photofeed-configure").inputs["create"]
     assert not [step for step in plain.steps() if step.name.endswith("redis-password")]
 
 
