@@ -29,6 +29,8 @@ import pytest
 from foreign_apps import ForeignApp, build
 from site_helpers import Browser, admin_login, multipart, png_bytes, sh
 
+from components.host import plan_host, render
+from components.settings import load_settings
 from djangoship.remote import Layout
 from djangoship.report import status
 from harness.localsite import RequestLoop, http_get, local_site
@@ -674,3 +676,33 @@ def test_two_steps_installing_at_the_same_moment_both_succeed_whichever_reaches_
         sh(guest, f"dpkg-query -W redis-server {EXTRA_PACKAGE} > /dev/null && systemctl is-active redis-server.service")
     version = re.search(r'"(\w+)"', (workers.folder / "jobs" / "version.py").read_text())[1]  # type: ignore[index]
     job_done(guest, "after-apt", version)
+
+
+def test_an_apt_lock_held_past_the_bound_fails_with_apt_s_own_message(guest):
+    """The helper's bound, made 3 s here (its own is 600 s): a holder of dpkg's frontend lock that outlasts it is
+    named while it waits, then the install fails with apt's message and the bound."""
+    plan = plan_host(load_settings({"app": {"name": NAME}}, project="djangoship", stack="dev"))
+    script = '#!/bin/bash\nset -euo pipefail\nlog() { echo "test: $*"; }\n'
+    script += (
+        render("scripts/lib/apt.sh.j2", plan, apt_beside_first_boot=False)
+        + f"apt_wait=3\napt_install {EXTRA_PACKAGE}\n"
+    )
+    hold = (
+        "import fcntl, os, time; lock = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR); "
+        "fcntl.lockf(lock, fcntl.LOCK_EX); print(os.getpid(), flush=True); time.sleep(60)"
+    )
+    pid_file = "/root/frontend-holder.pid"
+    holder = sh(
+        guest,
+        f'rm -f {pid_file}; python3 -c "{hold}" > {pid_file} 2>&1 < /dev/null &'
+        f" for _ in $(seq 300); do [ -s {pid_file} ] && break; sleep 0.1; done; cat {pid_file}",
+    )
+    try:
+        result = guest.guest.exec(["bash", "-c", script, "apt-bound-test"], timeout=120)
+    finally:
+        sh(guest, f"kill {holder.strip()}")
+    output, errors = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 75, (result.returncode, output, errors)
+    held = f"Could not get lock /var/lib/dpkg/lock-frontend. It is held by process {holder.strip()} (python3)"
+    assert f"test: apt: waiting: {held}" in output, output
+    assert f"E: {held}" in errors and "apt: still locked after 3 s" in errors, errors
