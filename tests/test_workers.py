@@ -219,7 +219,7 @@ BAD = [
     ),
     ({"app": {"asgiModule": "my site.asgi"}}, "app.asgiModule"),
     ({"redis": "yes"}, "redis"),
-    ({"profile": "scaled", "redis": True}, "redis"),
+    ({"profile": "scaled", "redis": True, "cacheNodeType": "cache.t2.huge"}, "cacheNodeType"),
     ({"profile": "scaled", "app": {"asgiModule": "photofeed.asgi"}}, "app.asgiModule"),
     ({"profile": "scaled", "app": {"processes": {"worker": "celery worker"}}}, "app.processes"),
     (
@@ -238,8 +238,9 @@ def test_bad_config_fails_naming_the_key(config: dict[str, Any], named: str) -> 
 
 
 def test_scaled_refuses_each_key_with_a_clear_message() -> None:
-    (problem,) = problems({"profile": "scaled", "redis": True})
+    (problem,) = problems({"profile": "scaled", "app": {"processes": {"worker": "celery -A shop worker"}}})
     assert "only with profile single" in problem and "scaled profile has no equivalent yet" in problem
+    assert settings_for({"profile": "scaled", "redis": True}).redis  # ElastiCache (components/scaled/cache.py)
 
 
 def test_good_config_is_read_and_normalised() -> None:
