@@ -336,13 +336,6 @@ _PROGRAM = re.compile(r"[A-Za-z0-9_][\w.+-]{0,60}")  # a program in the app's vi
 _ARGUMENT = re.compile(r"[\w=.,:/@+-]{1,200}")  # one word: no quotes, blanks, $, % or shell syntax
 
 
-def only_single(value: Any, given: Given) -> Any:
-    """Keys the scaled profile has no equivalent for yet: refused there rather than silently ignored."""
-    if value and given.value_of("profile") != "single":
-        given.fail("only with profile single for now (the scaled profile has no equivalent yet; see the README)")
-    return value
-
-
 def on_calendar(expression: str, given: Given) -> str:
     """A systemd OnCalendar= expression, by systemd's own rules (oncalendar.py)."""
     try:

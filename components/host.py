@@ -178,6 +178,11 @@ class HostPlan:
         return sorted(names)
 
     @property
+    def app_server(self) -> bool:
+        """One of the scaled profile's app servers: several run the same release, beside RDS and S3."""
+        return not self.data_on_server
+
+    @property
     def probe_path(self) -> str:
         """What activation asks of the app itself besides health_path: its health view, or its front page."""
         return self.app_health_path or "/"
@@ -282,7 +287,7 @@ def pool_size(workers: int) -> int:
 def render(template: str, plan: HostPlan, **extra: object) -> str:
     context = asdict(plan) | {"tls": plan.tls, "static_link": STATIC_LINK, "probe_path": plan.probe_path}
     context |= {"metadata_table": METADATA_TABLE}
-    context |= {"server_module": plan.server_module, "units": plan.units} | extra
+    context |= {"server_module": plan.server_module, "units": plan.units, "app_server": plan.app_server} | extra
     return _environment.get_template(template).render(context)
 
 

@@ -58,6 +58,7 @@ class ServerPaths:
     admin_password: str  # root-only file: the superuser's password, from SSM
     media_credentials: str  # the app's credentials for its uploads (the media role), served on loopback
     media_token: str  # what the app shows to get them: root and the app's group read it
+    schedule_once: str  # a scheduled job once per due time across the app servers
 
     @classmethod
     def for_app(cls, app: str) -> ServerPaths:
@@ -100,4 +101,5 @@ class ServerPaths:
             admin_password=f"{config}/admin-password",
             media_credentials=f"{lib}/media-credentials.py",
             media_token=f"/run/{app}-media/token",
+            schedule_once=f"/usr/local/bin/{app}-schedule-once",
         )

@@ -46,7 +46,6 @@ from .configchecks import (
     not_a_system_user,
     not_root,
     on_calendar,
-    only_single,
     only_with_git_source,
     only_with_ssh_source,
     or_image_user,
@@ -157,24 +156,18 @@ class AppSettings:
         "serve the app as ASGI from this module (`application` inside it; uvicorn's worker in gunicorn, "
         "websockets through nginx); empty = WSGI.",
         optional(matches(PY_MODULE, "a dotted Python module such as mysite.asgi")),
-        only_single,
-        profile="single",
     )
     processes: dict[str, str] = key(
         {},
         "long-running processes beside the web, name → command (`manage.py CMD …` or a program from "
         "the app's virtualenv, e.g. celery -A proj worker); each a systemd service <name>-<process>.",
         app_processes,
-        only_single,
-        profile="single",
     )
     schedules: dict[str, dict[str, str]] = key(
         {},
         "scheduled jobs, name → {schedule: systemd OnCalendar (UTC), command: as in app.processes}; "
         "systemd timers, Persistent=true.",
         app_schedules,
-        only_single,
-        profile="single",
     )
 
     @property

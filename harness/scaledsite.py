@@ -112,7 +112,11 @@ class ScaledSite:
             s3.put_object(
                 Bucket=bucket,
                 Key=obj.inputs["key"],
-                Body=Path(obj.inputs["source"]["path"]).read_bytes(),
+                Body=(
+                    base64.b64decode(obj.inputs["contentBase64"])
+                    if "contentBase64" in obj.inputs
+                    else Path(obj.inputs["source"]["path"]).read_bytes()
+                ),
                 ContentType=obj.inputs.get("contentType", "binary/octet-stream"),
             )
         ssm = self.api.client("ssm")

@@ -20,12 +20,14 @@ from components.envcontract import app_server_env_file
 from components.host import HEALTH_PATH, HostPlan, encode_user_data
 from components.release import Release
 from components.scaled.appservers import AppServers, AppServersArgs
-from components.scaled.artifacts import ReleaseArchive, ReleaseArchiveArgs
+from components.scaled.artifacts import ReleaseArchive, ReleaseArchiveArgs, ServerFilesArchive, ServerFilesArchiveArgs
 from components.scaled.boot import (
     LIFECYCLE_HOOK,
     BootValues,
+    ServerFiles,
     artifact_key,
     render_scaled_user_data,
+    render_server_files,
     scaled_plan,
 )
 from components.scaled.cache import Cache, CacheArgs
@@ -56,6 +58,13 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     account_id = aws.get_caller_identity().account_id
     plan = scaled_plan(settings)
     domain = settings.domain
+    for process, command in settings.app.processes.items():
+        if "beat" in command.split():  # every app server runs every process
+            pulumi.log.warn(
+                f"app.processes.{process}: runs on every app server (up to appMaxSize = {settings.app_max_size}), "
+                "so a scheduler there sends each periodic task once per server; app.schedules runs a job once "
+                "per due time across them"
+            )
 
     # 1. The network and its doors: internet → load balancer → app servers → database, nothing else.
     network = Network(name, NetworkArgs(VPC_CIDR, tags))
@@ -181,14 +190,36 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             deploy_key=deploy_key.private_key if deploy_key else None,
         ),
     )
-    user_data = pulumi.Output.all(
+    boot = pulumi.Output.all(
         store.env_selector,
         store.admin_selector,
         artifacts.bucket.id,
         assets.bucket.id,
         identity.media_role.arn,
         store.deploy_key_selector,
-    ).apply(lambda values: first_boot(settings, plan, release, BootValues(region, *values)))
+    ).apply(lambda values: BootValues(region, *values))
+    arch = INSTANCE_TYPES[settings.instance_type].arch
+    server_files = boot.apply(
+        lambda values: render_server_files(
+            plan,
+            release,
+            values,
+            arch=arch,
+            vpc_cidr=VPC_CIDR,
+            admin_user=settings.admin_user,
+            admin_email=settings.admin_email,
+        )
+    )
+    server_files_archive = ServerFilesArchive(
+        name,
+        ServerFilesArchiveArgs(
+            artifacts, server_files.apply(lambda f: f.key), server_files.apply(lambda f: f.archive), tags
+        ),
+    )
+    # The launch template waits for the archive its user-data names (the object's key carries the dependency).
+    user_data = pulumi.Output.all(boot, server_files, server_files_archive.object.key).apply(
+        lambda values: first_boot(settings, plan, release, values[0], values[1])
+    )
     servers = AppServers(
         name,
         AppServersArgs(
@@ -307,12 +338,13 @@ def app_environment(
     )
 
 
-def first_boot(settings: Settings, plan: HostPlan, release: Release, boot: BootValues) -> str:
+def first_boot(settings: Settings, plan: HostPlan, release: Release, boot: BootValues, files: ServerFiles) -> str:
     """The app servers' user-data, base64 (gzip-compressed beyond EC2's 16 KiB, as on a single server)."""
     document = render_scaled_user_data(
         plan,
         release,
         boot,
+        files,
         arch=INSTANCE_TYPES[settings.instance_type].arch,
         vpc_cidr=VPC_CIDR,
         admin_user=settings.admin_user,

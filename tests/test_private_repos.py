@@ -22,12 +22,12 @@ from pathlib import Path
 
 import paramiko
 import pytest
-import yaml
 
 from components import release as release_module
 from components.host import plan_host, remote_script
 from components.settings import ConfigError, load_settings
 from harness.mockrun import ProgramRun, fixed_test_key, run_program
+from harness.serverfiles import app_server_files
 from tests.conftest import skip_or_fail
 from tests.test_policy import pack
 
@@ -394,9 +394,7 @@ def test_the_single_servers_deploy_script_passes_shellcheck(pinned, tmp_path):
 
 def test_the_app_servers_boot_and_deploy_scripts_pass_shellcheck(tmp_path):
     run = _run("scaled")
-    (template,) = run.of_type(pack.LAUNCH_TEMPLATE)
-    document = next(layer for layer in pack.user_data_layers(template.inputs["userData"]) if layer.startswith("#cloud"))
-    files = {entry["path"]: entry["content"] for entry in yaml.safe_load(document)["write_files"]}
+    files = app_server_files(run)
     for name in ("/usr/local/sbin/shop-boot", "/usr/local/sbin/shop-deploy"):
         _shellcheck(files[name], tmp_path)
     assert "GIT_SSH_COMMAND=" in files["/usr/local/sbin/shop-deploy"]

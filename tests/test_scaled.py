@@ -23,9 +23,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -52,6 +54,7 @@ from components.scaled.cdn import ALL_VIEWER_AND_CLOUDFRONT_HEADERS, CACHING_DIS
 from components.scaled.prices import monthly_cost_breakdown
 from components.settings import load_settings
 from harness.mockrun import MockState, ProgramRun, Registered, run_program
+from harness.serverfiles import BUCKET_OBJECT, app_server_files, server_files_archive, written_files
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALED: dict[str, Any] = {"profile": "scaled"}
@@ -117,11 +120,6 @@ def decode_user_data(encoded: str) -> str:
 
 def user_data(run: ProgramRun) -> str:
     return decode_user_data(run.one(LAUNCH_TEMPLATE).inputs["userData"])
-
-
-def written_files(document: str) -> dict[str, str]:
-    """cloud-init's write_files, path → content."""
-    return {entry["path"]: entry["content"] for entry in yaml.safe_load(document)["write_files"]}
 
 
 def by_name(run: ProgramRun, name: str, type_: str | None = None) -> Registered:
@@ -343,7 +341,10 @@ def test_only_the_app_servers_role_can_decrypt_the_parameters(scaled: ProgramRun
         "arn:aws:ssm:us-east-1:123456789012:parameter/djangoship/dev/photofeed/env",
         "arn:aws:ssm:us-east-1:123456789012:parameter/djangoship/dev/photofeed/superuser",
     ]
-    assert statements["ReadReleases"]["Resource"] == "arn:aws:s3:::photofeed-artifacts/releases/*"
+    assert statements["ReadReleases"]["Resource"] == [
+        "arn:aws:s3:::photofeed-artifacts/releases/*",
+        "arn:aws:s3:::photofeed-artifacts/servers/*",
+    ]
     assert statements["CompleteLaunchHook"]["Resource"].endswith(":autoScalingGroupName/photofeed-app-*")
     actions = [
         a for s in role_policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
@@ -501,15 +502,20 @@ def test_a_new_release_is_a_new_launch_template_version_and_nothing_else_changes
         for urn, r in after.resources.items()
         if r.type.startswith("aws:") and before.resources[urn].inputs != r.inputs
     )
-    assert changed == ["photofeed-app", "photofeed-app-lt", "photofeed-release"]
+    # The server files' archive is a new object only if a file changed (its deploy names the release's archive).
+    assert changed in (
+        ["photofeed-app", "photofeed-app-lt", "photofeed-release"],
+        ["photofeed-app", "photofeed-app-lt", "photofeed-release", "photofeed-server-files"],
+    ), changed
+    assert by_name(after, "photofeed-server-files").retain_on_delete is True, "older launch templates still find theirs"
 
 
 def test_git_release_has_no_archive_and_the_servers_fetch_the_commit() -> None:
     commit = "0123456789abcdef" * 2 + "01234567"
     run = run_program(SCALED | {"app": {"source": "https://github.com/example/photofeed.git", "ref": commit}})
-    assert not run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
-    files = written_files(user_data(run))
-    assert "photofeed-aws fetch" not in files["/usr/local/sbin/photofeed-boot"]
+    assert [o.inputs["key"] for o in run.of_type(BUCKET_OBJECT)] == [server_files_archive(run).inputs["key"]]
+    files = app_server_files(run)
+    assert "releases/" not in files["/usr/local/sbin/photofeed-boot"]
     assert (
         "photofeed-aws fetch photofeed-artifacts releases/"
         in written_files(user_data(run_program(SCALED)))["/usr/local/sbin/photofeed-boot"]
@@ -518,7 +524,7 @@ def test_git_release_has_no_archive_and_the_servers_fetch_the_commit() -> None:
 
 
 def test_migrations_once_per_release_in_the_rendered_scripts(scaled: ProgramRun) -> None:
-    files = written_files(user_data(scaled))
+    files = app_server_files(scaled)
     boot = files["/usr/local/sbin/photofeed-boot"]
     release = scaled.outputs["releaseId"]
     # The boot installs the release through the single server's deploy, marking it as a release install…
@@ -732,14 +738,109 @@ def test_release_gate_refuses_to_run_outside_a_release_install(postgres: dict[st
     assert not (tmp_path / "calls.log").exists()
 
 
+def render_schedule_once(tmp: Path, postgres: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """The scheduled jobs' gate as an app server gets it, and the app's environment (its unit's EnvironmentFile)
+    pointing at the local PostgreSQL (plain TCP: the test server has no TLS)."""
+    plan = scaled_plan(load_settings(SCALED, project="djangoship", stack="dev"))
+    boot = BootValues(
+        "us-east-1", "/p/env:1", "/p/admin-password:1", "artifacts", "assets", "arn:aws:iam::123456789012:role/media"
+    )
+    release = Release(id="eeeeeeeeeee5", archive=Path("/nonexistent.tar.gz"))
+    context = release_context(plan, release, boot, arch="x86_64", vpc_cidr="10.20.0.0/16") | {"pg_sslmode": "disable"}
+    script = tmp / "schedule-once"
+    script.write_text(render("scaled/schedule-once.sh.j2", plan, **context))
+    script.chmod(0o755)
+    env = {
+        f"DJANGO_DB_{key}": postgres[value]
+        for key, value in {"HOST": "host", "PORT": "port", "NAME": "db", "USER": "user", "PASSWORD": "password"}.items()
+    }
+    return script, env
+
+
+def schedule_run(
+    script: Path, env: dict[str, str], job: str, *args: str, due: int | None = None, log: Path
+) -> subprocess.Popen[str]:
+    """One server's run of JOB (its timer's, at DUE; --catch-up: its boot's): the job appends a line to LOG."""
+    timer = {"TRIGGER_TIMER_REALTIME_USEC": str(due * 1_000_000 + 123)} if due is not None else {}
+    command = ["bash", "-c", f'echo "$$" >> {log}; sleep 1']
+    return subprocess.Popen(
+        [str(script), job, "hourly", *args, "--", *command],
+        env=os.environ | env | timer,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def runs_of(log: Path) -> int:
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+def test_a_schedule_runs_once_per_due_time_across_the_servers(postgres: dict[str, str], tmp_path: Path) -> None:
+    script, env = render_schedule_once(tmp_path, postgres)
+    log = tmp_path / "ran"
+    due = int(time.time()) // 3600 * 3600
+    # Three servers' timers fire at the same due time: one runs the job, the others find it done.
+    results = [finish(p) for p in [schedule_run(script, env, "digest", due=due, log=log) for _ in range(3)]]
+    assert [code for code, _ in results] == [0, 0, 0], results
+    assert runs_of(log) == 1, results
+    assert sum("already ran on another server" in output for _, output in results) == 2, results
+    # The next due time runs again, once; a late timer of the first finds it done.
+    finish(schedule_run(script, env, "digest", due=due + 3600, log=log))
+    code, output = finish(schedule_run(script, env, "digest", due=due, log=log))
+    assert code == 0 and "already ran" in output and runs_of(log) == 2, output
+    assert psql(postgres, "SELECT count(*) FROM djangoship_schedule WHERE job = 'digest'") == "2"
+    assert psql(postgres, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == "0", "every lock released"
+    # Outside its timer it refuses (no due time to hold it to).
+    code, output = finish(schedule_run(script, env, "digest", log=log))
+    assert code != 0 and "not started by its timer" in output
+
+
+def test_a_server_dying_mid_run_leaves_the_due_time_to_the_next(postgres: dict[str, str], tmp_path: Path) -> None:
+    script, env = render_schedule_once(tmp_path, postgres)
+    log = tmp_path / "ran"
+    due = int(time.time()) // 3600 * 3600 - 7200
+    dying = schedule_run(script, env, "reports", due=due, log=log)
+    deadline = time.monotonic() + 30
+    while runs_of(log) == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(dying.pid, signal.SIGKILL)  # the server is gone: its session, and the lock, with it
+    dying.communicate(timeout=30)
+    code, output = finish(schedule_run(script, env, "reports", due=due, log=log))
+    assert code == 0 and runs_of(log) == 2, output
+    assert psql(postgres, "SELECT count(*) FROM djangoship_schedule WHERE job = 'reports'") == "1"
+
+
+def test_a_run_missed_while_no_server_ran_it_happens_once_at_boot(postgres: dict[str, str], tmp_path: Path) -> None:
+    script, env = render_schedule_once(tmp_path, postgres)
+    log = tmp_path / "ran"
+    # Never recorded: a new job's first run is its next due time, as a timer's is.
+    code, output = finish(schedule_run(script, env, "cleanup", "--catch-up", log=log))
+    assert code == 0 and runs_of(log) == 0, output
+    # Last run three hours ago, then no server for two due times: the booting servers run it once.
+    last = int(time.time()) // 3600 * 3600 - 3 * 3600
+    finish(schedule_run(script, env, "cleanup", due=last, log=log))
+    results = [finish(p) for p in [schedule_run(script, env, "cleanup", "--catch-up", log=log) for _ in range(2)]]
+    assert runs_of(log) == 2, results
+    assert any("a run was missed while no server ran it" in output for _, output in results), results
+    newest = psql(
+        postgres, "SELECT extract(epoch FROM max(due))::bigint FROM djangoship_schedule WHERE job = 'cleanup'"
+    )
+    assert int(newest) == int(time.time()) // 3600 * 3600, "recorded as the latest due time that passed"
+    # Caught up: the next boot finds nothing missed.
+    finish(schedule_run(script, env, "cleanup", "--catch-up", log=log))
+    assert runs_of(log) == 2
+
+
 # --------------------------------------------------------------------------------------------------------
 # 6. The first-boot document and its scripts, through the validators
 # --------------------------------------------------------------------------------------------------------
 
 
 @cache
-def rendered(config_json: str) -> str:
-    return user_data(run_program(json.loads(config_json)))
+def rendered(config_json: str) -> ProgramRun:
+    return run_program(json.loads(config_json))
 
 
 DOCUMENTS = {
@@ -754,11 +855,30 @@ DOCUMENTS = {
     # A private repository: the deploy's SSH fetch and the deploy key's parameter make the largest document.
     "ssh-source": SCALED
     | {"app": {"source": "ssh://git@git.example.com/acme/shop.git", "ref": "0123456789abcdef" * 2 + "01234567"}},
+    # The workers shape (issue 31) on top of that: ASGI, two processes, two schedules, ElastiCache.
+    "ssh-workers": SCALED
+    | {
+        "redis": True,
+        "app": {
+            "source": "ssh://git@git.example.com/acme/shop.git",
+            "ref": "0123456789abcdef" * 2 + "01234567",
+            "asgiModule": "shop.asgi",
+            "processes": {"worker": "celery -A shop worker -l info", "alerts": "manage.py send_alerts --loop"},
+            "schedules": {
+                "sessions": {"schedule": "daily", "command": "manage.py clearsessions"},
+                "digest": {"schedule": "*:0/15", "command": "manage.py send_digest"},
+            },
+        },
+    },
 }
 
 
 def document(config_id: str) -> str:
-    return rendered(json.dumps(DOCUMENTS[config_id], sort_keys=True))
+    return user_data(rendered(json.dumps(DOCUMENTS[config_id], sort_keys=True)))
+
+
+def all_files(config_id: str) -> dict[str, str]:
+    return app_server_files(rendered(json.dumps(DOCUMENTS[config_id], sort_keys=True)))
 
 
 @pytest.mark.parametrize("config_id", DOCUMENTS)
@@ -787,7 +907,7 @@ def test_cloud_init_schema_catches_a_broken_document(tmp_path: Path) -> None:
 
 def scripts_of(config_id: str, language: str) -> dict[str, str]:
     shebang = {"bash": "#!/bin/bash", "python": "#!/usr/bin/python3"}[language]
-    return {path: text for path, text in written_files(document(config_id)).items() if text.startswith(shebang)}
+    return {path: text for path, text in all_files(config_id).items() if text.startswith(shebang)}
 
 
 SHELL_SCRIPTS = [(config_id, path) for config_id in DOCUMENTS for path in scripts_of(config_id, "bash")]
@@ -914,7 +1034,7 @@ def test_nginx_accepts_the_app_server_site(tmp_path: Path) -> None:
     nginx = need("nginx")
     if not Path("/etc/nginx/mime.types").exists():
         skip_or_fail("/etc/nginx/mime.types is missing (the distribution's nginx package provides it)")
-    site = written_files(document("ubuntu-archive"))["/etc/photofeed/nginx-site.conf"]
+    site = all_files("ubuntu-archive")["/etc/photofeed/nginx-site.conf"]
     (tmp_path / "site.conf").write_text(site)
     temp_paths = "".join(
         f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -932,21 +1052,21 @@ def test_nginx_accepts_the_app_server_site(tmp_path: Path) -> None:
 
 def test_app_servers_reuse_the_single_servers_templates() -> None:
     plan = scaled_plan(load_settings(SCALED, project="djangoship", stack="dev"))
-    files = written_files(document("ubuntu-archive"))
-    # Without their comment lines: the document must stay within EC2's 16 KiB.
+    files = all_files("ubuntu-archive")
+    # In the user-data without their comment lines: the document must stay within EC2's 16 KiB.
     for path, template in (
         ("/etc/systemd/system/gunicorn.service", "systemd/gunicorn.service.j2"),
         ("/etc/systemd/system/gunicorn.socket", "systemd/gunicorn.socket.j2"),
-        ("/usr/local/lib/photofeed/manage", "scripts/manage.sh.j2"),
         ("/usr/local/sbin/photofeed-firstboot", "scripts/firstboot.sh.j2"),
     ):
         assert files[path] == _without_comment_lines(render(template, plan)), path
-    assert files["/etc/photofeed/gunicorn.conf.py"] == _without_comment_lines(
-        render("gunicorn/gunicorn.conf.py.j2", plan)
-    )
-    assert files["/etc/systemd/system/photofeed-release-check@.service"] == _without_comment_lines(
-        render("systemd/release-check.service.j2", plan)
-    )
+    # In the server files' archive as they are, comments and all.
+    for path, template in (
+        ("/usr/local/lib/photofeed/manage", "scripts/manage.sh.j2"),
+        ("/etc/photofeed/gunicorn.conf.py", "gunicorn/gunicorn.conf.py.j2"),
+        ("/etc/systemd/system/photofeed-release-check@.service", "systemd/release-check.service.j2"),
+    ):
+        assert files[path] == render(template, plan), path
     assert files["/etc/photofeed/metadata-block.nft"] == _without_comment_lines(
         render("nftables/metadata-block.nft.j2", plan)
     )

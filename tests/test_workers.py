@@ -220,12 +220,6 @@ BAD = [
     ({"app": {"asgiModule": "my site.asgi"}}, "app.asgiModule"),
     ({"redis": "yes"}, "redis"),
     ({"profile": "scaled", "redis": True, "cacheNodeType": "cache.t2.huge"}, "cacheNodeType"),
-    ({"profile": "scaled", "app": {"asgiModule": "photofeed.asgi"}}, "app.asgiModule"),
-    ({"profile": "scaled", "app": {"processes": {"worker": "celery worker"}}}, "app.processes"),
-    (
-        {"profile": "scaled", "app": {"schedules": {"j": {"schedule": "daily", "command": "manage.py x"}}}},
-        "app.schedules",
-    ),
     ({"redis": True, "app": {"env": {"REDIS_URL": "redis://elsewhere"}}}, "app.env.REDIS_URL"),
     ({"redis": True, "app": {"env": {"DJANGO_REDIS_URL": "redis://elsewhere"}}}, "app.env.DJANGO_REDIS_URL"),
 ]
@@ -237,10 +231,11 @@ def test_bad_config_fails_naming_the_key(config: dict[str, Any], named: str) -> 
     assert any(problem.split()[0] == named for problem in found), found
 
 
-def test_scaled_refuses_each_key_with_a_clear_message() -> None:
-    (problem,) = problems({"profile": "scaled", "app": {"processes": {"worker": "celery -A shop worker"}}})
-    assert "only with profile single" in problem and "scaled profile has no equivalent yet" in problem
-    assert settings_for({"profile": "scaled", "redis": True}).redis  # ElastiCache (components/scaled/cache.py)
+def test_the_scaled_profile_takes_the_workers_shape() -> None:
+    """Processes, schedules, ASGI and Redis move to the scaled profile as they are (issue 31)."""
+    settings = settings_for({"profile": "scaled", "redis": True, "app": WORKERS_APP})
+    assert settings.redis  # ElastiCache (components/scaled/cache.py)
+    assert settings.app.asgi_module == "photofeed.asgi" and settings.app.processes and settings.app.schedules
 
 
 def test_good_config_is_read_and_normalised() -> None:
@@ -290,6 +285,19 @@ def test_a_budget_within_half_the_swap_is_a_warning_not_an_error(monkeypatch: py
     monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warnings.append(message))
     run_program({"instanceType": "t2.nano", "redis": True, "app": {"processes": processes}}, state=MockState())
     assert any(w.startswith("instanceType: the site needs ~") and "swap" in w for w in warnings), warnings
+
+
+def test_a_scheduler_among_the_scaled_processes_is_warned_of(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every app server runs every process: celery beat there would send each periodic task once per server."""
+    warnings: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warnings.append(message))
+    processes = {"worker": "celery -A shop worker", "beat": "celery -A shop beat -l info"}
+    run_program({"profile": "scaled", "redis": True, "app": {"processes": processes}}, state=MockState())
+    (warning,) = [w for w in warnings if w.startswith("app.processes.")]
+    assert warning.startswith("app.processes.beat: runs on every app server") and "app.schedules" in warning
+    warnings.clear()
+    run_program({"redis": True, "app": {"processes": processes}}, state=MockState())  # one server: one beat
+    assert not [w for w in warnings if w.startswith("app.processes.")]
 
 
 def test_the_issue_shape_fits_a_t2_micro() -> None:

@@ -1,9 +1,12 @@
-"""The release, for the app servers to fetch when they boot: the app folder's reproducible archive
-(components/release.py) as an object in the private artifacts bucket. A git release needs none: the
-servers fetch the commit themselves."""
+"""What the app servers fetch from the private artifacts bucket when they boot: the release (the app folder's
+reproducible archive, components/release.py; a git release needs none: the servers fetch the commit themselves)
+and the server files beyond their user-data (components/scaled/boot.py's ServerFiles). Both are kept when newer
+ones replace them: an instance refresh that rolls back, or a server launched later from an older launch template
+version, still finds what its user-data names."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import pulumi
@@ -39,6 +42,31 @@ class ReleaseArchive(pulumi.ComponentResource):
             source=pulumi.FileAsset(str(args.release.archive)),
             content_type="application/gzip",
             tags=args.tags | {"Release": args.release.id},
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+        self.register_outputs({"key": self.object.key})
+
+
+@dataclass
+class ServerFilesArchiveArgs:
+    bucket: PrivateBucket
+    key: pulumi.Input[str]  # servers/<sha256>.tar.gz: a changed file is a new object, never an overwrite
+    archive: pulumi.Input[bytes]
+    tags: dict[str, str]
+
+
+class ServerFilesArchive(pulumi.ComponentResource):
+    """The app servers' files beyond their user-data, one .tar.gz named by its SHA-256 (ServerFiles)."""
+
+    def __init__(self, name: str, args: ServerFilesArchiveArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("djangoship:scaled:ServerFilesArchive", name, None, opts)
+        self.object = aws.s3.BucketObjectv2(
+            f"{name}-server-files",
+            bucket=args.bucket.bucket.id,
+            key=args.key,
+            content_base64=pulumi.Output.from_input(args.archive).apply(lambda data: base64.b64encode(data).decode()),
+            content_type="application/gzip",
+            tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.register_outputs({"key": self.object.key})

@@ -1,11 +1,12 @@
 """What an app server of the scaled profile receives, rendered by pure functions (no Pulumi here), like
 `components/host.py` for the single server — whose templates the app servers reuse unchanged.
 
-The first-boot document (`cloud-init/scaled/user-data.yaml.j2`) includes the single server's units, nginx
-placeholder, manage wrapper, deploy, activate and first-boot scripts and superuser code, at the same paths
-(components/layout.py), and adds four of its own: the boot script (environment from SSM, release from S3,
-deploy), the once-per-release gate for migrations, a thin manage wrapper that routes the deploy's `migrate`
-through that gate, and a small boto3 helper.
+The first-boot document (`cloud-init/scaled/user-data.yaml.j2`) carries what fetches the rest: the boot script
+(server files and environment from SSM, release from S3, deploy), a small boto3 helper, the single server's
+first-boot script and units. The rest — the single server's manage wrapper, deploy, activate and superuser code at
+the same paths (components/layout.py), the once-per-release gate for migrations, a thin manage wrapper that routes
+the deploy's `migrate` through that gate, the app's processes and schedules — is the server files' archive
+(`cloud-init/scaled/server-files.yaml.j2`, ServerFiles), named with its SHA-256 in the document.
 Everything is byte-for-byte reproducible: the document is a launch template input, and a changed byte is a
 new launch template version, which rolls every app server.
 """
@@ -13,10 +14,17 @@ new launch template version, which rolls every app server.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import hashlib
+import io
+import tarfile
 from dataclasses import dataclass
+from functools import cached_property
+
+import yaml
 
 from ..envcontract import PG_SSLMODE
-from ..host import HostPlan, digest, plan_host, render, render_python_modules
+from ..host import HostPlan, digest, plan_host, render, render_app_units, render_python_modules
 from ..release import Release
 from ..settings import Settings
 from .loadbalancer import ORIGIN_HEADER
@@ -68,10 +76,68 @@ def deb_arch(arch: str) -> str:
     return "arm64" if arch == "arm64" else "amd64"
 
 
+@dataclass(frozen=True)
+class ServerFiles:
+    """An app server's files beyond its user-data (scaled/server-files.yaml.j2), packed as one reproducible
+    .tar.gz in the artifacts bucket, named by its SHA-256: the user-data names the archive and its digest, so the
+    launch template version still pins every byte, and EC2's 16 KiB bounds only what fetches it."""
+
+    files: dict[str, tuple[int, str]]  # path → (mode, content)
+
+    @cached_property
+    def archive(self) -> bytes:
+        buffer = io.BytesIO()
+        # gzip and tar without times, owners or order of their own: the same files give the same bytes.
+        with (
+            gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=9) as stream,
+            tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for path in sorted(self.files):
+                mode, content = self.files[path]
+                data = content.encode()
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size, info.mode, info.mtime = len(data), mode, 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                tar.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.archive).hexdigest()
+
+    @property
+    def key(self) -> str:
+        return f"servers/{self.sha256}.tar.gz"
+
+
+def render_server_files(
+    plan: HostPlan,
+    release: Release,
+    boot: BootValues,
+    *,
+    arch: str,
+    vpc_cidr: str,
+    admin_user: str,
+    admin_email: str,
+) -> ServerFiles:
+    """What the boot script fetches first: write_files entries, composed by the same macro as the user-data's."""
+    listing = render(
+        "scaled/server-files.yaml.j2",
+        plan,
+        **release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr),
+        admin_user=admin_user,
+        admin_email=admin_email,
+    )
+    entries = yaml.safe_load(listing)
+    return ServerFiles({entry["path"]: (int(entry["permissions"], 8), entry["content"]) for entry in entries})
+
+
 def render_scaled_user_data(
     plan: HostPlan,
     release: Release,
     boot: BootValues,
+    server_files: ServerFiles,
     *,
     arch: str,
     vpc_cidr: str,
@@ -83,6 +149,8 @@ def render_scaled_user_data(
         "scaled/user-data.yaml.j2",
         plan,
         **release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr),
+        server_files_key=server_files.key,
+        server_files_sha256=server_files.sha256,
         admin_user=admin_user,
         admin_email=admin_email,
     )
@@ -106,6 +174,7 @@ def release_context(
         "git_ref": release.git_ref,
         "git_commit": release.git_commit,
         "python_modules": render_python_modules(plan),
+        "unit_files": render_app_units(plan),  # app.processes and app.schedules
         # The app answers the health path for any Host; "localhost" reaches nginx's default server.
         "health_host": "localhost",
         # the scaled profile's own

@@ -51,7 +51,12 @@ def server_policy(
             "Action": "ssm:GetParameter",
             "Resource": [f"arn:aws:ssm:{region}:{account_id}:parameter{name}" for name in parameter_names],
         },
-        {"Sid": "ReadReleases", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{artifacts_arn}/releases/*"},
+        {
+            "Sid": "ReadReleases",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [f"{artifacts_arn}/releases/*", f"{artifacts_arn}/servers/*"],
+        },
         {"Sid": "ListAssets", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": assets_arn},
         {"Sid": "WriteStatic", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{assets_arn}/static/*"},
         {"Sid": "HandOutMediaCredentials", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": media_role_arn},

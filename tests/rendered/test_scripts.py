@@ -4,8 +4,6 @@ the files the scripts install."""
 
 from __future__ import annotations
 
-import base64
-import gzip
 import re
 import sys
 from pathlib import Path
@@ -22,6 +20,7 @@ from components.host import (
     render_python_modules,
 )
 from harness.mockrun import run_program
+from harness.serverfiles import server_files, user_data_document
 from rendered.helpers import (
     CONFIGS,
     DOMAIN,
@@ -270,8 +269,9 @@ def server_texts(sent: dict[str, Sent]) -> dict[str, str]:
     texts |= {f"redis:{step}": script for step, script in run_sent(REDIS_PROGRAM).scripts.items()}
     for config_id in CONFIGS:
         texts |= document_parts(f"user-data:{config_id}", user_data_for(config_id))
-    raw = base64.b64decode(run_program(SCALED_PROGRAM).one("aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"])
-    texts |= document_parts("scaled", (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode())
+    scaled = run_program(SCALED_PROGRAM)
+    texts |= document_parts("scaled", user_data_document(scaled))
+    texts |= {f"scaled:{path}": text for path, text in server_files(scaled).items()}
     return texts
 
 
