@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from .attached import run_attached
+
 RUN_SHELL_SCRIPT = "AWS-RunShellScript"  # Run Command's document: the commands run by `sh` as root
 INTERACTIVE_COMMAND = "AWS-StartInteractiveCommand"  # a session running one command (as ssm-user), with a terminal
 OUTPUT_LIMIT = 24000  # characters of a command's stdout (and stderr) GetCommandInvocation returns; the rest is cut
-INTERRUPTED = 130
 
 
 class AwsError(Exception):
@@ -50,27 +50,13 @@ class Aws:
         return json.loads(result.stdout) if result.stdout.strip() else {}
 
     def interactive(self, command: list[str]) -> int:
-        """A session at the terminal (`aws ssm start-session …`); returns its exit status. Ctrl-C belongs to the
-        session (the plugin passes it to the server's command); a SIGINT sent to this process alone ends it."""
+        """A session at the terminal (`aws ssm start-session …`); returns its exit status (130: interrupted)."""
         if shutil.which("session-manager-plugin") is None:
             raise AwsError(
                 "sessions need AWS's session-manager-plugin beside the AWS CLI (README, 'Day to day'); "
                 f"the command would have been: {' '.join(command)}"
             )
-        process = subprocess.Popen(command, env=_cli_env())
-        interrupted = False
-
-        def interrupt(*_: object) -> None:
-            nonlocal interrupted
-            interrupted = True
-            process.send_signal(signal.SIGTERM)
-
-        previous = signal.signal(signal.SIGINT, interrupt)
-        try:
-            status = process.wait()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        return INTERRUPTED if interrupted else status
+        return run_attached(command, env=_cli_env())
 
 
 def _cli_env() -> dict[str, str]:

@@ -289,34 +289,17 @@ def test_sessions_for_a_terminal(aws_cli, monkeypatch):
     assert verb(outputs_file, "--instance", SERVERS[1], "manage", "shell") == 0
     assert verb(outputs_file, "logs", "-f", "web") == 0
     sessions = [call for call in calls() if "start-session" in call]
+
+    def interactive_command(instance: str, command: str) -> list[str]:
+        return [
+            *["aws", "--region", "us-east-1", "ssm", "start-session", "--target", instance],
+            *["--document-name", "AWS-StartInteractiveCommand", "--parameters", json.dumps({"command": [command]})],
+        ]
+
     assert sessions == [
         ["aws", "--region", "us-east-1", "ssm", "start-session", "--target", SERVERS[0]],
-        [
-            "aws",
-            "--region",
-            "us-east-1",
-            "ssm",
-            "start-session",
-            "--target",
-            SERVERS[1],
-            "--document-name",
-            "AWS-StartInteractiveCommand",
-            "--parameters",
-            json.dumps({"command": ["sudo -n photofeed-manage shell"]}),
-        ],
-        [
-            "aws",
-            "--region",
-            "us-east-1",
-            "ssm",
-            "start-session",
-            "--target",
-            SERVERS[0],
-            "--document-name",
-            "AWS-StartInteractiveCommand",
-            "--parameters",
-            json.dumps({"command": [remote.logs("web", follow=True, lines=100)]}),
-        ],
+        interactive_command(SERVERS[1], "sudo -n photofeed-manage shell"),
+        interactive_command(SERVERS[0], remote.logs("web", follow=True, lines=100)),
     ]
 
 

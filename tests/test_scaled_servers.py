@@ -287,9 +287,15 @@ def operator(site, tmp_path_factory):
     outputs = folder / "prod.json"
     outputs.write_text(json.dumps(site.run.outputs, default=str))
     outputs.chmod(0o600)
+    # The AWS CLI of requirements-dev, sent to the front. As `--endpoint-url`, not only AWS_ENDPOINT_URL: CLI v1
+    # sends RDS's calls in us-east-1 to rds.amazonaws.com unless the option is given.
+    cli = folder / "bin" / "aws"
+    cli.parent.mkdir()
+    cli.write_text(f'#!/bin/sh\nexec {ROOT / ".venv" / "bin" / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n')
+    cli.chmod(0o755)
     env = {
         **os.environ,
-        "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",  # the AWS CLI of requirements-dev
+        "PATH": f"{cli.parent}{os.pathsep}{os.environ['PATH']}",
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{site.api.local_port}",
         "AWS_ACCESS_KEY_ID": "operator",
         "AWS_SECRET_ACCESS_KEY": "operator",

@@ -28,7 +28,7 @@ OUTPUT_LIMIT = 24000  # GetCommandInvocation's StandardOutputContent / StandardE
 DOCUMENT = "AWS-RunShellScript"
 OPERATOR_ACTIONS = {"SendCommand", "ListCommandInvocations", "GetCommandInvocation"}
 AGENT_ACTIONS = {"GetMessages", "SendReply"}
-CREDENTIAL_SCOPE = re.compile(r"Credential=([A-Z0-9]+)/\d{8}/[a-z0-9-]+/([a-z0-9-]+)/aws4_request")
+CREDENTIAL_SCOPE = re.compile(r"Credential=([^/\s]+)/\d{8}/[a-z0-9-]+/([a-z0-9-]+)/aws4_request")
 
 Answer = tuple[str, str, bytes]  # (status, content type, body)
 
