@@ -119,8 +119,11 @@ class Fleet:
         command: the message says how to cancel it)."""
         sent = self.aws.call(*aws.send_command(instance_ids, command, f"djangoship {what}", timeout))
         command_id = sent["Command"]["CommandId"]
-        pending, ended = set(instance_ids), {}
+        pending, ended, states = set(instance_ids), {}, {}
         delay = self.poll
+        started = time.monotonic()
+        # Past the command's own timeout (and a margin for delivery), an instance that never answered is given up.
+        deadline, next_word = started + timeout + 120, started + 30
         try:
             while pending:
                 time.sleep(delay)
@@ -128,9 +131,21 @@ class Fleet:
                 listed = self.aws.call(*aws.command_invocations(command_id)).get("CommandInvocations", [])
                 for item in listed:
                     instance_id = item.get("InstanceId", "")
-                    if instance_id in pending and item.get("Status") not in RUNNING:
+                    states[instance_id] = item.get("Status", "Pending")
+                    if instance_id in pending and states[instance_id] not in RUNNING:
                         ended[instance_id] = self.invocation(command_id, instance_id)
                         pending.discard(instance_id)
+                now = time.monotonic()
+                if pending and now >= next_word:
+                    waiting = ", ".join(f"{i} {states.get(i, 'Pending')}" for i in sorted(pending))
+                    say(f"{what}: waiting for {waiting} ({now - started:.0f} s)")
+                    next_word = now + 30
+                if pending and now >= deadline:
+                    for instance_id in sorted(pending):
+                        ended[instance_id] = Invocation(
+                            instance_id, "NoAnswer", -1, "", "", f"no answer after {timeout + 120} s (its agent?)"
+                        )
+                    pending.clear()
         except KeyboardInterrupt:
             say(
                 f"stopped waiting; the command goes on on the server (`aws ssm cancel-command --command-id "

@@ -125,7 +125,11 @@ def status_verb(args: argparse.Namespace, stack: GroupStack, fleet: Fleet) -> in
         f"min {group.get('MinSize')}, max {group.get('MaxSize')}), launch template version "
         f"{template.get('Version', '?')}"
     )
-    print(f"maintenance:  {'ON (visitors get 503)' if serving_rule(fleet)[1] else 'off'}")
+    try:
+        maintenance = "ON (visitors get 503)" if serving_rule(fleet)[1] else "off"
+    except AwsError as error:  # e.g. credentials without elasticloadbalancing:Describe*: the rest still helps
+        maintenance = f"unknown ({error})"
+    print(f"maintenance:  {maintenance}")
     print(f"last roll:    {describe_refresh(fleet)}")
     print("servers:")
     for server in servers:

@@ -418,3 +418,16 @@ def test_the_app_server_scripts_are_clean_bash_run_as_root(name, tmp_path):
     argv = shlex.split(getattr(report, name)(LAYOUT))
     assert argv[:4] == ["sudo", "-n", "bash", "-c"]
     check_shell("#!/bin/bash\n" + argv[4], tmp_path)
+
+
+def test_a_server_whose_agent_never_answers_is_given_up_past_the_timeout(aws_cli, outputs):
+    from djangoship.aws import Aws
+    from djangoship.fleet import Fleet
+
+    stuck = answers(outputs)
+    stuck["list-command-invocations"] = {"CommandInvocations": [{"InstanceId": SERVERS[0], "Status": "Pending"}]}
+    Path(os.environ["FAKE_AWS_ANSWERS"]).write_text(json.dumps(stuck))
+    stack = from_outputs("prod", outputs)
+    assert isinstance(stack, GroupStack)
+    ended = Fleet(stack, Aws(stack.region), poll=0.01).run([SERVERS[0]], "true", "check", timeout=-120)
+    assert ended[SERVERS[0]].status == "NoAnswer" and ended[SERVERS[0]].exit_status == 1
