@@ -70,6 +70,16 @@ IMAGES: dict[str, Image] = {
 }
 
 # RDS for PostgreSQL, single-AZ, per hour; a Multi-AZ deployment (primary + standby) costs twice this.
+# ElastiCache for Valkey node types (profile scaled, `redis: true`), USD per hour on demand, us-east-1, 2026-11-01:
+# Valkey's nodes cost 20 % less than Redis OSS's.
+CACHE_NODE_TYPES: dict[str, float] = {
+    "cache.t4g.micro": 0.0128,
+    "cache.t4g.small": 0.0256,
+    "cache.t4g.medium": 0.052,
+    "cache.m7g.large": 0.1264,
+    "cache.r7g.large": 0.1752,
+}
+
 DB_INSTANCE_CLASSES: dict[str, float] = {
     "db.t4g.micro": 0.016,
     "db.t4g.small": 0.032,

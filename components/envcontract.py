@@ -60,7 +60,7 @@ class Site:
     region: str = ""  # scaled: the bucket's and the parameters' region
     media_credentials_url: str = ""  # scaled: where boto3 gets the media role's credentials (never the instance's)
     media_token_file: str = ""  # scaled: the token it shows there
-    redis_url: str = ""  # single, `redis: true`: redis://:<password>@127.0.0.1:<port>/0
+    redis_url: str = ""  # `redis: true`: redis://:<password>@127.0.0.1:<port>/0; scaled: rediss:// to ElastiCache
 
 
 def variables(site: Site, prefix: str, profile: str) -> dict[str, str]:
@@ -173,8 +173,11 @@ def app_server_env_file(
     media_bucket: str,
     region: str,
     extra: dict[str, str],
+    redis_host: str = "",
+    redis_password: str = "",
 ) -> str:
-    """The scaled profile's env file: the same contract pointing at RDS (over TLS), plus where uploads go.
+    """The scaled profile's env file: the same contract pointing at RDS (over TLS), plus where uploads go, and with
+    `redis: true` ElastiCache (over TLS, its certificate verified: `ssl_cert_reqs=required`, which Celery asks for).
     Called inside an Output.apply with the secrets: the text goes only into the SecureString parameter."""
     site = dataclasses.replace(
         _from_plan(plan),
@@ -191,5 +194,8 @@ def app_server_env_file(
         region=region,
         media_credentials_url=f"http://127.0.0.1:{plan.media_credentials_port}/media",
         media_token_file=plan.paths.media_token,
+        redis_url=f"rediss://:{redis_password}@{redis_host}:{plan.redis_port}/0?ssl_cert_reqs=required"
+        if plan.redis
+        else "",
     )
     return format_env_file(variables(site, plan.env_prefix, "scaled"), extra)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import IMAGES, INSTANCE_TYPES
+from .catalog import CACHE_NODE_TYPES, IMAGES, INSTANCE_TYPES
 from .configchecks import (
     AMI_ID,
     APT_PACKAGE,
@@ -276,10 +276,9 @@ class Settings:
     )
     redis: bool = key(
         False,
-        "Redis on the server (Debian's, loopback only, a generated password, memory capped for the "
-        "instance, data on the data volume); REDIS_URL in the env contract.",
-        only_single,
-        profile="single",
+        "Redis: on one server Debian's (loopback only, a generated password, memory capped for the instance, "
+        "data on the data volume); scaled, ElastiCache for Valkey (private subnets, TLS, an auth token, the app "
+        "servers only); REDIS_URL in the env contract.",
     )
     data_volume_gb: int = key(
         8,
@@ -315,6 +314,12 @@ class Settings:
         "RDS for PostgreSQL instance class.",
         matches(r"db\.[a-z0-9]+\.[a-z0-9]+", "an RDS instance class such as db.t4g.micro"),
         priced_when_scaled,
+        profile="scaled",
+    )
+    cache_node_type: str = key(
+        "cache.t4g.micro",
+        "with redis: the ElastiCache for Valkey node type.",
+        one_of(CACHE_NODE_TYPES),
         profile="scaled",
     )
     db_allocated_storage_gb: int = key(20, "RDS storage, GiB (gp3, encrypted).", between(20, 65536), profile="scaled")

@@ -183,6 +183,11 @@ class ProgramMocks(pulumi.runtime.Mocks):
                 "endpoint": f"{address}:5432",
                 "arn": f"arn:aws:rds:us-east-1:123456789012:db:{args.name}",
             }
+        if typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+            return args.name, outputs | {
+                "primaryEndpointAddress": f"master.{args.name}.abcdef.use1.cache.amazonaws.com",
+                "arn": f"arn:aws:elasticache:us-east-1:123456789012:replicationgroup:{args.name}",
+            }
         if typ == "aws:ec2/launchTemplate:LaunchTemplate":
             return "lt-0123456789abcdef0", outputs | {
                 "latestVersion": self.state.version(f"launch-template:{args.name}", args.inputs),

@@ -29,6 +29,7 @@ from harness.standins.access import AccessControl
 from harness.standins.agent import agent_location, agent_package
 from harness.standins.awsapi import ACCOUNT, REGION, AwsApi
 from harness.standins.balancer import HealthCheck, ListenerRules, LoadBalancer
+from harness.standins.cache import CacheServer
 from harness.standins.cdn import Behavior, Distribution
 from harness.standins.database import DatabaseServer
 from harness.standins.dns import Resolver
@@ -44,6 +45,13 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 def launch_template_user_data(run: ProgramRun) -> bytes:
     """The launch template's user-data as EC2 hands it to cloud-init: base64-decoded, gzip left to cloud-init."""
     return base64.b64decode(run.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"])
+
+
+def env_values(run: ProgramRun) -> dict[str, str]:
+    """The app servers' environment as the program wrote it into its SSM parameter (KEY='value' lines)."""
+    parameter = next(p for p in run.of_type("aws:ssm/parameter:Parameter") if p.name.endswith("-env"))
+    pairs = (line.split("=", 1) for line in parameter.inputs["value"].splitlines() if "=" in line)
+    return {key: value.strip("'") for key, value in pairs}
 
 
 def _bucket_name(resource: Registered) -> str:
@@ -259,6 +267,9 @@ def scaled_site(
         metadata = stack.enter_context(MetadataService(network.name, gateway, REGION, instance_credentials))
         database = stack.enter_context(DatabaseServer(gateway, subnet, authority, database_host))
         database.create_master(rds["username"], rds["password"], rds["dbName"])
+        redis_url = env_values(run).get("REDIS_URL")
+        if redis_url:  # `redis: true`: ElastiCache
+            stack.enter_context(CacheServer(gateway, authority, redis_url))
         balancer = stack.enter_context(_balancer(run))
         cdn = stack.enter_context(_distribution(run, cdn_address, authority, api, balancer))
         s3 = api.client("s3")

@@ -28,6 +28,7 @@ from components.scaled.boot import (
     render_scaled_user_data,
     scaled_plan,
 )
+from components.scaled.cache import Cache, CacheArgs
 from components.scaled.cdn import Cdn, CdnArgs
 from components.scaled.certificate import SiteCertificate, SiteCertificateArgs
 from components.scaled.database import Database, DatabaseArgs
@@ -62,11 +63,18 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     cloudfront = aws.ec2.get_managed_prefix_list_output(name=CLOUDFRONT_ORIGIN_FACING)
     doors = Firewalls(
         name,
-        FirewallsArgs(network.vpc.id, VPC_CIDR, https=bool(domain), cloudfront_prefix_list_id=cloudfront.id, tags=tags),
+        FirewallsArgs(
+            network.vpc.id,
+            VPC_CIDR,
+            https=bool(domain),
+            cloudfront_prefix_list_id=cloudfront.id,
+            tags=tags,
+            cache=settings.redis,
+        ),
     )
 
-    # 2. The data: the database, the uploads and static files, the release archive.
-    secrets = AppSecrets(name)
+    # 2. The data: the database, the cache, the uploads and static files, the release archive.
+    secrets = AppSecrets(name, redis=settings.redis)
     database = Database(
         name,
         DatabaseArgs(
@@ -82,6 +90,20 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             final_snapshot_identifier=f"{name}-{settings.stack}-final",
             tags=tags,
         ),
+    )
+    cache = (
+        Cache(
+            name,
+            CacheArgs(
+                subnet_ids=network.private_subnet_ids,
+                security_group_id=doors.cache.id,
+                node_type=settings.cache_node_type,
+                auth_token=secrets.redis_password_value,
+                tags=tags,
+            ),
+        )
+        if doors.cache is not None and secrets.redis_password_value is not None
+        else None
     )
     assets = PrivateBucket(f"{name}-assets", PrivateBucketArgs("AES256", 30, keep_on_destroy=True, tags=tags))
     artifacts = PrivateBucket(f"{name}-artifacts", PrivateBucketArgs("aws:kms", 7, keep_on_destroy=False, tags=tags))
@@ -145,7 +167,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             tags=tags,
         ),
     )
-    env_file = app_environment(settings, plan, secrets, database, public_host, cdn, assets, region)
+    env_file = app_environment(settings, plan, secrets, database, public_host, cdn, assets, region, cache)
     store = SecretStore(
         name,
         SecretStoreArgs(
@@ -187,6 +209,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             release_id=release.id,
             ready=[
                 database.instance,
+                *([cache.group] if cache else []),
                 store.env_file,
                 store.admin_password,
                 *([store.deploy_key] if store.deploy_key else []),
@@ -223,6 +246,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
                 db_instance_class=settings.db_instance_class,
                 db_storage_gb=settings.db_allocated_storage_gb,
                 db_multi_az=settings.db_multi_az,
+                cache_node_type=settings.cache_node_type if settings.redis else None,
             )
         ),
     }
@@ -245,8 +269,10 @@ def app_environment(
     cdn: Cdn,
     assets: PrivateBucket,
     region: str,
+    cache: Cache | None,
 ) -> pulumi.Output[str]:
-    """The env file's text (secret): the single server's contract, pointing at RDS, plus the media bucket."""
+    """The env file's text (secret): the single server's contract, pointing at RDS, plus the media bucket (and
+    ElastiCache with `redis: true`)."""
     app_env = (
         pulumi.Output.secret(settings.app.env)
         if settings.app_env_is_secret
@@ -261,6 +287,8 @@ def app_environment(
         cdn.domain_name,
         assets.bucket.id,
         app_env,
+        cache.host if cache else "",
+        secrets.redis_password_value or "",
     )
     return pulumi.Output.secret(
         values.apply(
@@ -275,6 +303,8 @@ def app_environment(
                 media_bucket=v[6],
                 region=region,
                 extra=v[7],
+                redis_host=v[8],
+                redis_password=v[9],
             )
         )
     )

@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Host tools: the guest harness and the validators.
-packages=(debootstrap systemd-container nftables iproute2 cloud-init nginx-light shellcheck git openssl curl postgresql dnsmasq-base)
+packages=(debootstrap systemd-container nftables iproute2 cloud-init nginx-light shellcheck git openssl curl postgresql dnsmasq-base redis-server)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2> /dev/null | grep -q "ok installed" || missing+=("$package")

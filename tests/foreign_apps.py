@@ -33,6 +33,7 @@ from typing import Any
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DJANGO = "Django==6.1.3"  # every app on the same Django: one guest's database serves them in turn
 PSYCOPG = "psycopg[binary]==3.3.9"
+PSYCOPG_C = "psycopg[c]==3.3.9"  # cookiecutter-django's: psycopg's C implementation, built on the server (no wheel)
 
 
 @dataclass
@@ -582,7 +583,8 @@ def workers(folder: Path) -> ForeignApp:
     (`shop/celery.py`, broker and results in Redis from REDIS_URL) consuming jobs a web request queues, a
     `manage.py listen` command that runs for ever, a `manage.py tick` command for a schedule, and an ASGI module
     that answers a websocket echo itself and hands everything else to Django. Every piece writes rows stamped
-    with `jobs/version.py`'s VERSION, so a test can tell which release's code did the work."""
+    with `jobs/version.py`'s VERSION, so a test can tell which release's code did the work. `psycopg[c]` as
+    cookiecutter-django has it: psycopg-c has no wheel, its build needs libpq's headers and a compiler."""
     files = {
         **_project("shop", "jobs", manage="shop.settings", wsgi="shop.settings"),
         "shop/__init__.py": 'from .celery import app as celery_app\n\n__all__ = ("celery_app",)\n',
@@ -732,7 +734,7 @@ def workers(folder: Path) -> ForeignApp:
                     Tick.objects.create(version=VERSION)
             """,
         "jobs/static/jobs/site.css": "body { margin: 1em; }\n/* workers stylesheet */\n",
-        "requirements.txt": f"{DJANGO}\n{PSYCOPG}\ncelery[redis]==5.7.0\n",
+        "requirements.txt": f"{DJANGO}\n{PSYCOPG_C}\ncelery[redis]==5.7.0\n",
         **_feature("jobs", redirect_front=False, head='<link rel="stylesheet" href="{% static \'jobs/site.css\' %}">'),
     }
     files = {name: d(text) if text.startswith("\n") else text for name, text in files.items()}

@@ -2,10 +2,12 @@
 
 The apps come from tests/foreign_apps.py (shapes from shared/REAL-APPS.md). One Debian 13 guest serves
 them in turn, as one stack whose `app` config is switched from one project to the next (same app name,
-so the same server, database and data volume; each project has its own Django app and tables). For each:
-deployed with nothing but config, pages through nginx with their static files, the admin login, an upload
-stored on the data volume and served, a one-line change deployed with no failed request, and a release
-whose front page raises refused by the activation gate while the previous release keeps serving.
+so the same server, database and data volume; each project has its own Django app and tables). Its first
+boot is cookiecutter-django's shape with Celery (issue 34): Redis, a Celery worker, and `psycopg[c]`, so that
+configure's Redis install and the build's build tools (psycopg-c has no wheel) meet in one first boot. For
+each project then: deployed with nothing but config, pages through nginx with their static files, the admin
+login, an upload stored on the data volume and served, a one-line change deployed with no failed request,
+and a release whose front page raises refused by the activation gate while the previous release keeps serving.
 """
 
 from __future__ import annotations
@@ -20,20 +22,25 @@ import shlex
 import socket
 import time
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from foreign_apps import ForeignApp, build
 from site_helpers import Browser, admin_login, multipart, png_bytes, sh
 
+from components.host import plan_host, render
+from components.settings import load_settings
 from djangoship.remote import Layout
 from djangoship.report import status
 from harness.localsite import RequestLoop, http_get, local_site
-from harness.replay import StepFailed
+from harness.mockrun import Registered
+from harness.replay import StepFailed, StepResult, run_step
 
 pytestmark = pytest.mark.localboot
 NAME = "foreign"  # one app name for every project: one server, one database, one data volume
 ORDER = ["classic", "uvshop", "oss", "ldapsite"]
+FIRST_BOOT = "workers"  # cookiecutter-django's shape with Celery: Redis, a Celery worker, psycopg[c]
 
 
 def stack_config(app: ForeignApp) -> dict:
@@ -50,12 +57,14 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def guest(network, workdir):
-    """The guest, first booted with the classic-tutorial project (the first of ORDER)."""
-    first = build(ORDER[0], workdir / ORDER[0])
+    """The guest, first booted with the `workers` project and Redis (cookiecutter-django's shape with Celery)."""
+    first = build(FIRST_BOOT, workdir / FIRST_BOOT)
     data = workdir / "data-volume"
-    with local_site(network, "foreign", stack_config(first), release="trixie", binds=((str(data), "/data"),)) as site:
+    config = {**stack_config(first), "redis": True}
+    with local_site(network, "foreign", config, release="trixie", binds=((str(data), "/data"),)) as site:
         print(f"\n[foreign] first boot with {first.key}: {site.first_boot_seconds:.1f} s")
         site.deployed = {first.key: first}  # type: ignore[attr-defined]
+        site.first_boot_steps = site.steps  # type: ignore[attr-defined]
         yield site
 
 
@@ -72,6 +81,33 @@ def app(request, guest, workdir) -> ForeignApp:
     project = guest.deployed[key]
     project.deploy_log = deploy_output(guest)  # type: ignore[attr-defined]
     return project
+
+
+def step_output(steps: list[StepResult], step: str) -> str:
+    return "".join(result.stdout + result.stderr for result in steps if result.name == f"{NAME}-{step}")
+
+
+def test_first_boot_installs_redis_and_the_build_tools_side_by_side(guest):
+    """Issue 34: tried as a new user would, cookiecutter-django's shape with Celery failed its first `pulumi up`:
+    the build found no wheel for psycopg-c and installed build tools while configure installed Redis, and dpkg's
+    lock made one of them fail. Here both installs happen in the same first boot (which of them reaches apt first
+    is the machine's business) and the site, its worker and Redis work."""
+    configure, build_log = (
+        step_output(guest.first_boot_steps, "configure"),
+        step_output(guest.first_boot_steps, "build"),
+    )
+    assert "configure: installing Redis (redis: true)" in configure, configure[-3000:]
+    assert "could not be installed from wheels alone: installing build tools and retrying" in build_log, build_log[
+        -3000:
+    ]
+    waited = [line for line in (configure + build_log).splitlines() if "apt: waiting" in line]
+    print(f"\n[foreign] first boot's apt: {waited or 'no step waited for another'}")
+    impl = sh(guest, f"/srv/{NAME}/current/venv/bin/python -c 'import psycopg; print(psycopg.pq.__impl__)'").strip()
+    assert impl == "c", "psycopg's C implementation, built on the server"
+    sh(guest, "dpkg-query -W gcc libpq-dev redis-server > /dev/null && systemctl is-active redis-server.service")
+    sh(guest, f"systemctl is-active {NAME}-worker.service")
+    assert http_get(guest.url + "/")[0] == 200
+    job_done(guest, "first-boot", "v1")
 
 
 def deploy_output(site) -> str:
@@ -219,6 +255,7 @@ def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_downl
 # a process that cannot start, and one removed from the config.
 
 WORKERS = ("worker", "listener")
+EXTRA_PACKAGE = "jq"  # an apt package (app.packages) beside the first boot's; the apt test at the end reinstalls it
 
 
 # A dependency that records who starts a Python with it (issue 29): its .pth file runs at every start of the
@@ -299,7 +336,8 @@ def workers(guest, workdir) -> ForeignApp:
     project = build("workers", workdir / "workers")
     install_uid_probe(guest, project.folder / "requirements.txt")
     started = time.monotonic()
-    guest.up({**stack_config(project), "redis": True})
+    config = stack_config(project)
+    guest.up({**config, "app": {**config["app"], "packages": [EXTRA_PACKAGE]}, "redis": True})
     print(f"\n[foreign] workers (Celery, Redis, ASGI, schedules) deployed in {time.monotonic() - started:.1f} s")
     guest.deployed["workers"] = project
     return project
@@ -562,3 +600,109 @@ def test_root_never_starts_a_python_that_runs_the_apps_dependencies(guest, worke
     assert {NAME, f"{NAME}-build"} <= set(users), users
     sh(guest, f"test -e {UID_PROBE}/run/left-behind")
     assert sh(guest, f"pgrep -a -u {NAME}-build || true").strip() == ""
+
+
+# --- apt: two steps that install packages at the same moment (issue 34) -------------------------------------------
+# Last: it leaves the site as it found it (the same release; Redis and the app's package installed again).
+
+HOLDER = Path(__file__).resolve().parent / "apt_lock_holder.py"
+
+
+def label(step: Registered) -> str:
+    """What the step runs under on the server: `sudo -n bash -c SCRIPT LABEL`."""
+    return shlex.split(step.inputs["create"])[-1]
+
+
+def holder_says(site, text: str, steps: list[Future]) -> str:
+    """The holder's log once it has said `text` (bounded: the holder itself gives up after 240 s). A step that ends
+    before that (a failure: none may finish while the locks are held) fails the test with its own output."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        log = sh(site, "cat /root/apt-holder.log")
+        if text in log:
+            return log
+        assert "gave up" not in log, log
+        for step in steps:
+            if step.done():
+                raise AssertionError(f"a step ended while apt's locks were held: {step.result()}; holder: {log}")
+        time.sleep(0.5)
+    raise AssertionError(f"the holder never said {text!r}: {sh(site, 'cat /root/apt-holder.log')}")
+
+
+def contended(site, first: Registered, second: Registered) -> tuple[str, str, str]:
+    """`first` and `second`, two steps that install packages, while a process of the test holds apt's real locks:
+    `first` reaches apt and waits, `second` starts and waits for `first`; dpkg's frontend lock is released, then the
+    package lists' (tests/apt_lock_holder.py). (first's output, second's output, the holder's pid)"""
+    # Each step installs again: Redis (configure) and the app's package (the build), on a server without package
+    # lists (as some images come), so that the first install also refreshes them.
+    sh(
+        site,
+        f"apt-get -q -y -o DPkg::Lock::Timeout=60 remove redis-server {EXTRA_PACKAGE} > /dev/null"
+        " && find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock -delete",
+    )
+    site.guest.exec(["bash", "-c", "cat > /root/apt_lock_holder.py"], input=HOLDER.read_bytes(), check=True)
+    sh(
+        site,
+        f"python3 /root/apt_lock_holder.py {label(first)} {label(second)} > /root/apt-holder.log 2>&1 < /dev/null &",
+    )
+    holder = re.search(r"^held (\d+)$", holder_says(site, "held ", []), re.MULTILINE)[1]  # type: ignore[index]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one = pool.submit(run_step, first, site.guest, print)
+        holder_says(site, "first waits at apt:", [one])
+        two = pool.submit(run_step, second, site.guest, print)
+        print(holder_says(site, "released the lists lock", [one, two]))
+        outputs = [future.result() for future in (one, two)]
+    return outputs[0].stdout + outputs[0].stderr, outputs[1].stdout + outputs[1].stderr, holder
+
+
+def test_two_steps_installing_at_the_same_moment_both_succeed_whichever_reaches_apt_first(guest, workers):
+    """configure (Redis) and the build (app.packages) of the live release, run again together as a retried `pulumi up`
+    runs them, each in turn first: the one that reaches apt first waits for the test's hold of dpkg's frontend lock
+    (apt waits for it itself), then for the package lists' (`apt-get update` does not wait: the helper asks again),
+    each time naming the holder; the other waits for it (the deployer's own lock). Both succeed; nothing else
+    changes, and the site, its worker and Redis work on."""
+    steps = {step.name: step for step in guest.run.steps()}
+    configure, build_step = steps[f"{NAME}-configure"], steps[f"{NAME}-build"]
+    assert guest.config["app"]["packages"] == [EXTRA_PACKAGE]
+    for first, second in ((configure, build_step), (build_step, configure)):
+        first_output, second_output, holder = contended(guest, first, second)
+        for lock in ("/var/lib/dpkg/lock-frontend", "/var/lib/apt/lists/lock"):
+            waited = f"apt: waiting: Could not get lock {lock}. It is held by process {holder} (python3)"
+            assert waited in first_output, (lock, first_output[-3000:])
+        assert f"apt: waiting for {label(first)} (pid " in second_output, second_output[-3000:]
+        build_output = first_output if first is build_step else second_output
+        assert f"installing system packages (app.packages): {EXTRA_PACKAGE}" in build_output, build_output[-3000:]
+        assert "already built" in build_output, "the release is as it was"
+        sh(guest, f"dpkg-query -W redis-server {EXTRA_PACKAGE} > /dev/null && systemctl is-active redis-server.service")
+    version = re.search(r'"(\w+)"', (workers.folder / "jobs" / "version.py").read_text())[1]  # type: ignore[index]
+    job_done(guest, "after-apt", version)
+
+
+def test_an_apt_lock_held_past_the_bound_fails_with_apt_s_own_message(guest):
+    """The helper's bound, made 3 s here (its own is 600 s): a holder of dpkg's frontend lock that outlasts it is
+    named while it waits, then the install fails with apt's message and the bound."""
+    plan = plan_host(load_settings({"app": {"name": NAME}}, project="djangoship", stack="dev"))
+    script = '#!/bin/bash\nset -euo pipefail\nlog() { echo "test: $*"; }\n'
+    script += (
+        render("scripts/lib/apt.sh.j2", plan, apt_beside_first_boot=False)
+        + f"apt_wait=3\napt_install {EXTRA_PACKAGE}\n"
+    )
+    hold = (
+        "import fcntl, os, time; lock = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR); "
+        "fcntl.lockf(lock, fcntl.LOCK_EX); print(os.getpid(), flush=True); time.sleep(60)"
+    )
+    pid_file = "/root/frontend-holder.pid"
+    holder = sh(
+        guest,
+        f'rm -f {pid_file}; python3 -c "{hold}" > {pid_file} 2>&1 < /dev/null &'
+        f" for _ in $(seq 300); do [ -s {pid_file} ] && break; sleep 0.1; done; cat {pid_file}",
+    )
+    try:
+        result = guest.guest.exec(["bash", "-c", script, "apt-bound-test"], timeout=120)
+    finally:
+        sh(guest, f"kill {holder.strip()}")
+    output, errors = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 75, (result.returncode, output, errors)
+    held = f"Could not get lock /var/lib/dpkg/lock-frontend. It is held by process {holder.strip()} (python3)"
+    assert f"test: apt: waiting: {held}" in output, output
+    assert f"E: {held}" in errors and "apt: still locked after 3 s" in errors, errors

@@ -933,10 +933,10 @@ def test_nginx_accepts_the_app_server_site(tmp_path: Path) -> None:
 def test_app_servers_reuse_the_single_servers_templates() -> None:
     plan = scaled_plan(load_settings(SCALED, project="djangoship", stack="dev"))
     files = written_files(document("ubuntu-archive"))
-    assert files["/etc/systemd/system/gunicorn.service"] == render("systemd/gunicorn.service.j2", plan)
-    assert files["/etc/systemd/system/gunicorn.socket"] == render("systemd/gunicorn.socket.j2", plan)
     # Without their comment lines: the document must stay within EC2's 16 KiB.
     for path, template in (
+        ("/etc/systemd/system/gunicorn.service", "systemd/gunicorn.service.j2"),
+        ("/etc/systemd/system/gunicorn.socket", "systemd/gunicorn.socket.j2"),
         ("/usr/local/lib/photofeed/manage", "scripts/manage.sh.j2"),
         ("/usr/local/sbin/photofeed-firstboot", "scripts/firstboot.sh.j2"),
     ):
@@ -1158,3 +1158,38 @@ def test_database_group_passes_the_no_database_ingress_policy_and_a_network_woul
         )
     )
     assert policy_violations(opened, "no-database-ingress")
+
+
+# --------------------------------------------------------------------------------------------------------
+# 8. `redis: true`: ElastiCache for Valkey
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_redis_is_elasticache_over_tls_reachable_from_the_app_servers_only() -> None:
+    run = run_program(SCALED | {"redis": True, "cacheNodeType": "cache.t4g.small"})
+    group = run.one("aws:elasticache/replicationGroup:ReplicationGroup")
+    assert group.inputs["engine"] == "valkey" and group.inputs["nodeType"] == "cache.t4g.small"
+    assert group.inputs["transitEncryptionEnabled"] and group.inputs["atRestEncryptionEnabled"]
+    assert "authToken" in group.secret_inputs
+    subnets = run.one("aws:elasticache/subnetGroup:SubnetGroup").inputs["subnetIds"]
+    assert subnets and all("private" in subnet for subnet in subnets), subnets
+    cache_sg = by_name(run, "photofeed-cache-sg", SG).inputs
+    (rule,) = cache_sg["ingress"]
+    assert (rule["fromPort"], rule["toPort"]) == (6379, 6379) and rule["securityGroups"] and not rule.get("cidrBlocks")
+    assert cache_sg["egress"] == []
+    # The app reads it as on one server, over TLS with the certificate checked; never in user-data.
+    env = by_name(run, "photofeed-env", "aws:ssm/parameter:Parameter").inputs["value"]
+    password = run.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs["authToken"]
+    url = f"rediss://:{password}@master.photofeed-cache.abcdef.use1.cache.amazonaws.com:6379/0?ssl_cert_reqs=required"
+    assert f"REDIS_URL='{url}'" in env and f"DJANGO_REDIS_URL='{url}'" in env
+    assert password not in user_data(run)
+    # The servers boot after it exists; its price is in the total.
+    group_urn = run.one("aws:elasticache/replicationGroup:ReplicationGroup").urn
+    assert group_urn in run.one(GROUP).dependencies
+    without = run_program(SCALED).outputs["monthlyCostUsd"]
+    assert round(run.outputs["monthlyCostUsd"] - without, 2) == round(0.0256 * 730, 2)
+
+
+def test_without_redis_no_cache_is_declared(scaled: ProgramRun) -> None:
+    assert not scaled.of_type("aws:elasticache/replicationGroup:ReplicationGroup")
+    assert "REDIS_URL" not in by_name(scaled, "photofeed-env", "aws:ssm/parameter:Parameter").inputs["value"]

@@ -42,6 +42,7 @@ def config(app: Path, env: dict[str, str] | None = None) -> dict:
         },
         "appMinSize": 2,
         "appDesiredCapacity": 2,
+        "redis": True,  # ElastiCache (its stand-in: a TLS-only redis-server)
     }
 
 
@@ -217,6 +218,35 @@ print(json.dumps({
     "get release archive": attempt(lambda: s3.get_object(Bucket="photofeed-artifacts", Key=sys.argv[2])),
     "get parameter": attempt(lambda: ssm.get_parameter(Name=sys.argv[1], WithDecryption=True)),
 }))
+"""
+
+
+def test_redis_is_reached_over_tls_with_its_certificate_checked_and_its_token(site):
+    server = site.group.in_service()[0]
+    # As the app, with its environment: REDIS_URL as Celery or django-redis read it (TLS, certificate verified
+    # against the system's store, the auth token), with nothing but Python's standard library.
+    answers = guest_sh(
+        server,
+        f"set -a; . /etc/{APP}/env; set +a; setpriv --reuid={APP} --regid={APP} --init-groups -- "
+        f"python3 -c '{REDIS_ATTEMPT}'",
+    )
+    assert answers.split() == ["+OK", "+PONG", "+OK", "$5", "hello"], answers
+    assert "ssl_cert_reqs=required" in guest_sh(server, f"grep ^REDIS_URL= /etc/{APP}/env")
+
+
+# Run on an app server: AUTH, PING, SET and GET over TLS to REDIS_URL, printing the raw answers.
+REDIS_ATTEMPT = r"""
+import os, socket, ssl, urllib.parse
+url = urllib.parse.urlsplit(os.environ["REDIS_URL"])
+assert url.scheme == "rediss"
+context = ssl.create_default_context()
+with socket.create_connection((url.hostname, url.port), timeout=10) as raw:
+    with context.wrap_socket(raw, server_hostname=url.hostname) as tls:
+        tls.sendall(f"AUTH {url.password}\r\nPING\r\nSET probe hello\r\nGET probe\r\n".encode())
+        data = b""
+        while data.count(b"\r\n") < 5:
+            data += tls.recv(4096)
+print(data.decode())
 """
 
 

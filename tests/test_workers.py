@@ -219,7 +219,7 @@ BAD = [
     ),
     ({"app": {"asgiModule": "my site.asgi"}}, "app.asgiModule"),
     ({"redis": "yes"}, "redis"),
-    ({"profile": "scaled", "redis": True}, "redis"),
+    ({"profile": "scaled", "redis": True, "cacheNodeType": "cache.t2.huge"}, "cacheNodeType"),
     ({"profile": "scaled", "app": {"asgiModule": "photofeed.asgi"}}, "app.asgiModule"),
     ({"profile": "scaled", "app": {"processes": {"worker": "celery worker"}}}, "app.processes"),
     (
@@ -238,8 +238,9 @@ def test_bad_config_fails_naming_the_key(config: dict[str, Any], named: str) -> 
 
 
 def test_scaled_refuses_each_key_with_a_clear_message() -> None:
-    (problem,) = problems({"profile": "scaled", "redis": True})
+    (problem,) = problems({"profile": "scaled", "app": {"processes": {"worker": "celery -A shop worker"}}})
     assert "only with profile single" in problem and "scaled profile has no equivalent yet" in problem
+    assert settings_for({"profile": "scaled", "redis": True}).redis  # ElastiCache (components/scaled/cache.py)
 
 
 def test_good_config_is_read_and_normalised() -> None:
@@ -390,7 +391,7 @@ def test_scripts_pass_shellcheck(workers_run, tmp_path: Path) -> None:
     assert "app_units=(photofeed-alerts.service photofeed-worker.service photofeed-sessions.timer )" in texts["restore"]
     assert 'gunicorn.service "${app_units[@]}" photofeed-sessions.service' in texts["restore"]
     assert 'systemctl start "${app_units[@]}"' in texts["restore"]
-    assert "apt-get install -y -q redis-server" in texts["configure-host"]
+    assert "apt_install redis-server ||" in texts["configure-host"]
 
 
 def test_redis_password_only_on_stdin_and_in_the_env_contract(workers_run) -> None:
@@ -407,7 +408,7 @@ def test_redis_password_only_on_stdin_and_in_the_env_contract(workers_run) -> No
     # Without redis: no password, no REDIS_URL, no Redis installed.
     plain = run_program({}, state=MockState())
     assert "REDIS_URL" not in plain.named("photofeed-configure").inputs["stdin"]
-    assert "apt-get install -y -q redis-server" not in plain.named("photofeed-configure").inputs["create"]
+    assert "apt_install redis-server" not in plain.named("photofeed-configure").inputs["create"]
     assert not [step for step in plain.steps() if step.name.endswith("redis-password")]
 
 

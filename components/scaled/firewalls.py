@@ -1,6 +1,7 @@
 """The three security groups, each admitting only the one before it:
 
     CloudFront ──80 or 443──▶ load balancer ──80──▶ app servers ──5432──▶ database
+                                                              └──6379──▶ cache (with `redis: true`)
 
 The load balancer admits CloudFront's origin-facing addresses only (AWS's managed prefix list), on the one port
 CloudFront uses: 443 with a domain (HTTPS to the load balancer), 80 without. Those addresses serve every
@@ -20,6 +21,7 @@ import pulumi
 import pulumi_aws as aws
 
 POSTGRES_PORT = 5432
+REDIS_PORT = 6379
 
 
 @dataclass
@@ -29,6 +31,7 @@ class FirewallsArgs:
     https: bool  # 443 on the load balancer (a domain with its certificate)
     cloudfront_prefix_list_id: pulumi.Input[str]  # com.amazonaws.global.cloudfront.origin-facing
     tags: dict[str, str]
+    cache: bool = False  # `redis: true`: the cache's own group
 
 
 class Firewalls(pulumi.ComponentResource):
@@ -106,6 +109,25 @@ class Firewalls(pulumi.ComponentResource):
             tags=args.tags | {"Name": f"{name}-db"},
             opts=child,
         )
+        self.cache: aws.ec2.SecurityGroup | None = None
+        if args.cache:
+            self.cache = aws.ec2.SecurityGroup(
+                f"{name}-cache-sg",
+                vpc_id=args.vpc_id,
+                description="Cache: Redis protocol (TLS) from the app servers only",
+                ingress=[
+                    aws.ec2.SecurityGroupIngressArgs(
+                        description="the app servers",
+                        protocol="tcp",
+                        from_port=REDIS_PORT,
+                        to_port=REDIS_PORT,
+                        security_groups=[self.app_servers.id],
+                    )
+                ],
+                egress=[],
+                tags=args.tags | {"Name": f"{name}-cache"},
+                opts=child,
+            )
         self.register_outputs(
             {
                 "loadBalancerGroupId": self.load_balancer.id,

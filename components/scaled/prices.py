@@ -8,7 +8,14 @@ the database's size (free up to it), load balancer capacity beyond one LCU.
 
 from __future__ import annotations
 
-from ..catalog import DB_INSTANCE_CLASSES, GP3_PER_GB_MONTH, HOURS_PER_MONTH, INSTANCE_TYPES, PUBLIC_IPV4_PER_HOUR
+from ..catalog import (
+    CACHE_NODE_TYPES,
+    DB_INSTANCE_CLASSES,
+    GP3_PER_GB_MONTH,
+    HOURS_PER_MONTH,
+    INSTANCE_TYPES,
+    PUBLIC_IPV4_PER_HOUR,
+)
 
 PRICES_DATE = "2026-11-01"
 PRICES_REGION = "us-east-1"
@@ -31,10 +38,12 @@ def monthly_cost_breakdown(
     db_storage_gb: int,
     db_multi_az: bool,
     nat_gateways: int = 1,
+    cache_node_type: str | None = None,
 ) -> dict[str, float]:
-    """USD per month by item, unrounded."""
+    """USD per month by item, unrounded (`cache_node_type`: with `redis: true`)."""
     copies = 2 if db_multi_az else 1
-    return {
+    cache = {"cache": CACHE_NODE_TYPES[cache_node_type] * HOURS_PER_MONTH} if cache_node_type else {}
+    return cache | {
         "load balancer": (ALB_PER_HOUR + ALB_LCU_PER_HOUR + ALB_PUBLIC_IPV4 * PUBLIC_IPV4_PER_HOUR) * HOURS_PER_MONTH,
         "NAT gateway": nat_gateways * (NAT_GATEWAY_PER_HOUR + PUBLIC_IPV4_PER_HOUR) * HOURS_PER_MONTH,
         "app servers": app_servers

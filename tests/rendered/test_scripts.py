@@ -1,20 +1,27 @@
-"""Every script the server runs, as sent: shellcheck and `bash -n`; the Python modules it installs compile, the
-settings overlay takes the app as it is; the backup helper and units; the files the scripts install."""
+"""Every script the server runs, as sent: shellcheck and `bash -n`; every apt and dpkg use through the one helper;
+the Python modules it installs compile, the settings overlay takes the app as it is; the backup helper and units;
+the files the scripts install."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.host import (
+    TEMPLATES,
     render,
     render_gunicorn_config,
     render_postgres_config,
     render_python_modules,
 )
+from harness.mockrun import run_program
 from rendered.helpers import (
     CONFIGS,
     DOMAIN,
@@ -25,10 +32,12 @@ from rendered.helpers import (
     heredoc,
     heredocs,
     plan_for,
+    run_sent,
     site_for,
     unit_sections,
     unit_value,
     user_data_doc,
+    user_data_for,
     written_files,
 )
 
@@ -221,3 +230,97 @@ def test_sent_scripts_install_exactly_the_rendered_files(sent: dict[str, Sent]) 
         # gunicorn is started with the settings file that configure-host installs.
         assert f"install_file {plan.config_dir}/gunicorn.conf.py " in script
         assert f"install_file {plan.env_file} 0640 root {plan.app} " in script
+
+
+# --- apt and dpkg: every use through cloud-init/scripts/lib/apt.sh.j2 (issue 34) ------------------------------------
+# The single server's steps run side by side, beside the image's apt timers; dpkg lets one in at a time. A use of apt
+# or dpkg that bypasses the helper fails the first time two of them meet.
+
+APT_HELPER = "scripts/lib/apt.sh.j2"
+# The programs that take apt's or dpkg's locks, as words of code (not dpkg-query, which reads without a lock; not a
+# path such as /etc/apt/, nor the helper's apt_get).
+LOCKING_PROGRAM = re.compile(
+    r"(?<![\w./$-])(?:apt-get|apt-mark|aptitude|apt|dpkg-reconfigure|dpkg|unattended-upgrade)(?![\w.-])"
+)
+# Beyond the `sent` programs: Redis's install in configure, and the app servers' document (their boot, their deploy).
+REDIS_PROGRAM = {"redis": True, "app": {"processes": {"worker": "celery -A photofeed worker"}}}
+SCALED_PROGRAM = {"profile": "scaled", "app": {"packages": ["libmagic1"]}}
+
+
+def apt_uses(text: str) -> list[str]:
+    """The lines of `text` (shell, YAML, Python or their jinja2 templates) that run apt or dpkg, comments left out:
+    jinja2's, and from a `#` that starts a word to the end of its line."""
+    text = re.sub(r"\{#.*?#\}", "", text, flags=re.DOTALL)
+    lines = (re.sub(r"(^|\s)#.*", "", line).strip() for line in text.splitlines())
+    return [line for line in lines if LOCKING_PROGRAM.search(line)]
+
+
+def document_parts(name: str, document: str) -> dict[str, str]:
+    """A first-boot document and each script or file it carries, by a name."""
+    parsed = yaml.safe_load(document)
+    parts = {name: document} | {f"{name}:{path}": entry["content"] for path, entry in written_files(parsed).items()}
+    parts |= {f"{name}:bootcmd": command[2] for command in parsed.get("bootcmd", [])}
+    return parts
+
+
+def server_texts(sent: dict[str, Sent]) -> dict[str, str]:
+    """Every script and file the server gets, by a name: each program's steps (configure-host with the files it
+    installs, in its here-documents), each config's first-boot document and what it carries, the app servers'."""
+    texts = {f"{program}:{step}": script for program, done in sent.items() for step, script in done.scripts.items()}
+    texts |= {f"redis:{step}": script for step, script in run_sent(REDIS_PROGRAM).scripts.items()}
+    for config_id in CONFIGS:
+        texts |= document_parts(f"user-data:{config_id}", user_data_for(config_id))
+    raw = base64.b64decode(run_program(SCALED_PROGRAM).one("aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"])
+    texts |= document_parts("scaled", (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode())
+    return texts
+
+
+def test_every_template_leaves_apt_and_dpkg_to_the_helper() -> None:
+    """Every file under cloud-init/, in every branch (what no config renders included)."""
+    found = {
+        str(path.relative_to(TEMPLATES)): uses
+        for path in sorted(TEMPLATES.rglob("*"))
+        if path.is_file() and path != TEMPLATES / APT_HELPER and (uses := apt_uses(path.read_text()))
+    }
+    assert found == {}, found
+    assert apt_uses((TEMPLATES / APT_HELPER).read_text()), "the helper itself runs apt-get"
+
+
+def test_every_apt_and_dpkg_use_the_server_gets_goes_through_the_helper(sent: dict[str, Sent]) -> None:
+    plan = plan_for("debian-13-t2.micro")
+    allowed = {
+        line for beside in (True, False) for line in apt_uses(render(APT_HELPER, plan, apt_beside_first_boot=beside))
+    }
+    texts = server_texts(sent)
+    for name, text in texts.items():
+        assert set(apt_uses(text)) <= allowed, (name, set(apt_uses(text)) - allowed)
+    # Each script that installs carries the helper, once (the steps are separate shells): configure (nftables,
+    # PgBouncer, Redis, boto3, certbot), the build and the deploy (app.packages, the build tools), the first boot's
+    # PostgreSQL upgrade, the app servers' boot (the SSM agent, nftables) and their deploy.
+    callers = {
+        name for name, text in texts.items() if text.startswith("#!") and re.search(r"\bapt_(get|install) ", text)
+    }
+    assert {"http:configure-host", "redis:configure-host", "https:configure-host", "backups:configure-host"} <= callers
+    assert {"foreign:build", "foreign:deploy", "scaled:/usr/local/sbin/photofeed-boot"} <= callers
+    assert {
+        "scaled:/usr/local/sbin/photofeed-deploy",
+        "user-data:debian-13-t2.micro:/usr/local/sbin/photofeed-pg-upgrade",
+    } <= callers
+    for name in callers:
+        assert texts[name].count("\napt_held() {") == 1, name
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "apt-get install -y gcc",
+        "DEBIAN_FRONTEND=noninteractive apt-get -qq update",
+        "dpkg -i agent.deb",
+        'x=$(apt install -y redis) || fail "no redis"',
+        "apt-mark hold postgresql-17",
+        "dpkg-reconfigure tzdata",
+    ],
+)
+def test_a_use_without_the_helper_is_found(line: str) -> None:
+    assert apt_uses(f"#!/bin/bash\nset -e\n    {line}  # a comment\n") == [line]
+    assert not apt_uses(f"# {line}\n{{# {line} #}}\ndpkg-query -W git\napt_install gcc\nrm -f /etc/apt/x\n")
