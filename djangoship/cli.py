@@ -1,5 +1,6 @@
-"""`python3 -m djangoship [--stack NAME | --outputs-file FILE] VERB …`: the arguments, and a verb run with the
-stack's outputs and an SSH session (verbs.py)."""
+"""`python3 -m djangoship [--stack NAME | --outputs-file FILE] [--instance ID] VERB …`: the arguments, and a verb
+run with the stack's outputs: over SSH on one server (verbs.py), through AWS Systems Manager on the scaled
+profile's app servers (groupverbs.py), as the outputs say (stack.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ import argparse
 from pathlib import Path
 
 from . import remote
+from .aws import Aws, AwsError
+from .fleet import Fleet
+from .groupverbs import GROUP_VERBS
 from .ssh import Session
-from .stack import StackError, read_outputs_file, read_pulumi_stack
+from .stack import GroupStack, StackError, read_outputs_file, read_pulumi_stack
 from .verbs import VERBS, say
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python3 -m djangoship",
-        description="The operator's verbs for the stack's server, over SSH with the stack's key.",
+        description=(
+            "The operator's verbs for the stack's servers: over SSH with the stack's key on one server; through "
+            "AWS Systems Manager (the AWS CLI) on the scaled profile's app servers."
+        ),
         epilog="Run from the project folder. `python3 -m djangoship VERB --help` for each verb.",
     )
     source = top.add_mutually_exclusive_group()
@@ -23,12 +30,23 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--outputs-file", type=Path, help="read the outputs from this JSON file (the local try-out's `--outputs`)"
     )
+    top.add_argument(
+        "--instance",
+        metavar="ID",
+        help="scaled profile: the app server to run on (default: one in service, said which; `logs`, `status` "
+        "and `maintenance` cover them all)",
+    )
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    shell = verbs.add_parser("ssh", help="a shell on the server, or run one command there")
+    shell = verbs.add_parser(
+        "ssh", help="a shell on the server, or run one command there (scaled: a session, or Run Command)"
+    )
     shell.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a login shell")
 
-    logs = verbs.add_parser("logs", help="the last lines of a log, or follow it (-f)")
+    logs = verbs.add_parser(
+        "logs",
+        help="the last lines of a log, or follow it (-f) (scaled: from every server, each line prefixed; -f: one)",
+    )
     logs.add_argument(
         "source",
         nargs="?",
@@ -43,26 +61,43 @@ def parser() -> argparse.ArgumentParser:
     )
     manage.add_argument("args", nargs=argparse.REMAINDER, help="e.g. shell, createsuperuser, migrate --plan")
 
-    verbs.add_parser("status", help="live release, kept releases, services, disk, memory, backups, certificate")
-    verbs.add_parser("releases", help="the releases kept on the server, newest first (* = live)")
+    verbs.add_parser(
+        "status",
+        help="live release, kept releases, services, disk, memory, backups, certificate (scaled: the group, each "
+        "server's release, health and services, the last roll)",
+    )
+    verbs.add_parser(
+        "releases", help="the releases kept on the server, newest first (* = live) (scaled: those the group ran)"
+    )
 
-    rollback = verbs.add_parser("rollback", help="make an earlier kept release live again, without a rebuild")
+    rollback = verbs.add_parser(
+        "rollback", help="make an earlier kept release live again, without a rebuild (scaled: says how)"
+    )
     rollback.add_argument("release", nargs="?", help="a release id from `releases` (default: the one before)")
 
-    verbs.add_parser("backup", help="back up the database and media now (to /data/backups, and S3 if configured)")
+    verbs.add_parser(
+        "backup",
+        help="back up the database and media now (to /data/backups, and S3 if configured) (scaled: an RDS snapshot)",
+    )
 
-    restore = verbs.add_parser("restore", help="replace the database and media with a backup (asks first)")
+    restore = verbs.add_parser(
+        "restore", help="replace the database and media with a backup (asks first) (scaled: says how)"
+    )
     restore.add_argument("stamp", nargs="?", help="e.g. 20261128T033000Z (default: the newest on the server)")
     restore.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when not in a terminal)")
 
-    download = verbs.add_parser("download-backup", help="copy a backup's files to this machine (mode 0600)")
+    download = verbs.add_parser(
+        "download-backup", help="copy a backup's files to this machine (mode 0600) (scaled: says how)"
+    )
     download.add_argument(
         "stamp", nargs="?", help="e.g. 20261128T033000Z (default: the newest; S3 if not on the server)"
     )
     download.add_argument("--to", type=Path, help="the folder to write to (default backups/STACK)")
 
     maintenance = verbs.add_parser(
-        "maintenance", help="visitors get a 503 maintenance page (app and database keep running); no state: show it"
+        "maintenance",
+        help="visitors get a 503 maintenance page (app and database keep running); no state: show it (scaled: "
+        "the load balancer answers it)",
     )
     maintenance.add_argument("state", nargs="?", choices=["on", "off"])
     return top
@@ -72,8 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         stack = read_outputs_file(args.outputs_file) if args.outputs_file else read_pulumi_stack(args.stack)
+        if isinstance(stack, GroupStack):
+            fleet = Fleet(stack, Aws(stack.region), args.instance)
+            return GROUP_VERBS[args.verb](args, stack, fleet)
+        if args.instance is not None:
+            raise StackError(f"--instance is for the scaled profile; stack {stack.name!r} is one server")
         with Session(stack) as session:
             return VERBS[args.verb](args, stack, session)
-    except (StackError, ValueError) as error:
+    except (StackError, ValueError, AwsError) as error:
         say(f"error: {error}")
         return 2
+    except KeyboardInterrupt:
+        return 130

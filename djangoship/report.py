@@ -139,3 +139,70 @@ def find_backup(layout: Layout, stamp: str | None) -> str:
 
 def read_backup_file(layout: Layout, name: str) -> str:
     return shlex.join(["sudo", "-n", "cat", "--", f"{layout.paths.backup_dir}/{name}"])
+
+
+# --- an app server of the scaled profile (run through Run Command, as root) -------------------------------
+
+_APP_SERVER = """\
+set -uo pipefail
+now=$(date +%s)
+live=$(readlink -f {current} || true)
+if [ -d "$live" ]; then
+    echo "release $(basename "$live") (live $(((now - $(stat -c %Y {current})) / 60)) min)"
+else
+    echo "release: none live"
+fi
+states=""
+for unit in nginx.service gunicorn.socket gunicorn.service amazon-ssm-agent.service {app}-media-credentials.service \\
+    $(cat {units} 2> /dev/null); do
+    systemctl cat "$unit" > /dev/null 2>&1 || continue
+    states="$states ${{unit%.service}}=$(systemctl is-active "$unit")"
+done
+echo "services:$states"
+failed=$(systemctl --failed --plain --no-legend | awk '{{print $1}}' | tr '\\n' ' ')
+[ -z "$failed" ] || echo "FAILED: $failed"
+memory=$(free -m | awk '/^Mem:/ {{print $3 "/" $2}}')
+echo "disk / $(df --output=pcent / | tail -n 1 | tr -d ' ') used; memory $memory MiB"
+"""
+
+
+def app_server_status(layout: Layout) -> str:
+    """A scaled profile's app server in four lines: its release, its services (the app's processes too), any
+    failed unit, disk and memory. The same on every server of the group, so `status` puts them side by side."""
+    quoted = {
+        "current": layout.paths.current_dir,
+        "units": f"{layout.paths.config_dir}/units",
+        "app": layout.app,
+    }
+    script = _APP_SERVER.format(**{key: shlex.quote(value) for key, value in quoted.items()})
+    return root_script(script, "status")
+
+
+# The scaled profile's releases are recorded by the first server of each (cloud-init/scaled/release-once.sh.j2)
+# in the app's database; the connection is the env file's DATABASE_URL, its password handed to psql in the
+# environment (never on a command line, which other users could read).
+_RECORDED_RELEASES = """\
+set -euo pipefail
+url=$(sed -n "s/^DATABASE_URL='\\(.*\\)'$/\\1/p" {env_file})
+if ! [[ "$url" =~ ^postgres(ql)?://([^:@/]+):(.*)@([^@/:]+):([0-9]+)/([^?/]+)(\\?.*)?$ ]]; then
+    echo "{env_file} has no DATABASE_URL this can read" >&2
+    exit 1
+fi
+export PGUSER=${{BASH_REMATCH[2]}} PGPASSWORD=${{BASH_REMATCH[3]}} PGHOST=${{BASH_REMATCH[4]}}
+export PGPORT=${{BASH_REMATCH[5]}} PGDATABASE=${{BASH_REMATCH[6]}} PGSSLMODE=require PGCONNECT_TIMEOUT=15
+live=$(basename "$(readlink -f {current})")
+psql --no-psqlrc --quiet --no-align --tuples-only --field-separator=' ' -v ON_ERROR_STOP=1 -c \\
+    "SELECT release_id, to_char(installed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), installed_by
+     FROM djangoship_release ORDER BY installed_at DESC" |
+    while read -r id at time by; do
+        mark=" "; [ "$id" = "$live" ] && mark="*"
+        printf '%s %s  first installed %s %s UTC by %s\\n' "$mark" "$id" "$at" "$time" "$by"
+    done
+"""
+
+
+def recorded_releases(layout: Layout) -> str:
+    """The releases the group has run, newest first, from the database; `*` marks the one this server runs."""
+    paths = layout.paths
+    script = _RECORDED_RELEASES.format(env_file=shlex.quote(paths.env_file), current=shlex.quote(paths.current_dir))
+    return root_script(script, "releases")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from .attached import INTERRUPTED, run_attached
 from .stack import Stack
 
 UNREACHABLE = 255  # ssh's own exit status when it could not connect or authenticate
-INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(frozen=True)
@@ -112,26 +111,10 @@ class Session:
         return ssh_command(self.stack, self.key_file, self.trust, remote, tty=tty)
 
     def run(self, remote: str | None, *, tty: bool = False, stdout: IO[bytes] | None = None) -> int:
-        """Run `remote` on the server, the terminal attached (or stdout to a file); returns its exit status.
-        An interrupt ends ssh, not this process, which then cleans up: at a terminal Ctrl-C reaches ssh itself (or,
-        with a TTY, the remote command); a SIGINT sent to this process alone (`kill -INT`) ends ssh too."""
-        process = subprocess.Popen(self.command(remote, tty=tty), stdout=stdout)
-        interrupted = False
-
-        def interrupt(*_: object) -> None:
-            nonlocal interrupted
-            interrupted = True
-            # SIGTERM, not SIGINT: ssh leaves SIGINT alone when it started with it ignored (anything started in
-            # the background by a non-interactive shell, e.g. `djangoship logs -f &` in a script), and would
-            # never end.
-            process.send_signal(signal.SIGTERM)
-
-        previous = signal.signal(signal.SIGINT, interrupt)
-        try:
-            status = process.wait()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        if interrupted:
+        """Run `remote` on the server, the terminal attached (or stdout to a file); returns its exit status (130:
+        interrupted, attached.run_attached)."""
+        status = run_attached(self.command(remote, tty=tty), stdout=stdout)
+        if status == INTERRUPTED:
             return INTERRUPTED
         if status == UNREACHABLE:
             self.explain_unreachable()

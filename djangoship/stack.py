@@ -1,5 +1,9 @@
-"""The stack's outputs, the only thing the verbs need to know about the server: where it is, who to log in as, the
-key, and the app's name (which names everything on the server: /srv/<app>, <app>-manage, …)."""
+"""The stack's outputs, the only thing the verbs need to know about the servers: on one server, where it is, who to
+log in as, the key; on the scaled profile, the Auto Scaling group, the region, the database and the load balancer;
+in both, the app's name (which names everything on a server: /srv/<app>, <app>-manage, …).
+
+A scaled stack (`appServerGroup`, no `publicIp`) is a `GroupStack`: its verbs go through AWS Systems Manager
+(groupverbs.py), never SSH."""
 
 from __future__ import annotations
 
@@ -30,19 +34,32 @@ class Stack:
         return f"{self.user}@{self.host}"
 
 
-def from_outputs(name: str, outputs: dict[str, Any]) -> Stack:
-    """Build a Stack from `pulumi stack output --json --show-secrets`'s object. Older stacks have no `sshUser`
-    or `appName`: they are read from `sshCommand` ("ssh -i KEY USER@IP") and the `url`-less defaults."""
+@dataclass(frozen=True)
+class GroupStack:
+    """A scaled stack: app servers in an Auto Scaling group, reached through AWS Systems Manager."""
+
+    name: str
+    app: str
+    url: str
+    group: str  # `appServerGroup`
+    region: str
+    database: str  # the RDS instance's identifier (the first label of `databaseEndpoint`)
+    load_balancer_dns: str
+
+
+def from_outputs(name: str, outputs: dict[str, Any]) -> Stack | GroupStack:
+    """Build a Stack (one server, SSH) or a GroupStack (scaled, SSM) from `pulumi stack output --json
+    --show-secrets`'s object. Older single-server stacks have no `sshUser` or `appName`: they are read from
+    `sshCommand` ("ssh -i KEY USER@IP") and the `url`-less defaults."""
     if not outputs:
         raise StackError(
             f"stack {name!r} has no outputs yet: run `pulumi up` first (or, locally, "
             "`sudo .venv/bin/python -m tools.localup --outputs FILE` and pass `--outputs-file FILE`)"
         )
     if "publicIp" not in outputs:
-        raise StackError(
-            f"stack {name!r} has no `publicIp` output: the operator's verbs work on the single-server profile only "
-            "(a scaled stack's servers are behind a load balancer)"
-        )
+        if "appServerGroup" in outputs:
+            return _group_stack(name, outputs)
+        raise StackError(f"stack {name!r} has neither a `publicIp` nor an `appServerGroup` output: run `pulumi up`")
     user = outputs.get("sshUser") or _user_from_ssh_command(outputs.get("sshCommand", ""))
     app = outputs.get("appName")
     if not user or not app:
@@ -58,12 +75,29 @@ def from_outputs(name: str, outputs: dict[str, Any]) -> Stack:
     )
 
 
+def _group_stack(name: str, outputs: dict[str, Any]) -> GroupStack:
+    missing = [key for key in ("appName", "awsRegion", "databaseEndpoint", "loadBalancerDns") if not outputs.get(key)]
+    if missing:
+        raise StackError(
+            f"stack {name!r} lacks the {', '.join(f'`{k}`' for k in missing)} outputs: run `pulumi up` once"
+        )
+    return GroupStack(
+        name=name,
+        app=str(outputs["appName"]),
+        url=str(outputs.get("url", "")),
+        group=str(outputs["appServerGroup"]),
+        region=str(outputs["awsRegion"]),
+        database=str(outputs["databaseEndpoint"]).split(".", 1)[0],
+        load_balancer_dns=str(outputs["loadBalancerDns"]),
+    )
+
+
 def _user_from_ssh_command(command: str) -> str:
     last = command.split()[-1] if command.split() else ""
     return last.split("@", 1)[0] if "@" in last else ""
 
 
-def read_outputs_file(path: Path) -> Stack:
+def read_outputs_file(path: Path) -> Stack | GroupStack:
     """Outputs written by the local try-out (`tools.localup --outputs FILE`): the same keys as the stack's."""
     try:
         outputs = json.loads(path.read_text())
@@ -74,7 +108,7 @@ def read_outputs_file(path: Path) -> Stack:
     return from_outputs(path.stem, outputs)
 
 
-def read_pulumi_stack(stack: str | None) -> Stack:
+def read_pulumi_stack(stack: str | None) -> Stack | GroupStack:
     """The outputs of `stack` (or of the current stack, as `pulumi` itself picks it), secrets included; they stay
     in this process's memory."""
     if shutil.which("pulumi") is None:

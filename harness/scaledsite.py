@@ -24,6 +24,7 @@ from typing import Any
 
 from harness.localsite import IMAGES, NoRedirect
 from harness.mockrun import MockState, ProgramRun, Registered, run_program
+from harness.standins import operatorapi, runcommand
 from harness.standins.access import AccessControl
 from harness.standins.agent import agent_location, agent_package
 from harness.standins.awsapi import ACCOUNT, REGION, AwsApi
@@ -71,6 +72,8 @@ class ScaledSite:
     group: Group
     user_data: dict[int, bytes] = field(default_factory=dict)  # launch template version → user-data
     last_refresh: RefreshResult | None = None
+    run_command: runcommand.RunCommand | None = None  # Run Command for the operator's verbs
+    operator: operatorapi.OperatorApi | None = None  # the operator's other calls (group, load balancer, RDS)
 
     @property
     def url(self) -> str:
@@ -308,6 +311,8 @@ def scaled_site(
         api.autoscaling = group
         site = ScaledSite(network, config, state, run, api, metadata, database, balancer, cdn, group)
         site_holder["site"] = site
+        site.run_command = runcommand.for_site(api, access, metadata)
+        site.operator = operatorapi.for_site(api, run, group, balancer, database)
         site.apply()
         stack.callback(group.stop_all)
         if fill:

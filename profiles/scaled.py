@@ -263,6 +263,9 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         "databaseEndpoint": database.instance.endpoint,
         "mediaBucket": assets.bucket.id,
         "appServerGroup": servers.group.name,
+        # What the operator's verbs (python3 -m djangoship) need besides the group: <app>-manage, the region.
+        "appName": plan.app,
+        "awsRegion": region,
         "adminUser": settings.admin_user,
         "adminPassword": secrets.admin_password_value,
         "releaseId": release.id,

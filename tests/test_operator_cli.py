@@ -260,12 +260,6 @@ def test_no_outputs_yet_says_run_pulumi_up():
         from_outputs("dev", {})
 
 
-def test_a_scaled_stack_is_refused_plainly():
-    scaled = run_program({"profile": "scaled"}).outputs
-    with pytest.raises(StackError, match="single-server profile only"):
-        from_outputs("prod", scaled)
-
-
 def test_an_older_stack_without_ssh_user_reads_it_from_ssh_command():
     older = {key: value for key, value in OUTPUTS.items() if key != "sshUser"}
     assert from_outputs("dev", older).user == "admin"

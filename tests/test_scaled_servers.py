@@ -10,8 +10,11 @@ and last a release that cannot serve.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -301,6 +304,135 @@ def test_a_powered_off_server_is_routed_around_and_replaced(site):
     assert settled < deadline, "no replacement joined the load balancer"
     replacement = [s for s in site.group.in_service() if s.instance_id != victim.instance_id]
     assert any(s.launched_at > powered_off for s in replacement), replacement
+
+
+# --- the operator's verbs, through Systems Manager (issue 31, item 5) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def operator(site, tmp_path_factory):
+    """`python3 -m djangoship` on the operator's machine (this host): the stack's outputs in a file, the AWS CLI
+    pointed at the stand-ins' front on loopback (the guests reach it at AWS's names, unchanged)."""
+    folder = tmp_path_factory.mktemp("operator")
+    outputs = folder / "prod.json"
+    outputs.write_text(json.dumps(site.run.outputs, default=str))
+    outputs.chmod(0o600)
+    # The AWS CLI of requirements-dev, sent to the front. As `--endpoint-url`, not only AWS_ENDPOINT_URL: CLI v1
+    # sends RDS's calls in us-east-1 to rds.amazonaws.com unless the option is given.
+    cli = folder / "bin" / "aws"
+    cli.parent.mkdir()
+    cli.write_text(f'#!/bin/sh\nexec {ROOT / ".venv" / "bin" / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n')
+    cli.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{cli.parent}{os.pathsep}{os.environ['PATH']}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{site.api.local_port}",
+        "AWS_ACCESS_KEY_ID": "operator",
+        "AWS_SECRET_ACCESS_KEY": "operator",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+
+    def verb(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "djangoship", "--outputs-file", str(outputs), *argv]
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+        )
+
+    return verb
+
+
+def test_the_operators_status_shows_the_group_each_servers_release_and_the_last_roll(site, operator):
+    result = operator("status")
+    assert result.returncode == 0, result.stderr + result.stdout
+    serving = site.group.in_service()
+    for server in serving:
+        assert re.search(rf"^  {server.instance_id}  us-east-1[ab]  InService  Healthy  ", result.stdout, re.M), (
+            result.stdout
+        )
+        # Each server's own answer, run on it as root by the stand-in agent through Run Command.
+        assert re.search(rf"^{server.instance_id}:\n  release {site.run.outputs['releaseId']} ", result.stdout, re.M)
+    assert "gunicorn=active" in result.stdout and "maintenance:  off" in result.stdout, result.stdout
+    last = site.group.refreshes[-1] if site.group.refreshes else None
+    assert f"last roll:    {last['status'] if last else 'none yet'}" in result.stdout, result.stdout
+    ran = [i for i in site.run_command.invocations.values() if "status" in i.comment]
+    assert {i.instance_id for i in ran} == {s.instance_id for s in serving} and {i.status for i in ran} == {"Success"}
+    # The agents fetched their commands with their instance role's credentials, which IAM's stand-in allowed.
+    assert site.api.access.denials == [], site.api.access.denials
+
+
+def test_the_operators_logs_come_from_every_server_each_line_prefixed(site, operator):
+    result = operator("logs", "-n", "5", "nginx")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    servers = {server.instance_id for server in site.group.in_service()}
+    assert lines and {line.split("  ", 1)[0] for line in lines} == servers, result.stdout[:2000]
+    # The load balancer's health checks, in each server's nginx access log.
+    for server in servers:
+        assert any(line.startswith(server) and "/healthz" in line for line in lines), result.stdout[:2000]
+
+
+def test_manage_runs_on_one_server_said_which_and_passes_failures_through(site, operator):
+    result = operator("manage", "check")
+    assert result.returncode == 0 and "System check identified no issues" in result.stdout, result
+    assert "one of 2 in service; --instance ID picks another" in result.stderr, result.stderr
+    other = site.group.in_service()[1].instance_id
+    failed = operator("--instance", other, "manage", "no-such-command")
+    assert failed.returncode != 0 and "Unknown command: 'no-such-command'" in failed.stderr, failed
+    assert f"failed on {other}: Failed" in failed.stderr, failed.stderr
+
+
+def test_backup_is_an_rds_snapshot_holding_the_databases_rows(site, operator):
+    result = operator("backup")
+    assert result.returncode == 0, result.stderr
+    snapshot = site.operator.snapshots[result.stdout.strip()]
+    assert snapshot.status == "available" and "available, 100 %" in result.stderr, result.stderr
+    for table in ("djangoship_release", "django_migrations", "auth_user"):
+        query = f"SELECT count(*) FROM {table}"
+        assert site.database.psql(query, snapshot.database) == site.database.psql(query, APP), table
+
+
+def test_maintenance_is_the_load_balancers_answer_through_cloudfront(site, operator):
+    status, _, page = site.get("/")
+    links = re.findall(rb'(?:href|src)="(/static/[^"]+)"', page)
+    assert status == 200 and links
+    on = operator("maintenance", "on")
+    assert on.returncode == 0 and on.stdout.strip() == "on", on
+    try:
+        status, _, page = site.get("/")
+        assert status == 503 and b"Down for maintenance" in page, (status, page[:300])
+        # Static files and uploads still come from the bucket; the servers stay healthy and in service.
+        assert site.get(links[0].decode())[0] == 200
+        assert "maintenance:  ON" in operator("status").stdout
+        assert all(site.balancer.state(s.address) == "healthy" for s in site.group.in_service())
+    finally:
+        off = operator("maintenance", "off")
+    assert off.returncode == 0 and off.stdout.strip() == "off", off
+    assert site.get("/")[0] == 200
+
+
+def test_releases_are_the_groups_record(site, operator):
+    result = operator("releases")
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"^\* {site.run.outputs['releaseId']}  first installed ", result.stdout, re.M), result.stdout
+
+
+def test_an_app_server_cannot_send_commands(site):
+    """Its role lets its agent fetch its own commands, never send one (to itself or another server)."""
+    attempt = guest_sh(site.group.in_service()[0], f"python3 - <<'PY'\n{SEND_COMMAND}PY")
+    assert attempt.strip() == "AccessDeniedException", attempt
+
+
+SEND_COMMAND = """\
+import boto3
+try:
+    boto3.client("ssm", region_name="us-east-1").send_command(
+        InstanceIds=["i-0123456789abcdef0"], DocumentName="AWS-RunShellScript", Parameters={"commands": ["id"]}
+    )
+    print("sent")
+except Exception as error:
+    print(error.response["Error"]["Code"])
+"""
 
 
 def test_a_release_that_cannot_serve_never_receives_a_request(site, app):

@@ -1,6 +1,11 @@
 """The SSM agent package the app servers' boot downloads from AWS's S3 (`amazon-ssm-<region>` bucket): a stand-in
 .deb of the same name and unit, served from the S3 stand-in at the same key, so the boot's own curl + install run.
-It holds a service that starts and stays up; Session Manager itself cannot be stood in for here."""
+
+Its service does Run Command's part on the instance: it asks for the commands sent to this instance (over the
+harness's own channel in place of ec2messages, signed with the instance role's credentials: see
+harness/standins/runcommand.py), runs each as root with `sh` as AWS's agent runs AWS-RunShellScript, and reports its
+output and exit status. Session Manager's sessions cannot be stood in for here.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 
 UNIT = """\
 [Unit]
-Description=amazon-ssm-agent (djangoship test stand-in: no Session Manager behind it)
+Description=amazon-ssm-agent (djangoship test stand-in: Run Command only, no Session Manager)
 After=network-online.target
 
 [Service]
@@ -22,11 +27,7 @@ Restart=always
 WantedBy=multi-user.target
 """
 
-PROGRAM = """\
-#!/bin/sh
-echo "amazon-ssm-agent stand-in: running"
-exec sleep infinity
-"""
+PROGRAM = (Path(__file__).with_name("agent_program.py")).read_text()
 
 
 def agent_package(arch: str) -> bytes:

@@ -71,6 +71,9 @@ class AwsApi:
     autoscaling: AutoScaling | None = None
     access: Any = None  # harness.standins.access.AccessControl: IAM for the guests' calls
     calls: list[Call] = field(default_factory=list)
+    # Answerers consulted before anything else (runcommand.RunCommand, operatorapi.OperatorApi): each returns
+    # (status, content type, body) for a request of its own, or None.
+    answerers: list[Callable[[dict[str, Any]], tuple[str, str, bytes] | None]] = field(default_factory=list)
     _servers: list[BaseWSGIServer] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     local_port: int = 0
@@ -115,7 +118,14 @@ class AwsApi:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             host = environ.get("HTTP_HOST", "").split(":")[0]
             client = environ.get("REMOTE_ADDR", "")
-            if client == "127.0.0.1":  # the harness itself
+            for answerer in self.answerers:
+                answered = answerer(environ)
+                if answered is not None:
+                    self._record(host, environ, environ.get("HTTP_X_AMZ_TARGET", "").split(".")[-1], client)
+                    status, content_type, body = answered
+                    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+                    return [body]
+            if client == "127.0.0.1":  # the harness itself, and the operator's CLI
                 return moto(environ, start_response)
             body = b""
             if host.split(".")[0] in ("ssm", "sts", "autoscaling"):

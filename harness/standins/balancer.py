@@ -7,6 +7,8 @@
 - Routing: round robin over healthy targets; with none healthy but some unhealthy, to those (ALB fails open);
   with none at all, 503.
 - Deregistration: the target takes no new request; in-flight ones finish, for at most `deregistration_delay` s.
+- The rule's action may be changed (elbv2 ModifyRule, harness.standins.operatorapi): `fixed_response` answers
+  instead of forwarding, as the maintenance verb makes it.
 Everything listens on loopback; the targets are guests on the bridge.
 """
 
@@ -65,6 +67,8 @@ class LoadBalancer:
         self.rotation = itertools.count()
         self.server: ThreadingHTTPServer | None = None
         self.answered: dict[int, int] = {}  # status → count, for what the balancer itself answered
+        # The forward rule's action replaced by a fixed response: (status, content type, body), or None.
+        self.fixed_response: tuple[int, str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -192,6 +196,9 @@ class LoadBalancer:
             return self._reply(
                 request, self.rules.default_status, [("Content-Type", "text/plain")], self.rules.default_body.encode()
             )
+        fixed = self.fixed_response
+        if fixed is not None:
+            return self._reply(request, fixed[0], [("Content-Type", fixed[1])], fixed[2].encode())
         target = self._pick()
         if target is None:
             return self._reply(request, 503, [("Content-Type", "text/plain")], b"503 Service Temporarily Unavailable\n")

@@ -113,6 +113,8 @@ class Group:
         self.lock = threading.Condition()
         self.launches = 0
         self.version = 1
+        # Each instance refresh as DescribeInstanceRefreshes tells it: id, status, started, ended, percent, reason.
+        self.refreshes: list[dict[str, Any]] = []
         self._watching = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -219,7 +221,25 @@ class Group:
     # --- the instance refresh ---------------------------------------------------------------------------------
 
     def refresh(self, version: int) -> RefreshResult:
-        """Replace every instance not on `version` (skip matching), launch before terminate."""
+        """Replace every instance not on `version` (skip matching), launch before terminate; kept in `refreshes`."""
+        record: dict[str, Any] = {
+            "id": secrets.token_hex(16),
+            "status": "InProgress",
+            "started": time.time(),
+            "percent": 0,
+        }
+        self.refreshes.append(record)
+        old = len([i for i in self.in_service() if i.version != version])
+        result = self._refresh(version)
+        record.update(
+            status=result.status,
+            ended=time.time(),
+            reason=result.reason,
+            percent=100 * len(result.terminated) // old if old else 100,
+        )
+        return result
+
+    def _refresh(self, version: int) -> RefreshResult:
         self.version = version
         old = sorted((i for i in self.in_service() if i.version != version), key=lambda i: i.launched_at)
         desired = self.settings.desired
