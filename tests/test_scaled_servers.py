@@ -9,6 +9,7 @@ and last a release that cannot serve.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -33,12 +34,47 @@ APP = "photofeed"
 TRUST_STANDIN_CA = {"AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
 
 
+# A process on every server and a job every minute (issue 31): management commands the fixture adds to the app,
+# which write where they ran into the database.
+HEARTBEAT = """
+import os, socket, time
+from django.core.management.base import BaseCommand
+from django.db import connection
+
+class Command(BaseCommand):
+    def handle(self, *args, **options):
+        release = os.path.basename(os.getcwd())  # the unit's WorkingDirectory, resolved: the live release
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS test_heartbeat (host text, release text, at timestamptz DEFAULT now())"
+            )
+            while True:
+                cursor.execute(
+                    "INSERT INTO test_heartbeat (host, release) VALUES (%s, %s)", [socket.gethostname(), release]
+                )
+                time.sleep(2)
+"""
+TICK = """
+import socket
+from django.core.management.base import BaseCommand
+from django.db import connection
+
+class Command(BaseCommand):
+    def handle(self, *args, **options):
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE IF NOT EXISTS test_tick (host text, at timestamptz DEFAULT now())")
+            cursor.execute("INSERT INTO test_tick (host) VALUES (%s)", [socket.gethostname()])
+"""
+
+
 def config(app: Path, env: dict[str, str] | None = None) -> dict:
     return {
         "app": {
             "source": str(app),
             "requirements": "requirements/scaled.txt",  # django-storages: uploads to the bucket
             "env": {**TRUST_STANDIN_CA, **(env or {})},
+            "processes": {"heartbeat": "manage.py heartbeat"},
+            "schedules": {"tick": {"schedule": "*:*:00", "command": "manage.py tick"}},
         },
         "appMinSize": 2,
         "appDesiredCapacity": 2,
@@ -54,6 +90,12 @@ def app(tmp_path_factory) -> Path:
         folder,
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"),
     )
+    commands = folder / "feed" / "management" / "commands"
+    commands.mkdir(parents=True)
+    for package in (commands.parent, commands):
+        (package / "__init__.py").write_text("")
+    (commands / "heartbeat.py").write_text(HEARTBEAT)
+    (commands / "tick.py").write_text(TICK)
     return folder
 
 
@@ -183,7 +225,7 @@ def test_the_app_gets_the_media_role_and_never_the_instance_role(site):
     assert ":assumed-role/" in found["arn"] and "media-role" in found["arn"], found
     # With those credentials: the uploads, and nothing else — no parameter, no release archive, no static file.
     env_parameter = site.run.named(f"{APP}-env").inputs["name"]
-    archive = site.run.one("aws:s3/bucketObjectv2:BucketObjectv2").inputs["key"]
+    archive = site.run.named(f"{APP}-release").inputs["key"]
     attempts = guest_sh(
         server,
         f"set -a; . /etc/{APP}/env; set +a; setpriv --reuid={APP} --regid={APP} --init-groups -- "
@@ -279,6 +321,24 @@ def test_an_env_change_rolls_them_the_same_way(site, app):
         assert "ROLL_CHECK='env-v2'" in guest_sh(server, f"cat /etc/{APP}/env")
     # The same release: nothing to migrate again, no second row.
     assert len(releases_recorded(site)) == 2
+
+
+def test_the_process_runs_on_every_server_with_the_live_release(site):
+    """app.processes on the scaled profile: on each app server, restarted onto the release each boot installed."""
+    for server in site.group.in_service():
+        host = guest_sh(server, "hostname").strip()
+        live = guest_sh(server, f"basename $(readlink -f /srv/{APP}/current)").strip()
+        assert guest_sh(server, f"systemctl is-active {APP}-heartbeat.service").strip() == "active"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            beats = site.database.psql(
+                f"SELECT DISTINCT release FROM test_heartbeat WHERE host = '{host}' AND at > now() - interval '10 s'",
+                APP,
+            ).split()
+            if beats:
+                break
+            time.sleep(1)
+        assert beats == [live], (server.name, beats, live)
 
 
 def test_a_powered_off_server_is_routed_around_and_replaced(site):
@@ -433,6 +493,32 @@ try:
 except Exception as error:
     print(error.response["Error"]["Code"])
 """
+
+
+def test_the_schedule_ran_once_a_minute_across_the_servers(site):
+    """app.schedules on the scaled profile: every server's timer fires each minute, through two rolls and a server
+    powered off; each minute's job ran exactly once, none was missed."""
+    # Not while a minute's run may be between its job and its record.
+    while not 15 <= time.gmtime().tm_sec <= 45:
+        time.sleep(1)
+    dues = site.database.psql(
+        "SELECT extract(epoch FROM due)::bigint, ran_by, status FROM djangoship_schedule"
+        " WHERE job = 'tick' ORDER BY due",
+        APP,
+    ).split()
+    runs = [line.split("|") for line in dues]
+    ticks = int(site.database.psql("SELECT count(*) FROM test_tick", APP))
+    print(f"\n[scaled] tick: {len(runs)} minutes, run by {sorted({host for _, host, _ in runs})}")
+    assert len(runs) >= 5, runs
+    assert ticks == len(runs), f"{ticks} runs of the job for {len(runs)} recorded minutes"
+    minutes = [int(due) for due, _, _ in runs]
+    assert all(due % 60 == 0 for due in minutes), minutes
+    assert [b - a for a, b in itertools.pairwise(minutes)] == [60] * (len(minutes) - 1), "a minute missed"
+    assert all(status == "0" for _, _, status in runs), runs
+    # Each server has the timer; the ones that did not run a minute said so.
+    for server in site.group.in_service():
+        assert "OnCalendar" in guest_sh(server, f"systemctl cat {APP}-tick.timer")
+        assert guest_sh(server, f"systemctl is-active {APP}-tick.timer").strip() == "active"
 
 
 def test_a_release_that_cannot_serve_never_receives_a_request(site, app):
