@@ -61,6 +61,16 @@ class ForeignApp:
         text = re.sub(r"<!-- release:\w+ -->", f"<!-- release:{marker} -->", self.template.read_text())
         self.template.write_text(text)
 
+    def break_behind_a_redirect(self, broken: bool = True) -> None:
+        """The front page redirects anonymous visitors to the login page (the library's way), which raises."""
+        views = self.views.read_text()
+        good, bad = "    pass  # front page\n", '    return redirect("/accounts/login/?next=/")  # front page\n'
+        self.views.write_text(views.replace(good, bad) if broken else views.replace(bad, good))
+        login = self.folder / "templates" / "registration" / "login.html"
+        tag = "{% url 'no-such-view' %}"
+        text = login.read_text()
+        login.write_text(text.replace("<h1>", tag + "<h1>", 1) if broken else text.replace(tag, ""))
+
     def break_front_page(self, broken: bool = True) -> None:
         """The front page raises (a release that imports and passes `check`, but cannot serve)."""
         text = self.views.read_text()

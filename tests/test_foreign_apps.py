@@ -226,6 +226,24 @@ def test_release_whose_front_page_raises_is_refused(guest, app):
     assert status == 200 and b"<!-- release:v2 -->" in page
 
 
+def test_a_front_page_that_leads_to_a_broken_page_is_refused(guest, app):
+    """`/` redirects anonymous visitors to the login page, which raises: the gate follows the same-site redirect
+    and judges the page it ends on (the library's every deploy is the other half: its login page answers)."""
+    before = live_release(guest)
+    app.break_behind_a_redirect()
+    app.change_page("redirected")
+    try:
+        with pytest.raises(StepFailed) as failed:
+            guest.up()
+    finally:
+        app.break_behind_a_redirect(broken=False)
+        app.change_page("v2")
+    message = failed.value.stderr
+    assert "cannot serve: / → /accounts/login/?next=/ answered 500" in message, message[-2000:]
+    assert "NoReverseMatch" in message, "the check's own log (the app's traceback) is shown"
+    assert live_release(guest) == before
+
+
 def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_download(guest):
     """A project that needs CPython 3.14 (a fresh cookiecutter-django project, 2026-03 on) on Debian 13 (3.13):
     the preview decides on a uv-managed CPython and the deploy installs uv from PyPI and asks it for 3.14.
@@ -501,6 +519,59 @@ def test_processes_come_back_after_kill_9(guest, workers):
     job_done(guest, "after-kill", "v2")
     before = state(guest)["heartbeats"]
     wait_for("heartbeats again", lambda: state(guest)["heartbeats"] > before, 10)
+
+
+def redis_cli(guest) -> str:
+    """redis-cli on the guest with the site's password (from its env file, never a command line of the product)."""
+    env = sh(guest, f"cat /etc/{NAME}/env")
+    password = re.search(r"^REDIS_URL='redis://:(\w{32})@", env, re.MULTILINE)[1]  # type: ignore[index]
+    return f"REDISCLI_AUTH={password} redis-cli --no-auth-warning"
+
+
+def redis_restarted(guest, pid: int) -> None:
+    ask = redis_cli(guest)
+    wait_for(
+        "Redis back",
+        lambda: unit_pid(guest, "redis-server.service") not in (0, pid) and "PONG" in sh(guest, f"{ask} ping || true"),
+        30,
+    )
+
+
+def test_redis_keeps_what_it_acknowledged_through_kill_9(guest, workers):
+    """Append-only, fsynced every second: 500 acknowledged writes, then kill -9 at once (no snapshot between)."""
+    ask = redis_cli(guest)
+    assert sh(guest, f"{ask} config get appendonly").split() == ["appendonly", "yes"]
+    assert sh(guest, f"{ask} config get appendfsync").split() == ["appendfsync", "everysec"]
+    pid = unit_pid(guest, "redis-server.service")
+    sh(guest, f"for i in $(seq 1 500); do echo SET acked:$i $i; done | {ask} > /dev/null && sleep 1.5 && kill -9 {pid}")
+    redis_restarted(guest, pid)
+    assert sh(guest, f"{ask} --scan --pattern 'acked:*' | wc -l").strip() == "500"
+    assert sh(guest, f"{ask} get acked:500").strip() == "500"
+
+
+def test_a_site_whose_redis_has_only_a_snapshot_keeps_its_data_when_the_file_is_switched_on(guest, workers):
+    """A server from before the append-only file: Redis 7 would start empty from a missing file and lose the
+    snapshot's keys. The configure step makes the snapshot the file's base first."""
+    ask = redis_cli(guest)
+    sh(guest, f"{ask} set snapshot:only kept > /dev/null && {ask} save > /dev/null")
+    sh(guest, "systemctl stop redis-server.service && rm -rf /data/redis/appendonlydir")
+    # Without the conversion, this Redis would start empty: the same snapshot, the file switched on, no file yet.
+    lost = sh(
+        guest,
+        "d=$(mktemp -d) && cp /data/redis/dump.rdb $d/ && chown -R redis: $d"
+        " && runuser -u redis -- redis-server --port 6390 --bind 127.0.0.1 --dir $d --appendonly yes"
+        " --daemonize yes --logfile $d/log > /dev/null"
+        " && until redis-cli -p 6390 ping > /dev/null 2>&1; do sleep 0.1; done"
+        " && redis-cli -p 6390 dbsize; redis-cli -p 6390 shutdown nosave; rm -rf $d",
+    )
+    assert lost.split()[0] == "0", lost
+    configure = next(step for step in guest.run.steps() if step.name == f"{NAME}-configure")
+    result = run_step(configure, guest.guest, print)
+    assert "Redis: the append-only file starts from the snapshot" in result.stdout, result.stdout[-3000:]
+    assert sh(guest, f"{ask} get snapshot:only").strip() == "kept"
+    assert sh(guest, f"{ask} get acked:500").strip() == "500"
+    sh(guest, "test -s /data/redis/appendonlydir/appendonly.aof.manifest")
+    job_done(guest, "after-aof", "v2")
 
 
 def test_a_restore_pauses_the_processes_and_they_go_on_with_the_restored_data(guest, workers):
