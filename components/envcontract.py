@@ -90,6 +90,9 @@ def variables(site: Site, prefix: str, profile: str) -> dict[str, str]:
         env[f"{prefix}MEDIA_BUCKET"] = site.media_bucket
         env[f"{prefix}MEDIA_DOMAIN"] = site.media_domain
         env["AWS_DEFAULT_REGION"] = site.region
+        # RDS refuses unencrypted connections: libpq (psycopg 2 and 3) reads this wherever the app's DATABASES
+        # names the DB_* variables rather than DATABASE_URL (which says it itself).
+        env["PGSSLMODE"] = PG_SSLMODE
         # boto3's container credentials (as on ECS/EKS): the app's uploads only, from a root-run endpoint on the
         # server (scaled/media-credentials.py.j2); the instance role's credentials stay root's.
         env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = site.media_credentials_url

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .tunnel import forwarded_headers, is_websocket, tunnel
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 CONNECT_TIMEOUT = 10.0  # s: an ALB's connection timeout to a target
@@ -202,6 +205,8 @@ class LoadBalancer:
         target = self._pick()
         if target is None:
             return self._reply(request, 503, [("Content-Type", "text/plain")], b"503 Service Temporarily Unavailable\n")
+        if is_websocket(request):
+            return self._websocket(target, request)
         try:
             status, headers, data = self._forward(target.address, request, body)
         except TimeoutError:
@@ -211,6 +216,24 @@ class LoadBalancer:
         finally:
             self._done(target)
         self._reply(request, status, headers, data)
+
+    def _websocket(self, target: Target, request: BaseHTTPRequestHandler) -> None:
+        """An ALB passes a websocket's upgrade to the target and keeps the connection while data flows."""
+        try:
+            upstream = socket.create_connection((target.address, 80), timeout=CONNECT_TIMEOUT)
+        except OSError:
+            self._done(target)
+            return self._reply(request, 502, [("Content-Type", "text/plain")], b"502 Bad Gateway\n")
+        headers = forwarded_headers(request, HOP_BY_HOP)
+        headers["X-Forwarded-For"] = request.client_address[0]
+        headers["X-Forwarded-Proto"], headers["X-Forwarded-Port"] = "http", "80"
+        with self.lock:
+            self.answered[101] = self.answered.get(101, 0) + 1
+        try:
+            with upstream:
+                tunnel(request, upstream, headers, self.idle_timeout)
+        finally:
+            self._done(target)
 
     def _forward(
         self, address: str, request: BaseHTTPRequestHandler, body: bytes

@@ -22,6 +22,10 @@ from urllib.parse import urlsplit
 
 from .balancer import HOP_BY_HOP, OWN_HEADERS
 from .tls import Authority
+from .tunnel import forwarded_headers, is_websocket, tunnel
+
+# CloudFront closes a websocket with no data either way for 10 minutes (its documented idle timeout).
+WEBSOCKET_IDLE_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ class Distribution:
         behavior = self.behavior(path)
         if behavior.origin == "s3":
             status, headers, data = self._from_bucket(request.command, path)
+        elif is_websocket(request):
+            return self._websocket(request)
         else:
             status, headers, data = self._from_balancer(request, body)
         headers = [(k, v) for k, v in headers if k.lower() not in {h.lower() for h, _ in behavior.headers}]
@@ -117,6 +123,15 @@ class Distribution:
         if found.get("CacheControl"):
             headers.append(("Cache-Control", found["CacheControl"]))
         return 200, headers, found["Body"].read()
+
+    def _websocket(self, request: BaseHTTPRequestHandler) -> None:
+        """CloudFront carries a websocket to the origin when the behaviour forwards the viewer's headers."""
+        target = urlsplit(self.balancer_url)
+        headers = forwarded_headers(request, HOP_BY_HOP) | self.origin_headers
+        headers["CloudFront-Forwarded-Proto"] = "https"
+        headers["X-Forwarded-For"] = request.client_address[0]
+        with socket.create_connection((target.hostname, target.port), timeout=30) as upstream:
+            tunnel(request, upstream, headers, WEBSOCKET_IDLE_TIMEOUT)
 
     def _from_balancer(self, request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
