@@ -54,6 +54,9 @@ for unit in nginx.service gunicorn.socket gunicorn.service \\
     systemctl cat "$unit" > /dev/null 2>&1 || continue
     printf '  %-28s %s\\n' "$unit" "$(systemctl is-active "$unit")"
 done
+if systemctl is-active --quiet {app}-gunicorn-retry.timer; then
+    echo "  gunicorn gave up after a crash loop: it is tried again within a minute ({app}-gunicorn-retry.timer)"
+fi
 failed=$(systemctl --failed --plain --no-legend | awk '{{print $1}}' | tr '\\n' ' ')
 [ -z "$failed" ] || echo "  FAILED: $failed"
 echo

@@ -20,6 +20,8 @@ import pytest
 from site_helpers import APP, create_row, sh, upload_photo
 
 from components.memory import memory_budget
+from djangoship.remote import Layout
+from djangoship.report import status
 from harness.localsite import RequestLoop, change_home_page, http_get, local_site, wait_for_200
 from harness.replay import StepFailed, run_step
 
@@ -332,7 +334,18 @@ def test_a_crashing_release_is_bounded_and_the_next_activation_recovers(site):
     assert "gunicorn.service" in sh(site, "systemctl --failed --plain --no-legend")
     restarts = int(sh(site, "systemctl show -p NRestarts --value gunicorn.service"))
     assert 1 <= restarts <= 5, restarts
-    # The next good activation brings the site back, with no manual reset-failed.
+    # Given up for a minute, not for ever: the retry is pending, and `status` says so.
+    assert sh(site, f"systemctl is-active {APP}-gunicorn-retry.timer").strip() == "active"
+    assert "gunicorn gave up after a crash loop" in sh(site, status(Layout(APP)))
+    # The cause goes away by itself (here: the link back to the good code, as a database comes back): within the
+    # retry's minute the site serves again, with no activation and no reset-failed by hand.
+    sh(site, f"ln -sfn /srv/{APP}/releases/{good} /srv/{APP}/current")
+    deadline = time.monotonic() + 90
+    while http_get(site.url + "/")[0] != 200:
+        assert time.monotonic() < deadline, sh(site, "systemctl status gunicorn.service --no-pager || true")
+        time.sleep(2)
+    assert sh(site, "systemctl is-active gunicorn.service").strip() == "active"
+    # And the next good activation works as ever.
     sh(site, f"{APP}-activate {good}")
     assert http_get(site.url + "/")[0] == 200
 
