@@ -9,6 +9,7 @@ from functools import cache
 import pytest
 
 from harness.mockrun import ProgramRun, run_program
+from harness.serverfiles import server_files_archive
 from harness.standins.access import AccessControl
 from harness.standins.awsapi import ACCOUNT
 
@@ -42,8 +43,11 @@ def test_the_instance_role_does_what_a_boot_does(access):
     assert access.ssm(
         INSTANCE_ROLE, "AmazonSSM.GetParameter", {"Name": parameter("superuser"), "WithDecryption": True}
     ).allowed
-    archive = program().one("aws:s3/bucketObjectv2:BucketObjectv2").inputs["key"]
-    assert s3(access, INSTANCE_ROLE, "GET", ARTIFACTS, archive)
+    # The release's archive and the server files' (each boot fetches both), and nothing else of the bucket.
+    for key in (program().named("photofeed-release").inputs["key"], server_files_archive(program()).inputs["key"]):
+        assert s3(access, INSTANCE_ROLE, "GET", ARTIFACTS, key)
+    assert not s3(access, INSTANCE_ROLE, "GET", ARTIFACTS, "other/thing")
+    access.denials.clear()
     assert s3(access, INSTANCE_ROLE, "GET", ASSETS, None, prefix="static/")  # the static upload lists first
     assert s3(access, INSTANCE_ROLE, "PUT", ASSETS, "static/feed/site.0123456789ab.css")
     assert access.assume_role(INSTANCE_ROLE, MEDIA_ROLE).allowed
