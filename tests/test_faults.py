@@ -328,6 +328,11 @@ def test_a_full_data_volume_refuses_backups_and_postgresql_returns_when_space_do
             "SELECT repeat('x', 1000) AS pad FROM generate_series(1, 50000)\" " + APP,
             check=False,
         )
+        # A backup on the full volume says so itself, before PostgreSQL is asked anything (psql's own connection
+        # fails there: "could not write init file").
+        result = site.guest.exec(["bash", "-c", f"{APP}-backup"], timeout=120)
+        stderr = result.stderr.decode()
+        assert result.returncode != 0 and "not enough space" in stderr and "init file" not in stderr, stderr
     finally:
         sh(site, "rm -f /data/filler /data/filler2 /data/filler3")
     started = time.monotonic()
