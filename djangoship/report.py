@@ -17,11 +17,12 @@ set -euo pipefail
 releases={releases}
 live=$(basename "$(readlink -f {current})")
 [ -f "$releases/.history" ] || {{ echo "no release yet"; exit 0; }}
+# The live release is the newest, even where a power loss kept the history from saying so yet (activate mends it).
 while read -r id; do
     [ -d "$releases/$id" ] || continue
     mark=" "; [ "$id" = "$live" ] && mark="*"
     printf '%s %s  built %s\\n' "$mark" "$id" "$(date -u -d "@$(stat -c %Y "$releases/$id")" '+%Y-%m-%d %H:%M UTC')"
-done < <(tac "$releases/.history")
+done < <({{ grep -vx "$live" "$releases/.history" || true; echo "$live"; }} | tac)
 """
 
 

@@ -21,6 +21,7 @@ from site_helpers import APP, create_row, sh, upload_photo
 
 from components.memory import memory_budget
 from djangoship.remote import Layout
+from djangoship.report import releases as releases_view
 from djangoship.report import status
 from harness.localsite import RequestLoop, change_home_page, http_get, local_site, wait_for_200
 from harness.replay import StepFailed, run_step
@@ -479,6 +480,21 @@ def test_old_releases_are_pruned(site, workdir):
     # Each kept release's static folder (outside its code) stays; the pruned ones' go with them.
     assert sorted(sh(site, f"ls /srv/{APP}/static").split()) == sorted(releases)
     assert len(sh(site, f"ls /srv/{APP}/venvs").split()) == 1
+
+
+def test_a_switch_the_history_missed_is_read_from_the_live_link(site):
+    """A power loss right after a switch, before the history's update: `current` names the new release, the history
+    does not. The live release is still listed newest, and `--previous` twice comes back to it."""
+    history = f"/srv/{APP}/releases/.history"
+    live = live_release(site)
+    sh(site, f"grep -vx {live} {history} > {history}.lost; mv {history}.lost {history}")
+    assert sh(site, releases_view(Layout(APP))).splitlines()[0].startswith(f"* {live} "), "the live release, newest"
+    sh(site, f"{APP}-activate --previous")
+    earlier = live_release(site)
+    assert earlier != live
+    sh(site, f"{APP}-activate --previous")
+    assert live_release(site) == live, "back to the release the history had missed"
+    assert sh(site, f"tail -n 1 {history}").strip() == live
 
 
 def gunicorn_started(site) -> str:
