@@ -240,6 +240,14 @@ def test_the_app_gets_the_media_role_and_never_the_instance_role(site):
         "get release archive": "AccessDenied",
         "get parameter": "AccessDeniedException",
     }, outcomes
+    # IAM's stand-in refused exactly those three, as the media role's: nothing else was refused to anyone.
+    refused = [(d.principal.rsplit("/", 1)[-1], d.action) for d in site.api.access.denials]
+    assert sorted(refused) == [
+        (f"{APP}-media-role", "s3:GetObject"),
+        (f"{APP}-media-role", "s3:PutObject"),
+        (f"{APP}-media-role", "ssm:GetParameter"),
+    ], site.api.access.denials
+    site.api.access.denials.clear()  # expected: later tests check that nothing else is refused
 
 
 # Run on an app server as the app, with its environment: what the media credentials may do.
@@ -422,14 +430,20 @@ def test_the_operators_status_shows_the_group_each_servers_release_and_the_last_
 
 
 def test_the_operators_logs_come_from_every_server_each_line_prefixed(site, operator):
-    result = operator("logs", "-n", "5", "nginx")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
     servers = {server.instance_id for server in site.group.in_service()}
-    assert lines and {line.split("  ", 1)[0] for line in lines} == servers, result.stdout[:2000]
-    # The load balancer's health checks, in each server's nginx access log.
-    for server in servers:
-        assert any(line.startswith(server) and "/healthz" in line for line in lines), result.stdout[:2000]
+    # The load balancer's health checks, in each server's nginx access log: the last lines may be an earlier
+    # test's requests, so until each server's last few show a check (one interval apart, each server's own).
+    deadline = time.monotonic() + 2 * site.balancer.check.interval + 30
+    while True:
+        result = operator("logs", "-n", "5", "nginx")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines and {line.split("  ", 1)[0] for line in lines} == servers, result.stdout[:2000]
+        checked = {s for s in servers if any(line.startswith(s) and "/healthz" in line for line in lines)}
+        if checked == servers:
+            break
+        assert time.monotonic() < deadline, result.stdout[:2000]
+        time.sleep(site.balancer.check.interval / 2)
 
 
 def test_manage_runs_on_one_server_said_which_and_passes_failures_through(site, operator):
