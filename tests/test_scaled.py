@@ -738,9 +738,32 @@ def test_release_gate_refuses_to_run_outside_a_release_install(postgres: dict[st
     assert not (tmp_path / "calls.log").exists()
 
 
+# `systemd-analyze calendar` lists a calendar's elapses as "Iter. #2: …" in systemd 252 (Debian 12, this host) and
+# "Iteration #2: …" in 257 (Debian 13): the gate must read both. Each test runs with each, whatever the host's.
+CALENDAR_FORMATS = {
+    "systemd-252": "s/^\\( *\\)Iteration #/\\1Iter. #/",
+    "systemd-257": "s/^\\( *\\)Iter\\. #/\\1Iteration #/",
+}
+
+
+@pytest.fixture(params=sorted(CALENDAR_FORMATS))
+def calendar_format(request, tmp_path: Path) -> dict[str, str]:
+    """PATH with a systemd-analyze that prints that version's listing (the host's own, its lines renamed)."""
+    real = shutil.which("systemd-analyze")
+    if real is None:
+        skip_or_fail("systemd-analyze is not installed")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    wrapper = folder / "systemd-analyze"
+    wrapper.write_text(f"#!/bin/bash\nset -o pipefail\n{real} \"$@\" | sed '{CALENDAR_FORMATS[request.param]}'\n")
+    wrapper.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
 def render_schedule_once(tmp: Path, postgres: dict[str, str]) -> tuple[Path, dict[str, str]]:
     """The scheduled jobs' gate as an app server gets it, and the app's environment (its unit's EnvironmentFile)
-    pointing at the local PostgreSQL (plain TCP: the test server has no TLS)."""
+    pointing at the local PostgreSQL (plain TCP: the test server has no TLS). The jobs' record starts empty."""
+    psql(postgres, "DROP TABLE IF EXISTS djangoship_schedule")
     plan = scaled_plan(load_settings(SCALED, project="djangoship", stack="dev"))
     boot = BootValues(
         "us-east-1", "/p/env:1", "/p/admin-password:1", "artifacts", "assets", "arn:aws:iam::123456789012:role/media"
@@ -758,13 +781,19 @@ def render_schedule_once(tmp: Path, postgres: dict[str, str]) -> tuple[Path, dic
 
 
 def schedule_run(
-    script: Path, env: dict[str, str], job: str, *args: str, due: float | None = None, log: Path
+    script: Path,
+    env: dict[str, str],
+    job: str,
+    *args: str,
+    due: float | None = None,
+    log: Path,
+    calendar: str = "hourly",
 ) -> subprocess.Popen[str]:
     """One server's run of JOB (its timer's, fired at DUE; --catch-up: its boot's): the job appends a line to LOG."""
     timer = {"TRIGGER_TIMER_REALTIME_USEC": str(int(due * 1_000_000) + 123)} if due is not None else {}
     command = ["bash", "-c", f'echo "$$" >> {log}; sleep 1']
     return subprocess.Popen(
-        [str(script), job, "hourly", *args, "--", *command],
+        [str(script), job, calendar, *args, "--", *command],
         env=os.environ | env | timer,
         text=True,
         stdout=subprocess.PIPE,
@@ -777,8 +806,11 @@ def runs_of(log: Path) -> int:
     return len(log.read_text().split()) if log.exists() else 0
 
 
-def test_a_schedule_runs_once_per_due_time_across_the_servers(postgres: dict[str, str], tmp_path: Path) -> None:
+def test_a_schedule_runs_once_per_due_time_across_the_servers(
+    postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
+) -> None:
     script, env = render_schedule_once(tmp_path, postgres)
+    env |= calendar_format
     log = tmp_path / "ran"
     due = int(time.time()) // 3600 * 3600
     # Three servers' timers fire for the same due time, each within systemd's accuracy of it (up to 1.8 s apart,
@@ -799,8 +831,27 @@ def test_a_schedule_runs_once_per_due_time_across_the_servers(postgres: dict[str
     assert code != 0 and "not started by its timer" in output
 
 
-def test_a_server_dying_mid_run_leaves_the_due_time_to_the_next(postgres: dict[str, str], tmp_path: Path) -> None:
+def test_a_minutely_job_runs_once_a_minute_as_the_servers_fire(
+    postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
+) -> None:
+    """Every minute, two servers' timers a moment apart: one run a minute, recorded as that minute."""
     script, env = render_schedule_once(tmp_path, postgres)
+    env |= calendar_format
+    log = tmp_path / "ran"
+    minute = int(time.time()) // 60 * 60 - 300
+    for k in range(3):
+        for server in range(2):
+            finish(schedule_run(script, env, "tick", due=minute + 60 * k + 0.3 + server, log=log, calendar="*:*:00"))
+    assert runs_of(log) == 3
+    recorded = psql(postgres, "SELECT extract(epoch FROM due)::bigint FROM djangoship_schedule ORDER BY due").split()
+    assert [int(due) for due in recorded] == [minute, minute + 60, minute + 120]
+
+
+def test_a_server_dying_mid_run_leaves_the_due_time_to_the_next(
+    postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
+) -> None:
+    script, env = render_schedule_once(tmp_path, postgres)
+    env |= calendar_format
     log = tmp_path / "ran"
     due = int(time.time()) // 3600 * 3600 - 7200
     dying = schedule_run(script, env, "reports", due=due, log=log)
@@ -814,8 +865,11 @@ def test_a_server_dying_mid_run_leaves_the_due_time_to_the_next(postgres: dict[s
     assert psql(postgres, "SELECT count(*) FROM djangoship_schedule WHERE job = 'reports'") == "1"
 
 
-def test_a_run_missed_while_no_server_ran_it_happens_once_at_boot(postgres: dict[str, str], tmp_path: Path) -> None:
+def test_a_run_missed_while_no_server_ran_it_happens_once_at_boot(
+    postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
+) -> None:
     script, env = render_schedule_once(tmp_path, postgres)
+    env |= calendar_format
     log = tmp_path / "ran"
     # Never recorded: a new job's first run is its next due time, as a timer's is.
     code, output = finish(schedule_run(script, env, "cleanup", "--catch-up", log=log))

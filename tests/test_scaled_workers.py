@@ -234,7 +234,8 @@ def test_the_schedule_ran_once_a_minute_across_the_servers(site):
         f"\n[scaled-workers] tick: {len(minutes)} minutes ({span} UTC),"
         f" run by {sorted({r.split('|')[1] for r in rows})}"
     )
-    assert minutes and minutes[0] >= site.started - 60, "a minute before the site existed"
+    # The minutes the servers lived through, not others: none before the site, the last one just now.
+    assert minutes and minutes[0] >= site.started - 60 and minutes[-1] >= time.time() - 120, (site.started, minutes)
     assert len(minutes) >= 3, rows
     assert state(site)["ticks"] == len(minutes), "each minute's job ran once, none unrecorded"
     assert [b - a for a, b in itertools.pairwise(minutes)] == [60] * (len(minutes) - 1), "a minute missed"
