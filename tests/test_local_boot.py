@@ -55,17 +55,6 @@ def test_the_first_configure_restarts_no_postgresql(site):
     assert "restarting it" not in configure.stdout, configure.stdout
 
 
-def test_no_step_acts_on_a_unit_systemd_has_not_reread(site):
-    """systemctl's "changed on disk. Run 'systemctl daemon-reload'" means a unit's new file (a restart policy, the
-    hardening) was not in force when a step acted on it. Neither the first boot nor any step may print it."""
-    said = {step.name: step.stdout + step.stderr for step in site.steps if "daemon-reload" in step.stdout + step.stderr}
-    boot_log = sh(site, "cat /var/log/cloud-init-output.log")
-    if "daemon-reload" in boot_log:
-        said["first boot"] = boot_log
-    lines = {name: [line for line in text.splitlines() if "daemon-reload" in line] for name, text in said.items()}
-    assert not lines, lines
-
-
 def test_healthz_and_home_page_read_from_postgresql(site):
     assert http_get(site.url + "/healthz")[0] == 200
     title = f"row-from-postgres-{uuid.uuid4().hex[:8]}"
