@@ -1,12 +1,13 @@
-"""Everything the program renders, for 32 configs of both profiles, as files: diff two snapshots to prove that a
-restructuring changed nothing (`python -m tools.render_snapshot OUT`, then `diff -r BEFORE AFTER`).
+"""Everything the program renders, for 33 configs of both profiles, as files: diff two snapshots to prove that a
+restructuring changed nothing (`python -m tools.render_snapshot OUT` in each checkout, then `diff -r BEFORE AFTER`).
 
 Each config runs through `__main__.py` under Pulumi's mocks (harness/mockrun.py, as the tests run it) and gives a
 folder: `resources.json` (every resource's type, name, parent, inputs, secret inputs, dependencies and options, in
 registration order) and `outputs.json`, and under `files/` every long text among the inputs on its own — the remote
 steps' scripts and stdin, the user-data documents (decoded, ungzipped) and each file of their `write_files`, the
 app servers' env file, and each member of a tar archive uploaded to a bucket (the server files, the release).
-Nothing is random: a fixed SSH key, the mocks' deterministic passwords, the foreign apps written to fixed folders.
+Nothing is random: a fixed SSH key, the mocks' deterministic passwords, the foreign apps written to fixed folders;
+the checkout's own folder is written as <project>, so a worktree compares with another.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def stack_file(name: str) -> dict[str, Any]:
 
 
 def configs() -> dict[str, dict[str, Any]]:
-    """tests/rendered/helpers.py's configs and programs, test_program's, test_workers', test_private_repos',
-    test_scaled's and test_scaled_workers', the foreign apps' and the two stack files."""
+    """tests/rendered/helpers.py's configs and programs (imported: they follow the tests), those of test_program,
+    test_workers, test_private_repos, test_scaled and test_scaled_workers, the foreign apps' and the stack files'."""
     sys.path.insert(0, str(ROOT / "tests"))
     from foreign_apps import build
+    from rendered.helpers import CONFIGS, PROGRAMS
 
     shutil.rmtree(APPS, ignore_errors=True)
     apps = {key: build(key, APPS / key) for key in ("classic", "oss", "ldapsite", "uvshop", "workers")}
@@ -67,21 +69,15 @@ def configs() -> dict[str, dict[str, Any]]:
     }
     prod = stack_file("Pulumi.prod.yaml")
     prod["app"] = prod["app"] | {"ref": COMMIT}  # its tag, resolved to a commit here without the network
-    found: dict[str, dict[str, Any]] = {
-        "default": {},
-        "debian-12-t2.nano": {"image": "debian-12", "instanceType": "t2.nano"},
-        "ubuntu-24.04": {"image": "ubuntu-24.04"},
-        "t3.medium-9-workers": {"instanceType": "t3.medium", "gunicornWorkers": 9},
-        "domain-http": {"domain": "www.example.com"},
-        "domain-https": {"domain": "www.example.com", "tlsEmail": "ops@example.com"},
+    found = dict(CONFIGS)
+    found |= {f"program-{name}": config for name, config in PROGRAMS.items() if config not in CONFIGS.values()}
+    found |= {
         "https-narrow-ssh": {
             "domain": "shop.example.com",
             "tlsEmail": "ops@example.com",
             "ingressPorts": [22, 80],
             "sshAllowedCidrs": ["198.51.100.0/24", "203.0.113.7/32"],
         },
-        "platzi-prefix": {"app": {"name": "platzi", "envPrefix": "PLATZI_"}},
-        "git-https": {"app": {"source": "https://github.com/example/photofeed.git", "ref": COMMIT}},
         "git-ssh-pinned-host": {
             "app": {
                 "source": "ssh://git@git.example.com/acme/shop.git",
@@ -95,17 +91,7 @@ def configs() -> dict[str, dict[str, Any]]:
             "retainDataVolume": False,
             "backupSchedule": "Mon *-*-* 04:00:00",
         },
-        "no-pooler": {"dbPooler": False},
         "ami-pinned-own-key": {"amiId": "ami-0abcdef1234567890", "sshPublicKey": public, "sshPrivateKey": private},
-        "foreign-build": {
-            "app": {
-                "envPrefix": "",
-                "healthPath": "/health/",
-                "python": "3.14",
-                "packages": ["libldap-dev", "gcc"],
-                "releaseCommands": ["compress", "compilemessages --ignore=venv"],
-            }
-        },
         "redis-nano": {"instanceType": "t2.nano", "redis": True, "app": {"env": {"API_TOKEN": "tok"}}},
         "workers-asgi-redis": {"redis": True, "app": workers_app},
         "stack-dev": stack_file("Pulumi.dev.yaml"),
@@ -186,8 +172,12 @@ def snapshot(out: Path) -> tuple[int, int]:
     shutil.rmtree(out, ignore_errors=True)
     all_configs = configs()
     files = 0
-    key = fixed_key()[0].encode()
-    escaped = json.dumps(fixed_key()[0])[1:-1]
+    # (text in a file, in resources.json) → what is written instead
+    stand_ins = {
+        fixed_key()[0]: PRIVATE_KEY,
+        json.dumps(fixed_key()[0])[1:-1]: PRIVATE_KEY,
+        str(ROOT): "<project>",
+    }
     for name, config in all_configs.items():
         secret = ("sshPrivateKey",) if "sshPrivateKey" in config else ()
         run = run_program(config, state=MockState(generated_key=fixed_key()), secret_keys=secret)
@@ -213,13 +203,17 @@ def snapshot(out: Path) -> tuple[int, int]:
         outputs = {"outputs": run.outputs, "secret": sorted(run.secret_outputs), "invokes": run.invokes}
         for file, value in (("resources.json", resources), ("outputs.json", outputs)):
             text = json.dumps(value, indent=1, sort_keys=True, default=str)
-            (folder / file).write_text(text.replace(escaped, PRIVATE_KEY))
+            for text_found, stand_in in stand_ins.items():
+                text = text.replace(text_found, stand_in)
+            (folder / file).write_text(text)
         files += 2
         for resource in run.resources.values():
             for where, raw in texts(resource.inputs, resource.name).items():
                 path = folder / "files" / where.replace("..", "__")
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(raw.replace(key, PRIVATE_KEY.encode()))
+                for text_found, stand_in in stand_ins.items():
+                    raw = raw.replace(text_found.encode(), stand_in.encode())
+                path.write_bytes(raw)
                 files += 1
     return len(all_configs), files
 
