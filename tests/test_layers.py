@@ -4,10 +4,10 @@
 
 `catalog/` what the program knows of AWS, `config/` the key table and its checks, `server/` what runs on a server
 (pure functions), `components/` the Pulumi components, `profiles/` the two sites built from them. A module imports
-from its own layer or those below, never above, and no modules import each other round. `components/` holds
-Pulumi components only, and every component is there. The operator's verbs (`djangoship/`, standard library only)
-take nothing from the program but the server's layout. Read from the source (the AST), so an import inside a
-function or under TYPE_CHECKING counts as much as one at the top.
+from its own layer or those below, never above, and no modules import each other round. Below `components/`
+nothing imports Pulumi; `components/` holds Pulumi components only, and every component is there. The operator's
+verbs (`djangoship/`, standard library only) take nothing from the program but the server's layout. Read from the
+source (the AST), so an import inside a function or under TYPE_CHECKING counts as much as one at the top.
 """
 
 from __future__ import annotations
@@ -102,6 +102,29 @@ def test_no_import_cycle():
 
     for name in modules():
         visit(name, ())
+
+
+def test_below_components_no_pulumi():
+    """catalog/, config/ and server/ are plain functions and data, testable alone and the same bytes every run; Pulumi
+    comes in with components/. The one exception reads the stack's config: `config.settings.read_stack_config`."""
+    found = []
+    for name, path in modules().items():
+        if layer(name) >= LAYERS.index("components"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        allowed = {
+            id(node)
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef)
+            and (name, function.name) == ("config.settings", "read_stack_config")
+            for node in ast.walk(function)
+        }
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0].startswith("pulumi") for n in names) and id(node) not in allowed:
+                found.append(f"{name}:{node.lineno}")
+    assert not found, f"Pulumi imported below components/: {found}"
 
 
 def component_classes(path: Path) -> list[str]:
