@@ -39,10 +39,12 @@ from conftest import skip_or_fail
 from rendered.helpers import free_port, need
 from rendered.helpers import run as run_tool
 
-from components.host import _without_comment_lines, render
-from components.layout import ServerPaths
-from components.release import Release
-from components.scaled.boot import (
+from catalog.scaledcost import monthly_cost_breakdown
+from components.scaled.cdn import ALL_VIEWER_AND_CLOUDFRONT_HEADERS, CACHING_DISABLED, CACHING_OPTIMIZED
+from config.settings import load_settings
+from harness.mockrun import MockState, ProgramRun, Registered, run_program
+from harness.serverfiles import BUCKET_OBJECT, app_server_files, server_files_archive, written_files
+from server.appserver import (
     GATE_ENV,
     RELEASE_TABLE,
     BootValues,
@@ -50,11 +52,9 @@ from components.scaled.boot import (
     release_lock_key,
     scaled_plan,
 )
-from components.scaled.cdn import ALL_VIEWER_AND_CLOUDFRONT_HEADERS, CACHING_DISABLED, CACHING_OPTIMIZED
-from components.scaled.prices import monthly_cost_breakdown
-from components.settings import load_settings
-from harness.mockrun import MockState, ProgramRun, Registered, run_program
-from harness.serverfiles import BUCKET_OBJECT, app_server_files, server_files_archive, written_files
+from server.host import _without_comment_lines, render
+from server.layout import ServerPaths
+from server.release import Release
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALED: dict[str, Any] = {"profile": "scaled"}
