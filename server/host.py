@@ -339,8 +339,14 @@ def render_app_units(plan: HostPlan) -> dict[str, str]:
         )
     for name, schedule, command in plan.schedules:
         job = {"name": name, "schedule": schedule, "exec_start": command, "command": _as_written(command, plan)}
-        units[f"{plan.app}-{name}.service"] = render("systemd/schedule.service.j2", plan, **job)
+        units[f"{plan.app}-{name}.service"] = render("systemd/schedule.service.j2", plan, **job, catch_up=False)
         units[f"{plan.app}-{name}.timer"] = render("systemd/schedule.timer.j2", plan, **job)
+        if plan.app_server:
+            # The catch-up of a run missed while no server ran the job, started by the boot without waiting for
+            # it: a long job must not hold the boot past its lifecycle hook, and it runs as hardened as the timer's.
+            units[f"{plan.app}-{name}-catch-up.service"] = render(
+                "systemd/schedule.service.j2", plan, **job, catch_up=True
+            )
     return units
 
 

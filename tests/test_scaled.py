@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import skip_or_fail
-from rendered.helpers import free_port, need
+from rendered.helpers import free_port, need, systemd_verify
 from rendered.helpers import run as run_tool
 
 from catalog.scaledcost import monthly_cost_breakdown
@@ -942,6 +942,29 @@ def document(config_id: str) -> str:
 
 def all_files(config_id: str) -> dict[str, str]:
     return app_server_files(rendered(json.dumps(DOCUMENTS[config_id], sort_keys=True)))
+
+
+@pytest.mark.parametrize("config_id", DOCUMENTS)
+def test_app_server_units_pass_systemd_verify(config_id: str, tmp_path: Path) -> None:
+    """Every unit an app server gets (the user-data's and the server-files archive's), through systemd's own
+    check; with schedules, each has its timer's unit and the boot's catch-up unit, which passes --catch-up."""
+    files = all_files(config_id)
+    folder = "/etc/systemd/system/"
+    units = {
+        path.removeprefix(folder): text for path, text in files.items() if path.startswith(folder) and "@" not in path
+    }
+    app_config = DOCUMENTS[config_id].get("app", {})
+    for name in app_config.get("schedules", {}):
+        (catch_up,) = [unit for unit in units if unit.endswith(f"-{name}-catch-up.service")]
+        timer = catch_up.replace("-catch-up.service", ".timer")
+        assert " --catch-up -- " in units[catch_up] and timer in units
+        assert " --catch-up " not in units[timer.replace(".timer", ".service")]
+    result = systemd_verify(units, tmp_path / "root")
+    # The processes' restart back-off needs systemd 254; Debian 13's app servers have 257, this host may have less.
+    version = int(run_tool(["systemctl", "--version"]).stdout.split()[1])
+    newer = re.compile(r"Unknown key '(RestartSteps|RestartMaxDelaySec)'")
+    problems = [line for line in result.stderr.splitlines() if not (version < 254 and newer.search(line))]
+    assert result.returncode == 0 and not problems and not result.stdout.strip(), result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("config_id", DOCUMENTS)
