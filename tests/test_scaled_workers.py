@@ -243,7 +243,7 @@ def test_the_schedule_ran_once_a_minute_across_the_servers(site):
         journal = guest_sh(server, f"journalctl -u {NAME}-tick.service --no-pager -o cat")
         for trouble in ("Broken pipe", "timed out", "Killing process", "ERROR"):
             assert trouble not in journal, journal
-        # Its boot's catch-up ran, in a unit of its own, and ended well.
-        catch_up = f"{NAME}-tick-catch-up.service"
-        assert int(guest_sh(server, f"systemctl show -p ExecMainStartTimestampMonotonic --value {catch_up}")) > 0
-        assert guest_sh(server, f"systemctl show -p Result --value {catch_up}").strip() == "success"
+        # Its boot's catch-up ran, in a unit of its own, and ended well (said by the journal: systemd unloads the
+        # unit once it is done, as nothing refers to it, and its state with it).
+        catch_up = guest_sh(server, f"journalctl -u {NAME}-tick-catch-up.service --no-pager -o cat")
+        assert "Finished" in catch_up and "Failed" not in catch_up, catch_up
