@@ -154,7 +154,7 @@ class MoveState:
     source_tables: dict[str, list[int]] = field(default_factory=dict)  # at the dump: rows, writes
     source_media: dict[str, Any] = field(default_factory=dict)  # at the dump: files, bytes, digest
     dump: dict[str, Any] = field(default_factory=dict)  # bytes, sha256, entries, stamp
-    upload: dict[str, str] = field(default_factory=dict)  # key, version
+    upload: dict[str, str] = field(default_factory=dict)  # key: the dump's object, until the restore deletes it
 
     @classmethod
     def load(cls, path: Path, source: str, target: str) -> MoveState:
@@ -418,7 +418,7 @@ class Move:
         head = self.aws("s3api", "head-object", "--bucket", self.target.artifacts_bucket, "--key", key)
         if int(head.get("ContentLength", -1)) != self.state.dump["bytes"]:
             raise MoveError(f"s3://{self.target.artifacts_bucket}/{key} holds {head.get('ContentLength')} bytes")
-        self.state.upload = {"key": key, "version": str(head.get("VersionId") or "")}
+        self.state.upload = {"key": key}
         say(f"uploaded to s3://{self.target.artifacts_bucket}/{key}")
 
     def step_restore(self) -> None:
@@ -432,20 +432,19 @@ class Move:
         self.delete_uploaded_dump()
 
     def delete_uploaded_dump(self) -> None:
-        """The dump's object, every trace of it: the bucket is versioned, so the exact version goes."""
+        """The dump's object, every trace of it: the bucket is versioned, so each version of the key goes (also one
+        an interrupted run's upload may have finished after this process was gone)."""
         if not self.state.upload:
             return
-        version = self.state.upload.get("version")
-        self.aws(
-            "s3api",
-            "delete-object",
-            "--bucket",
-            self.target.artifacts_bucket,
-            "--key",
-            self.state.upload["key"],
-            *(["--version-id", version] if version else []),
-        )
-        say(f"deleted s3://{self.target.artifacts_bucket}/{self.state.upload['key']}")
+        bucket, key = self.target.artifacts_bucket, self.state.upload["key"]
+        listed = self.aws("s3api", "list-object-versions", "--bucket", bucket, "--prefix", key)
+        for kind in ("Versions", "DeleteMarkers"):
+            for version in listed.get(kind) or []:
+                if version.get("Key") == key:
+                    self.aws(
+                        "s3api", "delete-object", "--bucket", bucket, "--key", key, "--version-id", version["VersionId"]
+                    )
+        say(f"deleted s3://{bucket}/{key}, every version")
         self.state.upload = {}
 
     def step_media(self) -> None:
