@@ -83,7 +83,8 @@ def operator(source, target, tmp_path_factory):
     scaled.chmod(0o600)
     cli = folder / "bin" / "aws"
     cli.parent.mkdir()
-    cli.write_text(f'#!/bin/sh\nexec {ROOT / ".venv" / "bin" / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n')
+    # The AWS CLI of requirements-dev (beside this Python), sent to the stand-ins' front.
+    cli.write_text(f'#!/bin/sh\nexec {Path(sys.executable).parent / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n')
     cli.chmod(0o755)
     (folder / "config").mkdir(mode=0o700)
     env = {
