@@ -89,7 +89,7 @@ class Media:
 
 @dataclass(frozen=True)
 class Counted:
-    """A database's tables (`schema.table` → rows, writes so far), and the uploads when counted on the source."""
+    """A database's tables (`schema.table` → rows, sum of their xmin), and the uploads when counted on the source."""
 
     tables: dict[str, tuple[int, int]]
     media: Media | None = None
@@ -151,7 +151,7 @@ class MoveState:
     replace_target_data: bool = False  # the operator's word, kept for a resumed run
     restored_once: bool = False  # the target's database is this move's: a new dump may replace it
     source_maintenance_before: str = ""  # "on" or "off": what a failed move puts back
-    source_tables: dict[str, list[int]] = field(default_factory=dict)  # at the dump: rows, writes
+    source_tables: dict[str, list[int]] = field(default_factory=dict)  # at the dump: rows, xmin sum
     source_media: dict[str, Any] = field(default_factory=dict)  # at the dump: files, bytes, digest
     dump: dict[str, Any] = field(default_factory=dict)  # bytes, sha256, entries, stamp
     upload: dict[str, str] = field(default_factory=dict)  # key: the dump's object, until the restore deletes it
@@ -175,7 +175,7 @@ class MoveState:
 
     def counted(self) -> Counted:
         media = Media(**self.source_media) if self.source_media else None
-        return Counted({name: (rows, writes) for name, (rows, writes) in self.source_tables.items()}, media)
+        return Counted({name: (rows, xmins) for name, (rows, xmins) in self.source_tables.items()}, media)
 
     def restart_from_dump(self) -> None:
         self.done = []
@@ -352,7 +352,7 @@ class Move:
         if now.media != recorded.media:
             changed.append("uploads")
         say(f"the source changed since the dump ({', '.join(changed)}): starting again from the dump")
-        self.delete_uploaded_dump()
+        self.delete_uploaded_dumps()
         self.state.restart_from_dump()
         self.state.save(self.state_file)
 
@@ -412,13 +412,14 @@ class Move:
 
     def step_upload(self) -> None:
         key = f"moves/{self.source.name}-{self.state.dump['stamp']}.dump"
+        self.state.upload = {"key": key}  # before it starts: an upload may finish after this run is gone
+        self.state.save(self.state_file)
         self.aws_transfer(
             "s3", "cp", "--only-show-errors", str(self.folder / "db.dump"), f"s3://{self.target.artifacts_bucket}/{key}"
         )
         head = self.aws("s3api", "head-object", "--bucket", self.target.artifacts_bucket, "--key", key)
         if int(head.get("ContentLength", -1)) != self.state.dump["bytes"]:
             raise MoveError(f"s3://{self.target.artifacts_bucket}/{key} holds {head.get('ContentLength')} bytes")
-        self.state.upload = {"key": key}
         say(f"uploaded to s3://{self.target.artifacts_bucket}/{key}")
 
     def step_restore(self) -> None:
@@ -429,22 +430,20 @@ class Move:
         sys.stderr.write(output)
         self.state.restored_once = True
         self.state.save(self.state_file)
-        self.delete_uploaded_dump()
+        self.delete_uploaded_dumps()
 
-    def delete_uploaded_dump(self) -> None:
-        """The dump's object, every trace of it: the bucket is versioned, so each version of the key goes (also one
-        an interrupted run's upload may have finished after this process was gone)."""
-        if not self.state.upload:
-            return
-        bucket, key = self.target.artifacts_bucket, self.state.upload["key"]
-        listed = self.aws("s3api", "list-object-versions", "--bucket", bucket, "--prefix", key)
+    def delete_uploaded_dumps(self) -> None:
+        """Every dump this source's moves put in the bucket, every version (the bucket is versioned): also one an
+        interrupted run's upload finished after that run was gone, before it could record it."""
+        bucket, prefix = self.target.artifacts_bucket, f"moves/{self.source.name}-"
+        listed = self.aws("s3api", "list-object-versions", "--bucket", bucket, "--prefix", prefix)
         for kind in ("Versions", "DeleteMarkers"):
             for version in listed.get(kind) or []:
-                if version.get("Key") == key:
-                    self.aws(
-                        "s3api", "delete-object", "--bucket", bucket, "--key", key, "--version-id", version["VersionId"]
-                    )
-        say(f"deleted s3://{bucket}/{key}, every version")
+                key = version["Key"]
+                self.aws(
+                    "s3api", "delete-object", "--bucket", bucket, "--key", key, "--version-id", version["VersionId"]
+                )
+                say(f"deleted s3://{bucket}/{key} (version {version['VersionId']})")
         self.state.upload = {}
 
     def step_media(self) -> None:

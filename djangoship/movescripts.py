@@ -14,13 +14,16 @@ from .remote import Layout, root_script
 
 DUMP_NAME = "move.dump"  # in the single server's backup folder while the move downloads it, then removed
 
-# Every table's exact row count, and its writes so far (inserted, updated, deleted: PostgreSQL's statistics), one
-# `schema.table<TAB>rows<TAB>writes` line each. Same query on both sides; run as the app's role.
+# Every table's exact row count and the sum of its rows' xmin (the transaction that wrote each row version): an
+# insert, update or delete changes one or the other, a rolled-back one neither, vacuum neither. One
+# `schema.table<TAB>rows<TAB>xmin sum` line each; the same query on both sides, as the app's role. (Not PostgreSQL's
+# statistics of writes: a backend reports them when it gets round to it, so they may change with no row changed.)
 COUNTS_SQL = (
-    "SELECT pg_catalog.format('%I.%I', schemaname, relname), "
-    "(pg_catalog.xpath('/row/c/text()', pg_catalog.query_to_xml("
-    "pg_catalog.format('SELECT count(*) AS c FROM %I.%I', schemaname, relname), false, true, '')))[1]::text, "
-    "n_tup_ins + n_tup_upd + n_tup_del FROM pg_catalog.pg_stat_user_tables ORDER BY 1"
+    "SELECT name, (pg_catalog.xpath('/row/c/text()', counted))[1]::text, "
+    "(pg_catalog.xpath('/row/x/text()', counted))[1]::text FROM ("
+    "SELECT pg_catalog.format('%I.%I', schemaname, relname) AS name, pg_catalog.query_to_xml(pg_catalog.format("
+    "'SELECT pg_catalog.count(*) AS c, COALESCE(pg_catalog.sum(xmin::text::bigint), 0) AS x FROM %I.%I', "
+    "schemaname, relname), false, true, '') AS counted FROM pg_catalog.pg_stat_user_tables) AS tables ORDER BY 1"
 )
 
 # The app's connection from its env file; the password reaches psql in the environment, never on a command line.
@@ -153,7 +156,7 @@ printf 'media\\t%s\\t%s\\t%s\\n' "$files" "$bytes" "$(printf '%s\\n' "$listing" 
 
 
 def source_state(layout: Layout) -> str:
-    """The single server's data as the move sees it: every table's rows and writes, and the uploads' count, bytes
+    """The single server's data as the move sees it: every table's rows and xmin sum, and the uploads' count, bytes
     and a digest of their listing. Two such answers alike mean nothing was written in between."""
     script = _SOURCE_STATE.format(counts=_counts(layout, "prefer"), media=shlex.quote(layout.paths.media_root))
     return root_script(script, "source-state")

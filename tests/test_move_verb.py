@@ -84,8 +84,8 @@ class FakeAws:
         if operation == "head-object":
             return {"ContentLength": 1234}
         if operation == "list-object-versions":
-            key = argv[argv.index("--prefix") + 1]
-            return {"Versions": [{"Key": key, "VersionId": "v1"}, {"Key": key + ".other", "VersionId": "v9"}]}
+            prefix = argv[argv.index("--prefix") + 1]
+            return {"Versions": [{"Key": f"{prefix}20261207T000000Z.dump", "VersionId": "v1"}]}
         if operation == "list-objects-v2":
             return {"Contents": [{"Key": f"media/{n}", "Size": len(d)} for n, d in self.world.bucket.items()]}
         return {}
@@ -181,9 +181,10 @@ def test_the_steps_in_order_each_recorded(tmp_path):
     calls = [what for kind, what in world.log if kind == "aws"]
     upload = next(c for c in calls if c.startswith("s3 cp"))
     assert upload.endswith("s3://photofeed-artifacts/moves/prod-" + state["dump"]["stamp"] + ".dump")
-    # The dump's object goes once restored: each version of its key, no other.
+    # Once restored, the dumps of this source's moves go from the bucket: each version under its prefix.
+    assert "s3api list-object-versions --bucket photofeed-artifacts --prefix moves/prod-" in calls
     deleted = [c for c in calls if "delete-object" in c]
-    key = f"moves/prod-{state['dump']['stamp']}.dump"
+    key = "moves/prod-20261207T000000Z.dump"
     assert deleted == [f"s3api delete-object --bucket photofeed-artifacts --key {key} --version-id v1"]
     assert "s3 sync --no-progress" in " ".join(calls) and "s3://photofeed-assets/media/" in " ".join(calls)
     assert not world.target_maintenance, "the target takes writes at the end"
