@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -390,7 +391,7 @@ class Move:
         descriptor, partial_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=self.folder)
         partial = Path(partial_name)
         try:
-            with os.fdopen(descriptor, "wb") as stream:
+            with os.fdopen(descriptor, "wb") as stream, Progress(partial, size):
                 status = self.session.run(command, stdout=stream)
             if status != 0:
                 raise MoveError(f"downloading {target.name} failed (exit {status})")
@@ -414,8 +415,10 @@ class Move:
         key = f"moves/{self.source.name}-{self.state.dump['stamp']}.dump"
         self.state.upload = {"key": key}  # before it starts: an upload may finish after this run is gone
         self.state.save(self.state_file)
+        # The CLI's own progress at a terminal; elsewhere (a log) it would be a line per chunk.
+        quiet = [] if sys.stderr.isatty() else ["--only-show-errors"]
         self.aws_transfer(
-            "s3", "cp", "--only-show-errors", str(self.folder / "db.dump"), f"s3://{self.target.artifacts_bucket}/{key}"
+            "s3", "cp", *quiet, str(self.folder / "db.dump"), f"s3://{self.target.artifacts_bucket}/{key}"
         )
         head = self.aws("s3api", "head-object", "--bucket", self.target.artifacts_bucket, "--key", key)
         if int(head.get("ContentLength", -1)) != self.state.dump["bytes"]:
@@ -491,6 +494,29 @@ class Move:
                 raise MoveError(f"the group {self.target.group} has {len(groups)} target groups, expected one")
             self.aws(*groupverbs.modify_rule(rule, groupverbs.serving_actions(groups[0])))
         say(f"{self.target.name}: maintenance off, it takes writes")
+
+
+class Progress:
+    """While a download runs: how much has arrived, every 10 s (a dump of a few GB takes minutes)."""
+
+    def __init__(self, partial: Path, size: int | None):
+        self.partial, self.size = partial, size
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.wait(10):
+            arrived = self.partial.stat().st_size if self.partial.exists() else 0
+            of = f" of {self.size:,}" if self.size else ""
+            say(f"  {arrived:,}{of} bytes arrived")
+
+    def __enter__(self) -> Progress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def file_sha256(path: Path) -> str:

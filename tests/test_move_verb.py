@@ -112,6 +112,7 @@ class World:
         self.target_maintenance = False
         self.bucket: dict[str, bytes] = {}
         self.fail_restore = False
+        self.queue_stays = False  # the source's worker never empties its queue
 
 
 class FakeMove(Move):
@@ -126,6 +127,8 @@ class FakeMove(Move):
             return counts_text(self.world.source_tables, (len(FILES), size, "listing-digest"))
         if command == movescripts.dump(self.source_layout):
             return f"dump\t1234\t{DIGEST}\t12\n"
+        if command == movescripts.drain_queue(self.source_layout, 600) and self.world.queue_stays:
+            raise MoveError(f"{what} failed on {self.source.host} (exit 4)")
         return ""
 
     def on_target(self, what: str, command: str, *, every: bool = False, timeout: int = 600) -> str:
@@ -230,6 +233,16 @@ def test_a_failure_puts_the_source_back_and_a_second_run_goes_on(tmp_path):
     world.fail_restore, world.log = False, []
     assert run_move(world, tmp_path / "move") == 0
     assert not [w for _, w in world.log if w.startswith("pg_dump")], "resumed after the upload, no new dump"
+
+
+def test_a_queue_the_worker_does_not_empty_in_time_stops_the_move_and_the_source_serves_again(tmp_path):
+    world = World()
+    world.queue_stays = True
+    with pytest.raises(MoveError, match="exit 4"):
+        run_move(world, tmp_path / "move")
+    after = [what for _, what in world.log[where(world, "waiting for the worker")[0] :]]
+    assert after[1:] == ["starting the processes again", "maintenance off"], after
+    assert json.loads((tmp_path / "move" / "state.json").read_text())["done"] == []
 
 
 def test_a_source_changed_since_the_dump_starts_again_from_the_dump(tmp_path):
