@@ -48,7 +48,6 @@ class GroupStack:
     # What the `move` verb needs besides (stacks from before it lack `artifactsBucket`: the move says so).
     media_bucket: str = ""
     artifacts_bucket: str = ""
-    admin_user: str = ""
 
 
 def from_outputs(name: str, outputs: dict[str, Any]) -> Stack | GroupStack:
@@ -95,7 +94,6 @@ def _group_stack(name: str, outputs: dict[str, Any]) -> GroupStack:
         load_balancer_dns=str(outputs["loadBalancerDns"]),
         media_bucket=str(outputs.get("mediaBucket", "")),
         artifacts_bucket=str(outputs.get("artifactsBucket", "")),
-        admin_user=str(outputs.get("adminUser", "")),
     )
 
 

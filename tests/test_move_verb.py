@@ -39,7 +39,6 @@ TARGET = GroupStack(
     "photofeed-alb.elb.amazonaws.com",
     media_bucket="photofeed-assets",
     artifacts_bucket="photofeed-artifacts",
-    admin_user="admin",
 )
 SOURCE_TABLES = {"public.jobs_job": (2, 9), "public.auth_user": (1, 1), "public.django_migrations": (20, 20)}
 FILES = {"uploads/a.png": b"png bytes", "uploads/b.txt": b"some text\n" * 10}
