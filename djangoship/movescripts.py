@@ -170,6 +170,18 @@ install -d -m 0700 "$dir"
 file="$dir/{name}"
 rm -f "$file" "$file.partial"
 trap 'rm -f "$file.partial"' EXIT
+# Room first: the volume also holds PostgreSQL, which stops when it cannot write its WAL. The dump is at most the
+# database's size; what stays free is the nightly backup's reserve (10 % of the volume, at least 256 MiB).
+read -r size avail < <(df -B1 --output=size,avail "$dir" | tail -n 1)
+reserve=$((size / 10 > 268435456 ? size / 10 : 268435456))
+# (As the superuser in its own database `postgres`, names looked up in pg_catalog only: nothing of the app's.)
+db_bytes=$(PGOPTIONS="-c search_path=pg_catalog" runuser -u postgres -- psql --no-psqlrc -d postgres -tAc \\
+    "SELECT pg_database_size('{app}')")
+if [ "$avail" -lt $((db_bytes + reserve)) ]; then
+    echo "not enough space in $dir for the dump: $((avail / 1048576)) MiB free, the database is" \\
+        "$((db_bytes / 1048576)) MiB and $((reserve / 1048576)) MiB must stay free for PostgreSQL" >&2
+    exit 1
+fi
 runuser -u postgres -- pg_dump --format=custom --compress=6 {app} > "$file.partial"
 # Checked before anything leaves the server: an archive pg_restore reads, with entries in it.
 entries=$(pg_restore --list "$file.partial" | grep -vc '^;' || true)
@@ -182,7 +194,11 @@ printf 'dump\\t%s\\t%s\\t%s\\n' "$(stat -c %s "$file")" "$(sha256sum "$file" | c
 def dump(layout: Layout) -> str:
     """pg_dump (custom format) into the backup folder, checked by `pg_restore --list`; prints `dump<TAB>bytes<TAB>
     sha256<TAB>entries`. The move downloads it (`read_dump`) and removes it (`remove_dump`)."""
-    script = _DUMP.format(backups=shlex.quote(layout.paths.backup_dir), name=DUMP_NAME, app=shlex.quote(layout.app))
+    script = _DUMP.format(
+        backups=shlex.quote(layout.paths.backup_dir),
+        name=DUMP_NAME,
+        app=layout.app,  # [a-z][a-z0-9_]* (configchecks.NAME), written bare as the backup script writes it
+    )
     return root_script(script, "dump")
 
 

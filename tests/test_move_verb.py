@@ -355,6 +355,7 @@ def test_no_password_on_a_command_line():
         assert (
             "PGPASSWORD=${BASH_REMATCH" in script
             or "REDISCLI_AUTH=${BASH_REMATCH" in script
+            or ("runuser -u postgres -- psql" in script and "redis-cli" not in script)  # peer: no password at all
             or ("psql" not in script and "redis-cli" not in script)
         ), name
     restore = shlex.split(move_scripts()["restore-moved"])
