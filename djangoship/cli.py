@@ -11,8 +11,9 @@ from . import remote
 from .aws import Aws, AwsError
 from .fleet import Fleet
 from .groupverbs import GROUP_VERBS
+from .move import move_verb
 from .ssh import Session
-from .stack import GroupStack, StackError, read_outputs_file, read_pulumi_stack
+from .stack import GroupStack, Stack, StackError, read_outputs_file, read_pulumi_stack
 from .verbs import VERBS, say
 
 
@@ -100,6 +101,35 @@ def parser() -> argparse.ArgumentParser:
         "the load balancer answers it)",
     )
     maintenance.add_argument("state", nargs="?", choices=["on", "off"])
+
+    move = verbs.add_parser(
+        "move",
+        help="single server only: its data (database, uploads) into a scaled stack built beside it; resumable",
+        description=(
+            "Stops the site's writes (maintenance page, Celery queue drained, processes stopped), dumps the "
+            "database, restores it into the scaled stack's RDS through one of its app servers, syncs the uploads "
+            "to its media bucket, counts both sides, and turns the scaled stack's maintenance off. Each step is "
+            "recorded in FOLDER/state.json: run again to go on after the last finished one. docs/scaling-out.md"
+        ),
+    )
+    to = move.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to", metavar="STACK", help="the scaled stack (Pulumi) to move into")
+    to.add_argument("--to-outputs-file", type=Path, metavar="FILE", help="the scaled stack's outputs as JSON")
+    move.add_argument(
+        "--replace-target-data",
+        action="store_true",
+        help="restore even if the scaled stack's database holds rows a deploy does not write by itself",
+    )
+    move.add_argument(
+        "--drain-timeout",
+        type=int,
+        default=600,
+        metavar="SECONDS",
+        help="how long the worker may take to empty the Celery queue before the move gives up (default 600)",
+    )
+    move.add_argument(
+        "--folder", type=Path, help="where the state file, the dump and the uploads go (default moves/SOURCE-to-TARGET)"
+    )
     return top
 
 
@@ -107,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         stack = read_outputs_file(args.outputs_file) if args.outputs_file else read_pulumi_stack(args.stack)
+        if args.verb == "move":
+            return move(args, stack)
         if isinstance(stack, GroupStack):
             fleet = Fleet(stack, Aws(stack.region), args.instance)
             return GROUP_VERBS[args.verb](args, stack, fleet)
@@ -119,3 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def move(args: argparse.Namespace, source: Stack | GroupStack) -> int:
+    """The one verb with two stacks: the single server (the usual --stack) and the scaled one (--to)."""
+    target = read_outputs_file(args.to_outputs_file) if args.to_outputs_file else read_pulumi_stack(args.to)
+    if not isinstance(source, Stack):
+        raise StackError(f"move: the source {source.name!r} is a scaled stack; it moves a single server's data")
+    if not isinstance(target, GroupStack):
+        raise StackError(f"move: the target {target.name!r} is a single server; it moves into a scaled stack")
+    if target.app != source.app:
+        raise StackError(f"move: the source's app is {source.app!r}, the target's {target.app!r}: the same app?")
+    fleet = Fleet(target, Aws(target.region), args.instance)
+    with Session(source) as session:
+        return move_verb(args, source, session, target, fleet)

@@ -45,6 +45,9 @@ class GroupStack:
     region: str
     database: str  # the RDS instance's identifier (the first label of `databaseEndpoint`)
     load_balancer_dns: str
+    # What the `move` verb needs besides (stacks from before it lack `artifactsBucket`: the move says so).
+    media_bucket: str = ""
+    artifacts_bucket: str = ""
 
 
 def from_outputs(name: str, outputs: dict[str, Any]) -> Stack | GroupStack:
@@ -89,6 +92,8 @@ def _group_stack(name: str, outputs: dict[str, Any]) -> GroupStack:
         region=str(outputs["awsRegion"]),
         database=str(outputs["databaseEndpoint"]).split(".", 1)[0],
         load_balancer_dns=str(outputs["loadBalancerDns"]),
+        media_bucket=str(outputs.get("mediaBucket", "")),
+        artifacts_bucket=str(outputs.get("artifactsBucket", "")),
     )
 
 

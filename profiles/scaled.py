@@ -263,6 +263,8 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         "cdnDomain": cdn.domain_name,
         "databaseEndpoint": database.instance.endpoint,
         "mediaBucket": assets.bucket.id,
+        # Where the `move` verb hands a single server's database dump to an app server (moves/, deleted after).
+        "artifactsBucket": artifacts.bucket.id,
         "appServerGroup": servers.group.name,
         # What the operator's verbs (python3 -m djangoship) need besides the group: <app>-manage, the region.
         "appName": plan.app,

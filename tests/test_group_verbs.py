@@ -176,6 +176,8 @@ def test_a_scaled_stack_goes_through_systems_manager_and_one_server_through_ssh(
         region="us-east-1",
         database="photofeed-db",
         load_balancer_dns="photofeed-alb-1234567890.us-east-1.elb.amazonaws.com",
+        media_bucket="photofeed-assets",
+        artifacts_bucket="photofeed-artifacts",
     )
     assert isinstance(from_outputs("dev", run_program({}).outputs), Stack)
     # The same verbs on both.

@@ -345,6 +345,7 @@ def test_only_the_app_servers_role_can_decrypt_the_parameters(scaled: ProgramRun
         "arn:aws:s3:::photofeed-artifacts/releases/*",
         "arn:aws:s3:::photofeed-artifacts/servers/*",
     ]
+    assert statements["ReadMoveDumps"]["Resource"] == "arn:aws:s3:::photofeed-artifacts/moves/*"
     assert statements["CompleteLaunchHook"]["Resource"].endswith(":autoScalingGroupName/photofeed-app-*")
     actions = [
         a for s in role_policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
@@ -1256,6 +1257,7 @@ def test_outputs(scaled: ProgramRun) -> None:
     assert outputs["cdnDomain"] == "d111111abcdef8.cloudfront.net"
     assert outputs["databaseEndpoint"] == "photofeed-db.c9akciq32.us-east-1.rds.amazonaws.com:5432"
     assert outputs["mediaBucket"] == "photofeed-assets" and outputs["adminUser"] == "admin"
+    assert outputs["artifactsBucket"] == "photofeed-artifacts"
     assert outputs["appServerGroup"].startswith("photofeed-app-")
     assert re.fullmatch(r"[0-9a-f]{12}", outputs["releaseId"])
     assert scaled.secret_outputs == {"adminPassword"}

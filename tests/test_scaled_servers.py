@@ -387,11 +387,12 @@ def operator(site, tmp_path_factory):
     outputs = folder / "prod.json"
     outputs.write_text(json.dumps(site.run.outputs, default=str))
     outputs.chmod(0o600)
-    # The AWS CLI of requirements-dev, sent to the front. As `--endpoint-url`, not only AWS_ENDPOINT_URL: CLI v1
-    # sends RDS's calls in us-east-1 to rds.amazonaws.com unless the option is given.
+    # The AWS CLI of requirements-dev (beside this Python: a worktree has no .venv of its own), sent to the front.
+    # As `--endpoint-url`, not only AWS_ENDPOINT_URL: CLI v1 sends RDS's calls in us-east-1 to rds.amazonaws.com
+    # unless the option is given.
     cli = folder / "bin" / "aws"
     cli.parent.mkdir()
-    cli.write_text(f'#!/bin/sh\nexec {ROOT / ".venv" / "bin" / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n')
+    cli.write_text(f'#!/bin/sh\nexec {Path(sys.executable).parent / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n')
     cli.chmod(0o755)
     env = {
         **os.environ,

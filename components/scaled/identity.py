@@ -3,6 +3,8 @@
 - Session Manager, the operators' way in instead of SSH (the AWS-managed AmazonSSMManagedInstanceCore).
 - Read its two SecureString parameters — by name; their KMS key admits this role alone (secretstore.py).
 - Read release archives; write static files (the first server of a release). Nothing else in S3.
+- Read a database dump the operator's `move` verb put under moves/ of the artifacts bucket (djangoship/move.py),
+  which one server restores into RDS: no more than the server can already do (it holds the database's password).
 - Complete the launch lifecycle hook of its own Auto Scaling group.
 - Assume the media role: the app's own credentials, for its uploads only (read, write, delete under media/).
   The app never holds the instance role's credentials (the metadata service refuses every user but root): a
@@ -56,6 +58,12 @@ def server_policy(
             "Effect": "Allow",
             "Action": "s3:GetObject",
             "Resource": [f"{artifacts_arn}/releases/*", f"{artifacts_arn}/servers/*"],
+        },
+        {
+            "Sid": "ReadMoveDumps",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"{artifacts_arn}/moves/*",
         },
         {"Sid": "ListAssets", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": assets_arn},
         {"Sid": "WriteStatic", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{assets_arn}/static/*"},
