@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pulumi
 
-from components.release import git_release, local_release
-from components.settings import ConfigError, read_stack_config
+from config.settings import ConfigError, read_stack_config
 from profiles import single
+from server.release import git_release, local_release
 
 # 1. Settings, and the exact release to deploy (a content hash, or the commit the git ref points at).
 try:

@@ -7,7 +7,7 @@ nginx and PgBouncer — idle, under load, and idle again after it — against t2
 `--app workers` deploys the tests' `workers` project instead (tests/foreign_apps.py: ASGI, a Celery worker and a
 `manage.py` command that runs for ever, a schedule, `redis: true`) and also reports Redis, the worker, the
 command and everything else on the machine ("other": systemd, journald, sshd, …): the figures behind the memory
-budget at preview (components/catalog.py MEMORY_MIB).
+budget at preview (catalog/offerings.py MEMORY_MIB).
 
 The program is run with `instanceType` set, so it sizes PostgreSQL, the gunicorn workers and the pool for
 that instance (the guest itself has the host's memory). Figures come from the guest's /proc/<pid>/smaps_rollup

@@ -59,7 +59,7 @@ from harness.localsite import http_get, local_site
 from localboot.network import bridge_network
 
 STATIC_ROOT = f"/srv/{APP}/current/.djangoship-static"
-# The deployer's settings overlay and WSGI wrapper (components/host.py): "ours" runs through them.
+# The deployer's settings overlay and WSGI wrapper (server/host.py): "ours" runs through them.
 DEPLOYER_PYTHONPATH = f"/usr/local/lib/{APP}/python"
 # Outside /tmp and /var/tmp: the deployed gunicorn.service has PrivateTmp.
 OVERLAY = "/opt/bench"

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from catalog.iam import EC2_ASSUME_ROLE_POLICY
+
 from .buckets import PrivateBucket, PrivateBucketArgs
-from .iam import EC2_ASSUME_ROLE_POLICY
 
 
 @dataclass

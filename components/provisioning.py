@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from .envcontract import single_server_env_file
-from .host import (
+from config.settings import Settings
+from server.envfile import single_server_env_file
+from server.host import (
     HostPlan,
     as_root,
     build_id,
@@ -42,9 +43,9 @@ from .host import (
     render_python_modules,
     site_hosts,
 )
+from server.release import Release
+
 from .keys import HostKey
-from .release import Release
-from .settings import Settings
 
 BOOT_TIMEOUT_SECONDS = 1500
 STEP_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m")

@@ -12,7 +12,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from components.layout import ServerPaths
+from server.layout import ServerPaths
 
 RELEASE_ID = re.compile(r"^[0-9a-f]{12}$")  # as <app>-activate checks
 # A backup's stamp (`date -u +%Y%m%dT%H%M%SZ` in <app>-backup), in a pattern Python and bash read alike: checked
@@ -24,7 +24,7 @@ UNIT_NAME = re.compile(r"^[A-Za-z0-9@_.:-]+$")
 
 @dataclass(frozen=True)
 class Layout:
-    """Where things are on the server of the app `app`: components/layout.py's paths, as the templates use them."""
+    """Where things are on the server of the app `app`: server/layout.py's paths, as the templates use them."""
 
     app: str
 

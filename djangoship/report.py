@@ -8,7 +8,7 @@ import shlex
 from .remote import STAMP, Layout, check_stamp, root_script
 
 # The data volume's fill level past which `status` warns: the server's backup and deploy warn at the same
-# (`volume_warn_percent` in components/host.py; a test keeps the two equal).
+# (`volume_warn_percent` in server/host.py; a test keeps the two equal).
 VOLUME_WARN_PERCENT = 80
 
 # Dates in UTC, as the release and backup stamps are.

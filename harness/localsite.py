@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.host import HEALTH_PATH
 from harness.mockrun import MockState, ProgramRun, run_program
 from harness.replay import ReplayState, StepResult, replay
 from localboot import DEFAULT_RELEASE, Guest
 from localboot.keys import generate_ed25519_keypair
 from localboot.network import BridgeNetwork
+from server.host import HEALTH_PATH
 
 # Debian release of the guest → the program's `image` setting that matches it.
 IMAGES = {"bookworm": "debian-12", "trixie": "debian-13"}

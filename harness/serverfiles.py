@@ -1,5 +1,5 @@
 """What an app server of the scaled profile is given, as the program under mocks declared it: the launch
-template's user-data and the server files' archive in the artifacts bucket (components/scaled/boot.py's
+template's user-data and the server files' archive in the artifacts bucket (server/appserver.py's
 ServerFiles), for the tests that read or validate those files."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The tutorial's advice for a site that outgrows one server, as the same program: the database on its own
 (managed) server, several app servers behind a load balancer, static files and uploads from a CDN. The app
-servers run the single server's own host templates and release scripts (components/scaled/boot.py). See
+servers run the single server's own host templates and release scripts (server/appserver.py). See
 docs/scaling-out.md for when to switch, what it costs and how to move the data.
 """
 
@@ -13,16 +13,27 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from catalog.offerings import INSTANCE_TYPES
+from catalog.scaledcost import monthly_cost_breakdown, monthly_cost_usd
+from catalog.tags import standard_tags
 from components.buckets import PrivateBucket, PrivateBucketArgs
-from components.catalog import INSTANCE_TYPES
 from components.deploykey import DeployKey, DeployKeyArgs
-from components.envcontract import app_server_env_file
-from components.host import HEALTH_PATH, HostPlan, encode_user_data
-from components.release import Release
 from components.scaled.appservers import AppServers, AppServersArgs
 from components.scaled.artifacts import ReleaseArchive, ReleaseArchiveArgs, ServerFilesArchive, ServerFilesArchiveArgs
-from components.scaled.boot import (
+from components.scaled.cache import Cache, CacheArgs
+from components.scaled.cdn import Cdn, CdnArgs
+from components.scaled.certificate import SiteCertificate, SiteCertificateArgs
+from components.scaled.database import Database, DatabaseArgs
+from components.scaled.firewalls import Firewalls, FirewallsArgs
+from components.scaled.identity import AppServerIdentity, AppServerIdentityArgs
+from components.scaled.loadbalancer import LoadBalancer, LoadBalancerArgs
+from components.scaled.network import Network, NetworkArgs
+from components.scaled.secretstore import SecretStore, SecretStoreArgs, deploy_key_parameter_name, parameter_names
+from components.secrets import AppSecrets
+from config.settings import Settings
+from server.appserver import (
     LIFECYCLE_HOOK,
+    ORIGIN_HEADER,
     BootValues,
     ServerFiles,
     artifact_key,
@@ -30,19 +41,9 @@ from components.scaled.boot import (
     render_server_files,
     scaled_plan,
 )
-from components.scaled.cache import Cache, CacheArgs
-from components.scaled.cdn import Cdn, CdnArgs
-from components.scaled.certificate import SiteCertificate, SiteCertificateArgs
-from components.scaled.database import Database, DatabaseArgs
-from components.scaled.firewalls import Firewalls, FirewallsArgs
-from components.scaled.identity import AppServerIdentity, AppServerIdentityArgs
-from components.scaled.loadbalancer import ORIGIN_HEADER, LoadBalancer, LoadBalancerArgs
-from components.scaled.network import Network, NetworkArgs
-from components.scaled.prices import monthly_cost_breakdown, monthly_cost_usd
-from components.scaled.secretstore import SecretStore, SecretStoreArgs, deploy_key_parameter_name, parameter_names
-from components.secrets import AppSecrets
-from components.settings import Settings
-from components.tagging import standard_tags
+from server.envfile import app_server_env_file
+from server.host import HEALTH_PATH, HostPlan, encode_user_data
+from server.release import Release
 
 VPC_CIDR = "10.20.0.0/16"
 CLOUDFRONT_CERTIFICATE_REGION = "us-east-1"  # CloudFront takes certificates from this region only

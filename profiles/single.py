@@ -8,20 +8,20 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from catalog.offerings import monthly_cost_usd
+from catalog.tags import standard_tags
 from components.backups import BackupBucket, BackupBucketArgs
-from components.catalog import monthly_cost_usd
-from components.data import DataVolume, DataVolumeArgs
+from components.datavolume import DataVolume, DataVolumeArgs
 from components.deploykey import DeployKey, DeployKeyArgs
-from components.host import encode_user_data, plan_host, render_user_data
 from components.keys import HostKey, SshKey, SshKeyArgs
-from components.memory import memory_budget
-from components.network import WebSecurityGroup, WebSecurityGroupArgs
 from components.provisioning import SiteProvisioner, SiteProvisionerArgs
-from components.release import Release
 from components.secrets import AppSecrets
-from components.server import WebServer, WebServerArgs
-from components.settings import Settings
-from components.tagging import standard_tags
+from components.securitygroup import WebSecurityGroup, WebSecurityGroupArgs
+from components.webserver import WebServer, WebServerArgs
+from config.memory import memory_budget
+from config.settings import Settings
+from server.host import encode_user_data, plan_host, render_user_data
+from server.release import Release
 
 
 def build(settings: Settings, release: Release) -> dict[str, Any]:

@@ -8,9 +8,9 @@ import io
 import tarfile
 from pathlib import Path
 
-from components.host import plan_host, remote_script
-from components.release import archive_bytes, shipped
-from components.settings import load_settings
+from config.settings import load_settings
+from server.host import plan_host, remote_script
+from server.release import archive_bytes, shipped
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
 

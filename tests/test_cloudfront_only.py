@@ -16,12 +16,11 @@ import urllib.request
 import pytest
 from rendered.helpers import echo_server, free_port, on_loopback, running_nginx
 
-from components.host import render
-from components.scaled.boot import scaled_plan
-from components.scaled.loadbalancer import ORIGIN_HEADER
-from components.settings import load_settings
+from config.settings import load_settings
 from harness import mockrun
 from harness.mockrun import ProgramRun, run_program
+from server.appserver import ORIGIN_HEADER, scaled_plan
+from server.host import render
 
 PREFIX_LIST = "pl-3b927c52"  # what AWS answers in us-east-1 for the name below
 ORIGIN_FACING = "com.amazonaws.global.cloudfront.origin-facing"

@@ -1,6 +1,6 @@
 """Config rules that follow someone else's: systemd's calendar events, CIDR notation as a reviewer reads it.
 
-The OnCalendar check (`components/oncalendar.py`) runs at preview on any operator's machine, without systemd; here
+The OnCalendar check (`config/oncalendar.py`) runs at preview on any operator's machine, without systemd; here
 it is held to systemd's own verdict (`systemd-analyze calendar`) on every expression below.
 """
 
@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from components.oncalendar import CalendarError, check_calendar
-from components.settings import ConfigError, load_settings
+from config.oncalendar import CalendarError, check_calendar
+from config.settings import ConfigError, load_settings
 from harness.mockrun import run_program
 from tests.conftest import skip_or_fail
 

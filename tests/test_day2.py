@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from site_helpers import APP, create_row, sh, upload_photo
 
-from components.memory import memory_budget
+from config.memory import memory_budget
 from djangoship.remote import Layout
 from djangoship.report import releases as releases_view
 from djangoship.report import status

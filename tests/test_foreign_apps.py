@@ -29,13 +29,13 @@ import pytest
 from foreign_apps import ForeignApp, build
 from site_helpers import Browser, admin_login, multipart, png_bytes, sh, units_acted_on_unread
 
-from components.host import plan_host, render
-from components.settings import load_settings
+from config.settings import load_settings
 from djangoship.remote import Layout
 from djangoship.report import status
 from harness.localsite import RequestLoop, http_get, local_site
 from harness.mockrun import Registered
 from harness.replay import StepFailed, StepResult, run_step
+from server.host import plan_host, render
 
 pytestmark = pytest.mark.localboot
 NAME = "foreign"  # one app name for every project: one server, one database, one data volume

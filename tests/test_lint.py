@@ -21,7 +21,7 @@ CHECKS = {
     "ruff format": ["ruff", "format", "--check", "."],
     # The program (its profiles hold what __main__.py declares). The policy pack is a separate program with a
     # __main__.py of its own, so it is checked apart.
-    "mypy program": ["mypy", "components", "profiles", "__main__.py"],
+    "mypy program": ["mypy", "catalog", "config", "server", "components", "profiles", "__main__.py"],
     # The operator's verbs (standard library only).
     "mypy operator verbs": ["mypy", "djangoship"],
     "mypy policy pack": ["mypy", "policy"],

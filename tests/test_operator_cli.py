@@ -88,7 +88,7 @@ def test_the_scripts_are_clean_bash_run_as_root(name, tmp_path):
 
 
 def test_status_warns_at_the_fill_level_the_server_warns_at():
-    from components.host import HostPlan
+    from server.host import HostPlan
 
     assert HostPlan.__dataclass_fields__["volume_warn_percent"].default == report.VOLUME_WARN_PERCENT
     script = shlex.split(report.status(LAYOUT))[4]

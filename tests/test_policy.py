@@ -23,10 +23,11 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResourceOptions
 from pulumi_policy.proxy import unknown_checking_proxy
 
-from components import catalog, release
-from components.host import encode_user_data
-from components.settings import APP_KEYS, KEYS
+from catalog import offerings
+from config.settings import APP_KEYS, KEYS
 from harness.mockrun import ProgramRun, Registered, run_program
+from server import release
+from server.host import encode_user_data
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "policy"))
@@ -118,8 +119,8 @@ def test_pack_is_a_python_pack_in_the_project_venv():
 
 
 def test_duplicated_lists_match_the_catalog():
-    assert sorted(pack.DEFAULT_INSTANCE_TYPES) == sorted(catalog.INSTANCE_TYPES)
-    assert sorted(pack.DATABASE_PORTS) == sorted(catalog.DATABASE_PORTS)
+    assert sorted(pack.DEFAULT_INSTANCE_TYPES) == sorted(offerings.INSTANCE_TYPES)
+    assert sorted(pack.DATABASE_PORTS) == sorted(offerings.DATABASE_PORTS)
     schema = POLICY["allowed-instance-types"].config_schema
     assert schema is not None and schema.properties["allowedTypes"]["default"] == list(pack.DEFAULT_INSTANCE_TYPES)
 
@@ -362,7 +363,7 @@ def test_gzip_base64_user_data_with_a_private_key_is_refused(default_run):
 
 
 def test_the_programs_own_gzip_encoding_is_seen_through(default_run):
-    """Past 16 KiB the program sends gzip+base64 (components.host.encode_user_data): the policy reads through it."""
+    """Past 16 KiB the program sends gzip+base64 (server.host.encode_user_data): the policy reads through it."""
     big = "#cloud-config\n" + "# padding\n" * 2000 + "runcmd:\n  - echo AKIAIOSFODNN7EXAMPLE\n"
     encoded, gzipped = encode_user_data(big)
     assert gzipped

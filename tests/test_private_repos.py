@@ -23,11 +23,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from components import release as release_module
-from components.host import plan_host, remote_script
-from components.settings import ConfigError, load_settings
+from config.settings import ConfigError, load_settings
 from harness.mockrun import ProgramRun, fixed_test_key, run_program
 from harness.serverfiles import app_server_files
+from server import release as release_module
+from server.host import plan_host, remote_script
 from tests.conftest import skip_or_fail
 from tests.test_policy import pack
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.envcontract import reserved_names
-from components.host import app_python, plan_host
-from components.settings import APP_KEYS, KEYS, ConfigError, load_settings
+from config.envcontract import reserved_names
+from config.settings import APP_KEYS, KEYS, ConfigError, load_settings
 from harness.mockrun import run_program
+from server.host import app_python, plan_host
 from tools import configdoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,7 +266,7 @@ def test_readme_has_each_keys_row_in_order_with_its_default_profile_and_secrecy(
         assert ("--secret" in row.doc) == (row.secret != "no"), f"{name}: its doc, and so Pulumi.yaml"
 
 
-# --- the env contract (components/envcontract.py): one list of names, refused in app.env at validation ---------
+# --- the env contract (config/envcontract.py): one list of names, refused in app.env at validation ---------
 
 
 @pytest.mark.parametrize("profile", ["single", "scaled"])

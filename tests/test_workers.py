@@ -26,14 +26,14 @@ from rendered.helpers import (
     systemd_verify,
 )
 
-from components.catalog import INSTANCE_TYPES, MEMORY_MIB
-from components.configtable import ConfigError
-from components.envcontract import reserved_names
-from components.host import plan_host, render_app_units, render_gunicorn_config, render_nginx_site, site_hosts
-from components.memory import memory_budget
-from components.oncalendar import CalendarError, check_calendar
-from components.settings import load_settings
+from catalog.offerings import INSTANCE_TYPES, MEMORY_MIB
+from config.envcontract import reserved_names
+from config.memory import memory_budget
+from config.oncalendar import CalendarError, check_calendar
+from config.settings import load_settings
+from config.table import ConfigError
 from harness.mockrun import MockState, run_program
+from server.host import plan_host, render_app_units, render_gunicorn_config, render_nginx_site, site_hosts
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "photofeed")
 WORKERS_APP = {
@@ -447,7 +447,7 @@ def test_processes_script_times_each_process_in_its_own_time_and_names_the_unit(
 def test_asgi_leaves_persistent_connections_to_the_app() -> None:
     """Under ASGI a request's sync code may run in any thread, and Django's persistent connections belong to a
     thread: the overlay must not turn them on there (it does for WSGI)."""
-    from components.host import render_python_modules
+    from server.host import render_python_modules
 
     asgi = render_python_modules(plan_host(settings_for(WORKERS)))
     assert "djangoship_asgi.py" in asgi and 'CONN_MAX_AGE"] = ' not in asgi["djangoship_settings.py"]

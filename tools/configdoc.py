@@ -1,4 +1,4 @@
-"""Pulumi.yaml's `config:` section, generated from the table in components/settings.py.
+"""Pulumi.yaml's `config:` section, generated from the table in config/settings.py.
 
     .venv/bin/python -m tools.configdoc      # rewrites Pulumi.yaml below its `config:` line
 
@@ -16,8 +16,8 @@ from typing import Any, get_args, get_origin
 
 import yaml
 
-from components.configtable import Key
-from components.settings import KEYS
+from config.settings import KEYS
+from config.table import Key
 
 PULUMI_YAML = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 SECTION = "\nconfig:\n"

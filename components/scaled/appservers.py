@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from ..catalog import IMAGES, is_burstable
-from ..server import find_ami
+from catalog.offerings import IMAGES, is_burstable
+from components.webserver import find_ami
 
 LAUNCH_HOOK_TIMEOUT_SECONDS = 1800  # packages, pip, migrations on a small instance; then the launch is abandoned
 

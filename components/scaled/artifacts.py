@@ -1,6 +1,6 @@
 """What the app servers fetch from the private artifacts bucket when they boot: the release (the app folder's
-reproducible archive, components/release.py; a git release needs none: the servers fetch the commit themselves)
-and the server files beyond their user-data (components/scaled/boot.py's ServerFiles). Both are kept when newer
+reproducible archive, server/release.py; a git release needs none: the servers fetch the commit themselves)
+and the server files beyond their user-data (server/appserver.py's ServerFiles). Both are kept when newer
 ones replace them: an instance refresh that rolls back, or a server launched later from an older launch template
 version, still finds what its user-data names."""
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from ..buckets import PrivateBucket
-from ..release import Release
+from components.buckets import PrivateBucket
+from server.release import Release
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ReleaseArchiveArgs:
 
 
 class ReleaseArchive(pulumi.ComponentResource):
-    """The app folder's reproducible archive (components/release.py) as an object the app servers fetch.
+    """The app folder's reproducible archive (server/release.py) as an object the app servers fetch.
 
     Kept when a newer release replaces it (retain_on_delete): an instance refresh that rolls back, or a
     server launched later from an older launch template version, still finds its archive. Old archives stay

@@ -6,7 +6,7 @@ Without a domain the site is https://<distribution>.cloudfront.net and CloudFron
 over plain HTTP (the load balancer has no certificate for its own name): the visitor's leg is encrypted, the
 leg from CloudFront to the region is not. With a domain, CloudFront answers for it (a certificate in us-east-1)
 and reaches the load balancer over HTTPS: it forwards the visitor's Host, which the load balancer's certificate
-names. Every request to the load balancer carries the origin header (loadbalancer.ORIGIN_HEADER), and every
+names. Every request to the load balancer carries the origin header (ORIGIN_HEADER, server/appserver.py), and every
 behaviour redirects HTTP visitors to HTTPS: whatever reaches the app servers was HTTPS from the visitor.
 """
 

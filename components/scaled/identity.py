@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from ..iam import EC2_ASSUME_ROLE_POLICY
+from catalog.iam import EC2_ASSUME_ROLE_POLICY
 
 SSM_MANAGED_INSTANCE_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-ORIGIN_HEADER = "X-Origin-Verify"  # CloudFront → load balancer; the app servers' nginx drops it before Django
+from server.appserver import ORIGIN_HEADER
 
 
 @dataclass

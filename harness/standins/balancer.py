@@ -20,9 +20,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from .tunnel import forwarded_headers, is_websocket, tunnel
+from .tunnel import ProxyListener, forwarded_headers, is_websocket, tunnel
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 CONNECT_TIMEOUT = 10.0  # s: an ALB's connection timeout to a target
@@ -68,7 +68,7 @@ class LoadBalancer:
         self.targets: dict[str, Target] = {}
         self.lock = threading.Condition()
         self.rotation = itertools.count()
-        self.server: ThreadingHTTPServer | None = None
+        self.server: ProxyListener | None = None
         self.answered: dict[int, int] = {}  # status → count, for what the balancer itself answered
         # The forward rule's action replaced by a fixed response: (status, content type, body), or None.
         self.fixed_response: tuple[int, str, str] | None = None
@@ -179,8 +179,7 @@ class LoadBalancer:
 
             do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = ProxyListener(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

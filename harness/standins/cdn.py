@@ -16,13 +16,13 @@ import socket
 import threading
 import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
 from .balancer import HOP_BY_HOP, OWN_HEADERS
 from .tls import Authority
-from .tunnel import forwarded_headers, is_websocket, tunnel
+from .tunnel import ProxyListener, forwarded_headers, is_websocket, tunnel
 
 # CloudFront closes a websocket with no data either way for 10 minutes (its documented idle timeout).
 WEBSOCKET_IDLE_TIMEOUT = 600.0
@@ -50,7 +50,7 @@ class Distribution:
         self.domain, self.address, self.authority = domain, address, authority
         self.behaviors, self.bucket, self.s3 = behaviors, bucket, s3
         self.balancer_url, self.origin_headers = balancer_url, origin_headers
-        self.server: ThreadingHTTPServer | None = None
+        self.server: ProxyListener | None = None
         self.requests = 0
 
     @property
@@ -71,8 +71,7 @@ class Distribution:
 
             do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
 
-        self.server = ThreadingHTTPServer((self.address, 443), Handler)
-        self.server.daemon_threads = True
+        self.server = ProxyListener((self.address, 443), Handler)
         context = self.authority.server_context(self.authority.issue([self.domain]))
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

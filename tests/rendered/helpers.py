@@ -26,7 +26,8 @@ import pytest
 import yaml
 from conftest import skip_or_fail
 
-from components.host import (
+from config.settings import load_settings
+from server.host import (
     USER_DATA_LIMIT,
     HostPlan,
     encode_user_data,
@@ -39,7 +40,6 @@ from components.host import (
     render_user_data,
     site_hosts,
 )
-from components.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]  # the project, on sys.path through conftest.py
 PUBLIC_IP = "203.0.113.10"  # harness.mockrun.MockState's Elastic IP: the same hosts as run_program renders

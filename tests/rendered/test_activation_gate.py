@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from components.host import render
 from rendered.helpers import UnixHTTPServer, plan_for
+from server.host import render
 
 HOST = "shop.example.com"
 # path → (status, Location)

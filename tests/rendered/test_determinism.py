@@ -13,12 +13,7 @@ from typing import Any
 
 import pytest
 
-from components.host import (
-    USER_DATA_LIMIT,
-    HostPlan,
-    plan_host,
-)
-from components.settings import load_settings
+from config.settings import load_settings
 from rendered.helpers import (
     CONFIGS,
     PROGRAM_CONFIGS,
@@ -30,6 +25,11 @@ from rendered.helpers import (
     run,
     run_sent,
     user_data_for,
+)
+from server.host import (
+    USER_DATA_LIMIT,
+    HostPlan,
+    plan_host,
 )
 
 
@@ -45,8 +45,8 @@ HASH_RENDERS = r"""
 import hashlib, json, sys
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]  # the project, and the tests' shared conftest
 from tests.rendered.helpers import CONFIGS, everything_rendered
-from components.host import plan_host
-from components.settings import load_settings
+from server.host import plan_host
+from config.settings import load_settings
 print(json.dumps({c: {k: hashlib.sha256(v.encode()).hexdigest() for k, v in everything_rendered(
     plan_host(load_settings(CONFIGS[c], project="djangoship", stack="dev"))).items()} for c in CONFIGS}))
 """

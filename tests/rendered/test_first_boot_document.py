@@ -15,15 +15,15 @@ import pytest
 import yaml
 from conftest import skip_or_fail
 
-from components.catalog import swap_mib
-from components.host import (
+from catalog.offerings import swap_mib
+from config.settings import load_settings
+from rendered.helpers import CONFIGS, need, plan_for, run, user_data_doc, user_data_for, written_files
+from server.host import (
     USER_DATA_LIMIT,
     _without_comment_lines,
     encode_user_data,
     render,
 )
-from components.settings import load_settings
-from rendered.helpers import CONFIGS, need, plan_for, run, user_data_doc, user_data_for, written_files
 
 SCHEMA_KEYS_SCRIPT = r"""
 import json

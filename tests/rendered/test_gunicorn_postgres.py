@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from components.catalog import default_workers
-from components.host import (
+from catalog.offerings import default_workers
+from config.settings import load_settings
+from rendered.helpers import CONFIGS, plan_for
+from server.host import (
     render_gunicorn_config,
     render_postgres_config,
     render_python_modules,
 )
-from components.settings import load_settings
-from rendered.helpers import CONFIGS, plan_for
 
 
 @pytest.mark.parametrize("config_id", CONFIGS)

@@ -15,9 +15,6 @@ from typing import Any
 
 import pytest
 
-from components.host import (
-    site_hosts,
-)
 from rendered.helpers import (
     CONFIGS,
     DOMAIN,
@@ -39,6 +36,9 @@ from rendered.helpers import (
     size_bytes,
     user_data_doc,
     written_files,
+)
+from server.host import (
+    site_hosts,
 )
 
 

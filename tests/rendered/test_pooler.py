@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.host import (
-    plan_host,
-    render_pgbouncer_config,
-)
-from components.settings import load_settings
+from config.settings import load_settings
 from rendered.helpers import (
     CONFIGS,
     PUBLIC_IP,
@@ -21,6 +17,10 @@ from rendered.helpers import (
     plan_for,
     site_for,
     user_data_doc,
+)
+from server.host import (
+    plan_host,
+    render_pgbouncer_config,
 )
 
 # Every setting PgBouncer 1.18 (Debian 12) and 1.22 (Ubuntu 24.04) both know, in the sections we write.
@@ -71,7 +71,7 @@ def test_pgbouncer_ini(config_id: str) -> None:
 
 
 def test_env_contract_points_at_the_pooler_when_on() -> None:
-    from components.envcontract import single_server_env_file
+    from server.envfile import single_server_env_file
 
     for pooler, port in ((True, "6432"), (False, "5432")):
         settings = load_settings({"dbPooler": pooler}, project="djangoship", stack="dev")

@@ -12,13 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from components.host import (
-    TEMPLATES,
-    render,
-    render_gunicorn_config,
-    render_postgres_config,
-    render_python_modules,
-)
 from harness.mockrun import run_program
 from harness.serverfiles import server_files, user_data_document
 from rendered.helpers import (
@@ -38,6 +31,13 @@ from rendered.helpers import (
     user_data_doc,
     user_data_for,
     written_files,
+)
+from server.host import (
+    TEMPLATES,
+    render,
+    render_gunicorn_config,
+    render_postgres_config,
+    render_python_modules,
 )
 
 SENT_SCRIPTS = {

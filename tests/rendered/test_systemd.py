@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from conftest import skip_or_fail
 
-from components.host import render
 from rendered.helpers import (
     CONFIGS,
     plan_for,
@@ -19,6 +18,7 @@ from rendered.helpers import (
     user_data_doc,
     written_files,
 )
+from server.host import render
 
 
 def gunicorn_units(config_id: str) -> dict[str, str]:

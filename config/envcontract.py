@@ -3,9 +3,10 @@ which names `app.env` may not take. Pure functions, no Pulumi.
 
 One dict literal (`variables`) names them all, in the env file's order. It is read three ways: by the single
 server's configure step (`single_server_env_file`), by the scaled profile's SSM parameter
-(`app_server_env_file`), and by config validation (`reserved_names`), so an `app.env` entry that would clash
-with the deployer's own is a config error before anything is declared. The README's "environment contract"
-lists the same names (tests/test_settings.py keeps the two in step).
+(`app_server_env_file`; both in server/envfile.py, which fill in `Site` from the host plan), and by config
+validation (`reserved_names`), so an `app.env` entry that would clash with the deployer's own is a config error
+before anything is declared. The README's "environment contract" lists the same names (tests/test_settings.py
+keeps the two in step).
 
 Values are written single-quoted, one per line, so that systemd's EnvironmentFile and a shell that sources
 the file read them alike: a value may not hold a quote, a backslash or a line break.
@@ -13,13 +14,8 @@ the file read them alike: a value may not hold a quote, a backslash or a line br
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # only for annotations: host.py imports settings.py, which imports this module
-    from .host import HostPlan
 
 NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # a variable name `app.env` may use (fullmatch; when not reserved)
 # Names the env file must not set although nothing of ours writes them: `sudo <app>-manage` sources the file into
@@ -125,80 +121,3 @@ def format_env_file(values: dict[str, str], extra: dict[str, str]) -> str:
         if not writable(value):
             raise ValueError(f"{name}: value cannot be written safely to the env file")
     return "\n".join(lines) + "\n"
-
-
-def _from_plan(plan: HostPlan) -> Site:
-    """The values that come from the host plan, the same on one server and on the app servers."""
-    return Site(
-        app=plan.app,
-        settings_module=SETTINGS_OVERLAY,
-        python_path=plan.python_dir,
-        static_root=plan.static_root,
-        media_root=plan.media_root,
-    )
-
-
-def single_server_env_file(
-    plan: HostPlan,
-    *,
-    secret_key: str,
-    db_password: str,
-    hosts: list[str],
-    extra: dict[str, str],
-    redis_password: str = "",
-) -> str:
-    """The env file on one server. Called inside an Output.apply with the secrets: the text stays in memory
-    and travels on stdin."""
-    # With the pooler on, the app talks to PgBouncer (loopback TCP, which every driver and URL parser takes);
-    # PgBouncer holds the connections to PostgreSQL on 127.0.0.1:5432.
-    site = dataclasses.replace(
-        _from_plan(plan),
-        secret_key=secret_key,
-        db_password=db_password,
-        db_host="127.0.0.1",
-        db_port=str(plan.pooler_port) if plan.db_pooler else "5432",
-        hosts=tuple(hosts),
-        csrf_origins=(f"https://{plan.domain}",) if plan.tls else (),
-        redis_url=f"redis://:{redis_password}@127.0.0.1:{plan.redis_port}/0" if plan.redis else "",
-    )
-    return format_env_file(variables(site, plan.env_prefix, "single"), extra)
-
-
-def app_server_env_file(
-    plan: HostPlan,
-    *,
-    secret_key: str,
-    db_password: str,
-    db_host: str,
-    db_port: int | str,
-    public_host: str,
-    cdn_domain: str,
-    media_bucket: str,
-    region: str,
-    extra: dict[str, str],
-    redis_host: str = "",
-    redis_password: str = "",
-) -> str:
-    """The scaled profile's env file: the same contract pointing at RDS (over TLS), plus where uploads go, and with
-    `redis: true` ElastiCache (over TLS, its certificate verified: `ssl_cert_reqs=required`, which Celery asks for).
-    Called inside an Output.apply with the secrets: the text goes only into the SecureString parameter."""
-    site = dataclasses.replace(
-        _from_plan(plan),
-        secret_key=secret_key,
-        db_password=db_password,
-        db_host=db_host,
-        db_port=str(db_port),
-        db_options=f"?sslmode={PG_SSLMODE}",
-        # Django answers for the site's name and CloudFront's: the load balancer serves only what CloudFront sends.
-        hosts=tuple(dict.fromkeys([public_host, cdn_domain])),
-        csrf_origins=tuple(f"https://{host}" for host in dict.fromkeys([public_host, cdn_domain])),
-        media_bucket=media_bucket,
-        media_domain=public_host,
-        region=region,
-        media_credentials_url=f"http://127.0.0.1:{plan.media_credentials_port}/media",
-        media_token_file=plan.paths.media_token,
-        redis_url=f"rediss://:{redis_password}@{redis_host}:{plan.redis_port}/0?ssl_cert_reqs=required"
-        if plan.redis
-        else "",
-    )
-    return format_env_file(variables(site, plan.env_prefix, "scaled"), extra)

@@ -1,6 +1,6 @@
 """What the scaled profile costs per month, before traffic: the `monthlyCostUsd` output.
 
-Prices are on-demand, us-east-1, as published on 2026-11-01 (USD), like `components/catalog.py` (whose
+Prices are on-demand, us-east-1, as published on 2026-11-01 (USD), like `catalog/offerings.py` (whose
 EC2, gp3 and RDS class prices it uses). Not included: data transfer, CloudFront requests and bytes (the
 first 1 TB and 10 million requests a month are free), S3 storage and requests, RDS backup storage beyond
 the database's size (free up to it), load balancer capacity beyond one LCU.
@@ -8,7 +8,7 @@ the database's size (free up to it), load balancer capacity beyond one LCU.
 
 from __future__ import annotations
 
-from ..catalog import (
+from .offerings import (
     CACHE_NODE_TYPES,
     DB_INSTANCE_CLASSES,
     GP3_PER_GB_MONTH,

@@ -11,12 +11,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from catalog.offerings import DATABASE_PORTS, DB_INSTANCE_CLASSES, IMAGES, INSTANCE_TYPES, max_workers
+
 from . import envcontract
-from .appshape import plan_python
-from .catalog import DATABASE_PORTS, DB_INSTANCE_CLASSES, IMAGES, INSTANCE_TYPES, max_workers
-from .configtable import HIDDEN, Given
+from .apppython import plan_python
 from .memory import memory_budget
 from .oncalendar import CalendarError, check_calendar
+from .table import HIDDEN, Given
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,7 +172,7 @@ def s3_bucket_name(name: str, given: Given) -> str:
 
 
 def priced_when_scaled(db_class: str, given: Given) -> str:
-    """The scaled profile prices its database (monthlyCostUsd) from components/scaled/prices.py."""
+    """The scaled profile prices its database (monthlyCostUsd) from catalog/scaledcost.py."""
     if given.value_of("profile") == "scaled" and db_class not in DB_INSTANCE_CLASSES:
         given.fail(f"one of {', '.join(DB_INSTANCE_CLASSES)}", db_class)
     return db_class

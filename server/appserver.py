@@ -1,10 +1,10 @@
 """What an app server of the scaled profile receives, rendered by pure functions (no Pulumi here), like
-`components/host.py` for the single server — whose templates the app servers reuse unchanged.
+`server/host.py` for the single server — whose templates the app servers reuse unchanged.
 
 The first-boot document (`cloud-init/scaled/user-data.yaml.j2`) carries what fetches the rest: the boot script
 (server files and environment from SSM, release from S3, deploy), a small boto3 helper, the single server's
 first-boot script and units. The rest — the single server's manage wrapper, deploy, activate and superuser code at
-the same paths (components/layout.py), the once-per-release gate for migrations, a thin manage wrapper that routes
+the same paths (server/layout.py), the once-per-release gate for migrations, a thin manage wrapper that routes
 the deploy's `migrate` through that gate, the app's processes and schedules — is the server files' archive
 (`cloud-init/scaled/server-files.yaml.j2`, ServerFiles), named with its SHA-256 in the document.
 Everything is byte-for-byte reproducible: the document is a launch template input, and a changed byte is a
@@ -23,15 +23,16 @@ from functools import cached_property
 
 import yaml
 
-from ..envcontract import PG_SSLMODE
-from ..host import HostPlan, digest, plan_host, render, render_app_units, render_python_modules
-from ..release import Release
-from ..settings import Settings
-from .loadbalancer import ORIGIN_HEADER
+from config.envcontract import PG_SSLMODE
+from config.settings import Settings
+
+from .host import HostPlan, digest, plan_host, render, render_app_units, render_python_modules
+from .release import Release
 
 LIFECYCLE_HOOK = "release-installed"  # the Auto Scaling launch hook that the boot script completes
 GATE_ENV = "DJANGOSHIP_RELEASE_ID"  # set by the boot script for the deploy; named literally in the templates
 RELEASE_TABLE = "djangoship_release"  # where the gate records migrated releases, in the app's database
+ORIGIN_HEADER = "X-Origin-Verify"  # CloudFront → load balancer; the app servers' nginx drops it before Django
 LOCK_WAIT_SECONDS = 1500  # a server waits this long for another's migrations (the hook allows 1800 s)
 
 

@@ -24,7 +24,7 @@ class InstanceType:
     arch: str  # AMI architecture: x86_64 or arm64
 
 
-# Families that run on CPU credits: the program asks for "standard" credits on them (see server.py).
+# Families that run on CPU credits: the program asks for "standard" credits on them (see components/webserver.py).
 BURSTABLE_FAMILIES = frozenset({"t2", "t3", "t3a", "t4g"})
 
 INSTANCE_TYPES: dict[str, InstanceType] = {
@@ -51,7 +51,7 @@ class Image:
     owner: str  # the publisher's AWS account: only its images are ever considered
     name_pattern: str  # {arch} is amd64 or arm64 in the publisher's naming
     ssh_user: str
-    python: str  # the distribution's python3 (an app needing another gets a uv-managed CPython; appshape.py)
+    python: str  # the distribution's python3 (an app needing another gets a uv-managed CPython; config/apppython.py)
     # The AMIs' root device: a launch template's block device mapping must name it exactly, or the volume it
     # describes is added beside the root volume instead of replacing its settings.
     root_device: str
@@ -126,7 +126,7 @@ def swap_mib(instance_type: str) -> int:
     return 1024 if INSTANCE_TYPES[instance_type].memory_mib <= 2048 else 0
 
 
-# What each part of a single server takes, in MiB, for the memory budget at preview (memory.py): PSS (shared
+# What each part of a single server takes, in MiB, for the memory budget at preview (config/memory.py): PSS (shared
 # pages divided among their sharers, so the parts add up), measured on Debian 13 guests with the tests' `workers`
 # project (tests/foreign_apps.py) after jobs, heartbeats and page views — `tests/test_foreign_apps.py` prints
 # them, `bench.memory --app workers` (t2.micro sizing) has the whole machine; 2026-12-02, figures in the README —

@@ -4,7 +4,7 @@ resource exists.
 Each field of `Settings` (and of `AppSettings`, the `app.*` keys) is one config key: its name in camelCase
 (`instance_type` is `pulumi config set instanceType`), its type, its default, its checks, a one-line doc, the
 profile that reads it (both unless said) and whether it may or must be set with `--secret`. How a row is read
-and checked is `configtable.py`; the checks themselves are `configchecks.py`. Pulumi.yaml's `config:` section
+and checked is `table.py`; the checks themselves are `checks.py`. Pulumi.yaml's `config:` section
 is generated from this table (`python -m tools.configdoc`), and tests/test_settings.py holds it and the
 README's two configuration tables to it.
 
@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import CACHE_NODE_TYPES, IMAGES, INSTANCE_TYPES
-from .configchecks import (
+from catalog.offerings import CACHE_NODE_TYPES, IMAGES, INSTANCE_TYPES
+
+from .checks import (
     AMI_ID,
     APT_PACKAGE,
     DOMAIN,
@@ -59,7 +60,7 @@ from .configchecks import (
     within_group_size,
     workers_fit_memory,
 )
-from .configtable import (
+from .table import (
     ConfigError,
     between,
     each,
@@ -191,7 +192,7 @@ class Settings:
     )
     instance_type: str = key(
         "t2.micro",  # the seed tutorial's size; t2.nano works too (swap is added)
-        "EC2 instance type (see components/catalog.py for the supported list; t2.nano works).",
+        "EC2 instance type (see catalog/offerings.py for the supported list; t2.nano works).",
         one_of(INSTANCE_TYPES),
     )
     image: str = key(

@@ -18,11 +18,12 @@ from typing import Any
 
 import jinja2
 
-from .appshape import PythonPlan, plan_python
-from .catalog import IMAGES, INSTANCE_TYPES, default_workers, redis_maxmemory_mib, swap_mib
-from .envcontract import SETTINGS_OVERLAY
+from catalog.offerings import IMAGES, INSTANCE_TYPES, default_workers, redis_maxmemory_mib, swap_mib
+from config.apppython import PythonPlan, plan_python
+from config.envcontract import SETTINGS_OVERLAY
+from config.settings import Settings
+
 from .layout import ServerPaths
-from .settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 # The deployer's Python modules on the app's PYTHONPATH: DJANGO_SETTINGS_MODULE and gunicorn's app point here.
@@ -97,7 +98,7 @@ class HostPlan:
     swap_mib: int
     domain: str
     tls_email: str
-    paths: ServerPaths  # every path on the server (components/layout.py); templates: {{ paths.NAME }}
+    paths: ServerPaths  # every path on the server (server/layout.py); templates: {{ paths.NAME }}
     keep_releases: int = 5
     # The folders of `paths`, under the names the templates use.
     base_dir: str = ""
@@ -271,7 +272,7 @@ def exec_start(command: str, current_dir: str) -> str:
 
 
 def app_python(settings: Settings) -> PythonPlan:
-    """The app's Python, as config validation decided it at preview (configchecks.python_available)."""
+    """The app's Python, as config validation decided it at preview (config/checks.py, python_available)."""
     source = settings.app.source
     folder = None if settings.app.source_is_git else Path(source)
     return plan_python(folder, settings.app.python, settings.image, IMAGES[settings.image].python)
@@ -338,8 +339,14 @@ def render_app_units(plan: HostPlan) -> dict[str, str]:
         )
     for name, schedule, command in plan.schedules:
         job = {"name": name, "schedule": schedule, "exec_start": command, "command": _as_written(command, plan)}
-        units[f"{plan.app}-{name}.service"] = render("systemd/schedule.service.j2", plan, **job)
+        units[f"{plan.app}-{name}.service"] = render("systemd/schedule.service.j2", plan, **job, catch_up=False)
         units[f"{plan.app}-{name}.timer"] = render("systemd/schedule.timer.j2", plan, **job)
+        if plan.app_server:
+            # The catch-up of a run missed while no server ran the job, started by the boot without waiting for
+            # it: a long job must not hold the boot past its lifecycle hook, and it runs as hardened as the timer's.
+            units[f"{plan.app}-{name}-catch-up.service"] = render(
+                "systemd/schedule.service.j2", plan, **job, catch_up=True
+            )
     return units
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .catalog import INSTANCE_TYPES, MEMORY_MIB, default_workers, redis_maxmemory_mib, swap_mib
+from catalog.offerings import INSTANCE_TYPES, MEMORY_MIB, default_workers, redis_maxmemory_mib, swap_mib
 
 
 def postgres_shared_buffers_mib(memory_mib: int) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from .catalog import IMAGES, INSTANCE_TYPES, is_burstable
+from catalog.offerings import IMAGES, INSTANCE_TYPES, is_burstable
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from .catalog import DATABASE_PORTS
+from catalog.offerings import DATABASE_PORTS
 
 
 @dataclass
