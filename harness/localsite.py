@@ -185,7 +185,8 @@ class LocalSite:
     run: ProgramRun
     replay_state: ReplayState = field(default_factory=ReplayState)
     first_boot_seconds: float = 0.0
-    steps: list[StepResult] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)  # the last `up`'s
+    history: list[StepResult] = field(default_factory=list)  # every step run on it since the first boot, in order
 
     @property
     def url(self) -> str:
@@ -197,6 +198,7 @@ class LocalSite:
             self.config = config
         self.run = run_program(self.config, state=self.state)
         self.steps = replay(self.run, self.guest, self.replay_state)
+        self.history += self.steps
         return self.steps
 
 
@@ -238,6 +240,7 @@ def local_site(
         site = LocalSite(guest=guest, config=config, state=state, run=run)
         with FirstAnswer(site.url, serving=live_front_page) as first:
             site.steps = replay(run, guest, site.replay_state)
+            site.history = list(site.steps)
             served = first.at or wait_until_serving(site.url + "/", serving=live_front_page)
         assert guest.boot_started_at is not None
         site.first_boot_seconds = served - guest.boot_started_at

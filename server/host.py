@@ -51,7 +51,7 @@ ASGI_PACKAGES = (
     ("websockets", "websockets==17.4"),
 )
 REDIS_PORT = 6379
-PROCESS_SETTLE_SECONDS = 5  # a process (app.processes) that stays up this long after a restart has started
+PROCESS_SETTLE_SECONDS = 10  # a process (app.processes) this far into its own time after a restart has started
 MEDIA_CREDENTIALS_PORT = 51680  # app servers: where boto3 in the app asks for its uploads' credentials
 CONN_MAX_AGE = 600  # persistent database connections (s) for an app that leaves Django's 0
 USER_DATA_LIMIT = 16384  # EC2 rejects larger user-data; beyond it the document is sent gzip-compressed

@@ -743,6 +743,14 @@ def workers(folder: Path) -> ForeignApp:
                         raise CommandError("this scheduled job fails on purpose")
                     Tick.objects.create(version=VERSION)
             """,
+        # A command whose import fails slowly (a module that loads for seconds, then is missing something): for the
+        # start check of the processes, which must refuse it however long it took.
+        "jobs/management/commands/slowstart.py": """
+            import time
+
+            time.sleep(6)
+            raise ImportError("slowstart: a module this command needs is missing (on purpose, 6 s into its import)")
+            """,
         "jobs/static/jobs/site.css": "body { margin: 1em; }\n/* workers stylesheet */\n",
         "requirements.txt": f"{DJANGO}\n{PSYCOPG_C}\ncelery[redis]==5.7.0\n",
         **_feature("jobs", redirect_front=False, head='<link rel="stylesheet" href="{% static \'jobs/site.css\' %}">'),

@@ -120,3 +120,15 @@ def admin_login(site) -> Browser:
     status, headers, _ = browser.request("/admin/login/?next=/admin/", form, {"Referer": site.url + "/admin/login/"})
     assert status == 302 and headers["Location"] == "/admin/", status
     return browser
+
+
+def units_acted_on_unread(site) -> dict[str, list[str]]:
+    """systemctl's "The unit file, source configuration file or drop-ins of X changed on disk. Run 'systemctl
+    daemon-reload'" lines, by where they were said: the first boot's log and every step the site has run (configure,
+    deploy with its activation and the processes' restart). Each means a step acted on a unit before systemd had read
+    what is on disk for it (a restart policy, the hardening) — or, on systemd 255+, before the reload that follows a
+    change to any unit's links."""
+    said = {f"{step.name} #{number}": step.stdout + step.stderr for number, step in enumerate(site.history)}
+    said["first boot"] = sh(site, "cat /var/log/cloud-init-output.log")
+    lines = {where: [line for line in text.splitlines() if "changed on disk" in line] for where, text in said.items()}
+    return {where: found for where, found in lines.items() if found}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from foreign_apps import ForeignApp, build
-from site_helpers import Browser, admin_login, multipart, png_bytes, sh
+from site_helpers import Browser, admin_login, multipart, png_bytes, sh, units_acted_on_unread
 
 from config.settings import load_settings
 from djangoship.remote import Layout
@@ -647,15 +647,36 @@ def test_a_process_that_cannot_start_fails_the_up_and_the_web_keeps_serving(gues
     job_done(guest, "beside-a-broken-process", "v2")
 
 
+def test_a_process_whose_import_fails_slowly_fails_the_up(guest, workers):
+    """The start check times a process in its own time, not by a pause that a loaded machine outlasts: an import
+    that fails 6 s in is refused, however long the machine took to get there."""
+    config = guest.config
+    app = {**config["app"], "processes": {**config["app"]["processes"], "slowstart": "manage.py slowstart"}}
+    try:
+        with pytest.raises(StepFailed) as failed:
+            guest.up({**config, "app": app})
+    finally:
+        guest.config = config
+    message = failed.value.stdout + failed.value.stderr
+    assert f"{NAME}-slowstart.service did not start" in message and "6 s into its import" in message, message[-3000:]
+    assert http_get(guest.url + "/healthz")[0] == 200
+
+
 def test_a_process_removed_from_the_config_is_gone_after_up(guest, workers):
     config = guest.config
-    processes = {"worker": config["app"]["processes"]["worker"]}  # listener (and broken) no longer
+    processes = {"worker": config["app"]["processes"]["worker"]}  # listener (and broken, slowstart) no longer
     guest.up({**config, "app": {**config["app"], "processes": processes}})
-    for gone in ("listener", "broken"):
+    for gone in ("listener", "broken", "slowstart"):
         assert sh(guest, f"systemctl is-active {NAME}-{gone}.service", check=False).strip() in ("inactive", "unknown")
         sh(guest, f"test ! -e /etc/systemd/system/{NAME}-{gone}.service")
     assert not sh(guest, "pgrep -f 'manage.py listen'", check=False).strip()
     job_done(guest, "after-removal", "v2")
+
+
+def test_no_step_acts_on_a_unit_systemd_has_not_reread(guest, workers):
+    """Through the first boot with Redis and the processes, their deploys, and the units added and removed since:
+    no step started, restarted or reloaded a unit whose files systemd had not re-read (issue 34)."""
+    assert not units_acted_on_unread(guest)
 
 
 def test_root_never_starts_a_python_that_runs_the_apps_dependencies(guest, workers):

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from site_helpers import APP, admin_login, create_row, png_bytes, sh, upload_photo
+from site_helpers import APP, admin_login, create_row, png_bytes, sh, units_acted_on_unread, upload_photo
 
 from harness.localsite import http_get, local_site
 
@@ -53,6 +53,12 @@ def test_the_first_configure_restarts_no_postgresql(site):
     """The cluster was created with the site's settings (createcluster.d): configure has nothing to restart."""
     configure = next(step for step in site.steps if step.name == f"{APP}-configure")
     assert "restarting it" not in configure.stdout, configure.stdout
+
+
+def test_no_step_acts_on_a_unit_systemd_has_not_reread(site):
+    """Neither the first boot nor any step starts, restarts or reloads a unit whose files systemd has not re-read
+    (issue 34): a restart policy or the hardening would not be in force until some later reload."""
+    assert not units_acted_on_unread(site)
 
 
 def test_healthz_and_home_page_read_from_postgresql(site):

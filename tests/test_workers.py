@@ -433,10 +433,13 @@ def test_a_change_to_the_processes_re_runs_the_deploy_and_nothing_else_when_unch
     assert len(plain.named("photofeed-deploy").inputs["triggers"]) == 2
 
 
-def test_processes_script_waits_for_the_settle_time_and_names_the_unit() -> None:
+def test_processes_script_times_each_process_in_its_own_time_and_names_the_unit() -> None:
+    """Started: 10 s into the process's own time (its age less its waits for a CPU), judged from systemd's MainPID,
+    NRestarts and ActiveState; the guest proof is test_foreign_apps (a slowly failing import is refused)."""
     script = heredoc(sent_scripts(run_program(WORKERS, state=MockState()))["configure-host"], "PROCESSES")
     assert "units=(photofeed-alerts.service photofeed-worker.service)" in script
-    assert "for _ in $(seq 1 5); do" in script and 'journalctl -u "$unit" -n 30' in script
+    assert '"$own" -lt $((10 * 1000))' in script and "/schedstat" in script
+    assert "-p ActiveState -p NRestarts -p MainPID" in script and 'journalctl -u "$unit" -n 30' in script
     bash = need("bash")
     assert subprocess.run([bash, "-n", "-c", script], check=False).returncode == 0
 

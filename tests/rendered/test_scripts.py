@@ -324,3 +324,76 @@ def test_every_apt_and_dpkg_use_the_server_gets_goes_through_the_helper(sent: di
 def test_a_use_without_the_helper_is_found(line: str) -> None:
     assert apt_uses(f"#!/bin/bash\nset -e\n    {line}  # a comment\n") == [line]
     assert not apt_uses(f"# {line}\n{{# {line} #}}\ndpkg-query -W git\napt_install gcc\nrm -f /etc/apt/x\n")
+
+
+# --- unit links and the daemon-reload after them (issue 34) ---------------------------------------------------------
+# On systemd 255+ any change to a unit's links (`systemctl enable --no-reload`) marks every unit as changed on disk
+# until the next daemon-reload; systemctl warns about whatever it starts meanwhile. The guests prove a first boot
+# and the steps quiet (test_local_boot, test_foreign_apps); this keeps every script the server runs in that order.
+LINKS = re.compile(r"\bsystemctl enable\b.*--no-reload|^enable_at_boot\b(?!\(\))")
+RELOAD = re.compile(r"\bsystemctl daemon-reload\b|^daemon_reload\b(?!\(\))")
+ACTS = re.compile(
+    r"\bsystemctl (?:--?\w+ )*(?:start|restart|reload|reload-or-restart|try-reload-or-restart|try-restart)\b"
+    r"|\benable --now\b|^restart_unit \S|-(?:processes restart|activate|deploy)\b"
+)
+# The app servers with processes and schedules (enabled by their boot), beside the programs of server_texts.
+SCALED_WORKERS = {
+    "profile": "scaled",
+    "app": {
+        "processes": {"worker": "celery -A photofeed worker"},
+        "schedules": {"sessions": {"schedule": "daily", "command": "manage.py clearsessions"}},
+    },
+}
+
+
+def units_acted_on_before_a_reload(script: str) -> list[str]:
+    """The lines of `script` that start, restart or reload a unit (or run a script that does) after a change to
+    links with no daemon-reload since; here-documents (files installed, not run) and comments left out."""
+    found, pending, heredoc_end = [], False, None
+    for raw in script.splitlines():
+        line = raw.strip()
+        if heredoc_end is not None:
+            heredoc_end = None if raw == heredoc_end else heredoc_end
+            continue
+        if tag := re.search(r"<<'(\w+)'", line):
+            heredoc_end = tag[1]
+        if not line or line.startswith("#"):
+            continue
+        if RELOAD.search(line):
+            pending = False
+        elif LINKS.search(line):
+            pending = True
+            if "--now" in line:
+                found.append(line)
+        elif pending and ACTS.search(line):
+            found.append(line)
+    return found
+
+
+def test_no_script_acts_on_a_unit_between_a_link_and_the_reload(sent: dict[str, Sent]) -> None:
+    texts = server_texts(sent)
+    scaled = run_program(SCALED_WORKERS)
+    texts |= {f"scaled-workers:{path}": text for path, text in server_files(scaled).items()}
+    texts |= document_parts("scaled-workers", user_data_document(scaled))
+    scripts = {name: text for name, text in texts.items() if text.startswith("#!/bin/bash")}
+    assert {"redis:configure-host", "scaled-workers:/usr/local/sbin/photofeed-boot"} <= set(scripts)
+    assert any("enable_at_boot photofeed-worker.service" in text for text in scripts.values())
+    found = {name: lines for name, text in scripts.items() if (lines := units_acted_on_before_a_reload(text))}
+    assert found == {}, found
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "systemctl enable --no-reload a.service\nsystemctl restart b.service\n",
+        "systemctl enable --now --no-reload a.timer\n",
+        "enable_at_boot a.service\nrestart_unit a.service\n",
+        "systemctl enable --quiet --no-reload a.service\n/usr/local/sbin/x-deploy\n",
+    ],
+)
+def test_an_action_before_the_reload_is_found(script: str) -> None:
+    assert units_acted_on_before_a_reload("#!/bin/bash\n" + script)
+    reloaded = script.replace("\n", "\nsystemctl daemon-reload\n", 1)
+    assert units_acted_on_before_a_reload("#!/bin/bash\n" + reloaded) == [
+        line for line in [script.strip()] if "--now" in line
+    ]
