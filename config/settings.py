@@ -5,8 +5,8 @@ Each field of `Settings` (and of `AppSettings`, the `app.*` keys) is one config 
 (`instance_type` is `pulumi config set instanceType`), its type, its default, its checks, a one-line doc, the
 profile that reads it (both unless said) and whether it may or must be set with `--secret`. How a row is read
 and checked is `table.py`; the checks themselves are `checks.py`. Pulumi.yaml's `config:` section
-is generated from this table (`python -m tools.configdoc`), and tests/test_settings.py holds it and the
-README's two configuration tables to it.
+and docs/configuration.md's two key tables are generated from this table (`python -m tools.configdoc`), and
+tests/test_settings.py fails while either differs from it.
 
 `load_settings` is pure (a mapping in, a frozen `Settings` out) so tests can feed it bad values directly;
 `read_stack_config` is the only place that talks to Pulumi's config. A bad value raises `ConfigError`, which
@@ -183,7 +183,7 @@ class AppSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Every top-level key, in the order of Pulumi.yaml and the README."""
+    """Every top-level key, in the order of Pulumi.yaml and docs/configuration.md."""
 
     profile: str = key(
         "single",

@@ -220,7 +220,7 @@ def test_a_misspelt_secret_key_fails_the_preview_without_its_value():
     assert "sshPrivatekey" in str(run.error) and KEY_MATERIAL not in str(run.error)
 
 
-# --- the table is the one home of a key: Pulumi.yaml and the README are held to it -----------------------------
+# --- the table is the one home of a key: Pulumi.yaml and docs/configuration.md are generated from it ----------
 
 
 def test_pulumi_yaml_is_generated_from_the_table():
@@ -233,11 +233,18 @@ def test_pulumi_yaml_is_generated_from_the_table():
             assert declared[row.name]["default"] == row.default, row.name
 
 
-def readme_tables() -> list[list[tuple[str, str, str]]]:
-    """The README's configuration tables: (key, default, meaning) for each row."""
+def test_configuration_doc_is_generated_from_the_table():
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    assert text == configdoc.render_doc(text), (
+        "docs/configuration.md differs from the table: run .venv/bin/python -m tools.configdoc"
+    )
+
+
+def doc_tables() -> list[list[tuple[str, str, str]]]:
+    """docs/configuration.md's key tables: (key, default, meaning) for each row."""
     tables: list[list[tuple[str, str, str]]] = []
     current: list[tuple[str, str, str]] | None = None
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (ROOT / "docs" / "configuration.md").read_text().splitlines():
         if line == "| key | default | meaning |":
             current = []
             tables.append(current)
@@ -250,18 +257,18 @@ def readme_tables() -> list[list[tuple[str, str, str]]]:
     return tables
 
 
-def as_in_readme(value: object) -> str:
+def as_in_doc(value: object) -> str:
     return value if isinstance(value, str) and value else json.dumps(value)
 
 
 @pytest.mark.parametrize(("index", "table", "prefix"), [(0, KEYS, ""), (1, APP_KEYS, "app.")], ids=["keys", "app"])
-def test_readme_has_each_keys_row_in_order_with_its_default_profile_and_secrecy(index, table, prefix):
-    documented = readme_tables()[index]
+def test_the_doc_has_each_keys_row_in_order_with_its_default_profile_and_secrecy(index, table, prefix):
+    documented = doc_tables()[index]
     assert [name for name, _, _ in documented] == [prefix + row.name for row in table]
     for (name, default, meaning), row in zip(documented, table, strict=True):
-        assert default == as_in_readme(row.default), f"{name}: README says {default}"
+        assert default == as_in_doc(row.default), f"{name}: docs/configuration.md says {default}"
         marked = meaning.split(":", 1)[0] if meaning.startswith(("single:", "scaled:")) else "both"
-        assert marked == row.profile, f"{name}: read by {row.profile!r}, the README says {marked!r}"
+        assert marked == row.profile, f"{name}: read by {row.profile!r}, docs/configuration.md says {marked!r}"
         assert ("--secret" in meaning) == (row.secret != "no"), f"{name}: secret is {row.secret!r}"
         assert ("--secret" in row.doc) == (row.secret != "no"), f"{name}: its doc, and so Pulumi.yaml"
 
