@@ -23,7 +23,15 @@ LAYERS = ("catalog", "config", "server", "components", "profiles")  # lowest fir
 TOP = "__main__"
 # Paths of the program's modules named in the docs and in comments: each must exist.
 MENTIONED = re.compile(r"(?<![\w/.-])((?:" + "|".join(LAYERS) + r")/[\w/]*\w\.py)\b")
-DOCUMENTS = ("README.md", "docs/*.md", "bench/README.md", "Pulumi.yaml", "pyproject.toml", "requirements.txt")
+DOCUMENTS = (
+    "README.md",
+    "CONTRIBUTING.md",
+    "docs/*.md",
+    "bench/*.md",
+    "Pulumi.yaml",
+    "pyproject.toml",
+    "requirements.txt",
+)
 DOCUMENTED_CODE = (*LAYERS, "djangoship", "harness", "tools", "bench", "policy")
 
 

@@ -313,13 +313,13 @@ def test_every_verb_has_help(name):
     assert result.returncode == 0 and result.stdout.startswith("usage: python3 -m djangoship"), result.stderr
 
 
-def test_the_parser_knows_every_verb_the_readme_lists():
-    readme = (ROOT / "README.md").read_text()
+def test_the_parser_knows_every_verb_the_operations_doc_lists():
+    readme = (ROOT / "docs" / "operations.md").read_text()
     choices = parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     # `move` is the one verb with two stacks (djangoship/move.py): not a verb of one stack's transport.
     assert set(choices) == set(VERBS) | {"move"}
     for name in VERBS:
-        assert f"`python3 -m djangoship {name}" in readme, f"README's day-to-day table lacks {name}"
+        assert f"`python3 -m djangoship {name}" in readme, f"docs/operations.md's day-to-day table lacks {name}"
     assert "`python3 -m djangoship --stack SINGLE move --to SCALED" in readme
 
 

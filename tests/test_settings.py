@@ -304,8 +304,8 @@ def test_a_scaled_only_name_is_the_apps_own_on_one_server():
     assert settings.app.env == {"DJANGO_MEDIA_BUCKET": "my-media"}
 
 
-def test_readme_lists_every_variable_the_deployer_writes():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### The environment contract", 1)[1].split("\n## ", 1)[0]
+def test_the_environment_contract_lists_every_variable_the_deployer_writes():
+    deploying = (ROOT / "docs" / "deploying.md").read_text()
+    section = deploying.split("## The environment contract", 1)[1].split("\n## ", 1)[0]
     for name in sorted(reserved_names("", "scaled")):
-        assert f"`{name}`" in section, f"README's environment contract does not list {name}"
+        assert f"`{name}`" in section, f"docs/deploying.md's environment contract does not list {name}"
