@@ -29,6 +29,6 @@ if settings.profile == "scaled":
 else:
     outputs = single.build(settings, release)
 
-# 3. What the operator needs (secrets stay secret: see README, "Outputs").
+# 3. What the operator needs (secrets stay secret: see docs/operations.md, "Outputs").
 for key, value in outputs.items():
     pulumi.export(key, value)

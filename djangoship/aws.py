@@ -42,7 +42,7 @@ class Aws:
         if shutil.which("aws") is None:
             raise AwsError(
                 "the AWS CLI (`aws`) is not on PATH: the scaled profile's verbs use it (v2, with the "
-                "session-manager-plugin for sessions; README, 'Day to day')"
+                "session-manager-plugin for sessions; docs/operations.md, 'Day to day')"
             )
         result = subprocess.run(command, capture_output=True, text=True, env=_cli_env())
         if result.returncode != 0:
@@ -53,7 +53,7 @@ class Aws:
         """A session at the terminal (`aws ssm start-session …`); returns its exit status (130: interrupted)."""
         if shutil.which("session-manager-plugin") is None:
             raise AwsError(
-                "sessions need AWS's session-manager-plugin beside the AWS CLI (README, 'Day to day'); "
+                "sessions need AWS's session-manager-plugin beside the AWS CLI (docs/operations.md, 'Day to day'); "
                 f"the command would have been: {' '.join(command)}"
             )
         return run_attached(command, env=_cli_env())

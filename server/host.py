@@ -125,7 +125,7 @@ class HostPlan:
     db_pooler: bool = True
     pooler_port: int = 6432
     pool_size: int = 5  # server connections per database/user pair: one per sync worker + management commands
-    # How the app is built and checked (README, "Deploying your own project").
+    # How the app is built and checked (docs/deploying.md).
     health_path: str = HEALTH_PATH  # answered by the deployer's WSGI wrapper through Django's database connection
     app_health_path: str = ""  # app.healthPath: the app's own health view, probed instead of its front page
     python_request: str = ""  # "" = the image's python3; else a CPython minor that uv installs on the server
@@ -149,7 +149,7 @@ class HostPlan:
     data_on_server: bool = True  # the data volume, PostgreSQL and the media are here (one server); app servers: RDS, S3
     # App servers: the media role's credentials for the app, on loopback (scaled/media-credentials.py.j2).
     media_credentials_port: int = MEDIA_CREDENTIALS_PORT
-    # Beyond the web process (issue 14; README "Processes, schedules, Redis, ASGI").
+    # Beyond the web process (issue 14; docs/deploying.md, "Processes, schedules, Redis, ASGI").
     asgi_module: str = ""  # app.asgiModule: gunicorn with uvicorn's worker, websockets through nginx
     asgi_packages: tuple[tuple[str, str], ...] = ASGI_PACKAGES
     processes: tuple[tuple[str, str], ...] = ()  # (name, ExecStart) of each app.processes entry

@@ -20,7 +20,7 @@ import pathspec
 
 from config.checks import SSH_GIT_URL
 
-# Never shipped, in .gitignore syntax (server/release.py is their one home; the README lists them): local state,
+# Never shipped, in .gitignore syntax (server/release.py is their one home; docs/deploying.md lists them): local state,
 # caches and build output, then whatever is a secret by its name (a folder named `credentials` is code, and ships),
 # then database dumps by name (every row: password hashes, sessions; `*.sql` ships: schema files and raw SQL are
 # code). Then each .gitignore in the folder (its patterns

@@ -3,7 +3,7 @@
 One guest whose data volume is a real ext4 filesystem of its own (a loop device on the host), so that it can
 be filled. Each test makes one fault the way it happens in production, then measures the seconds until `/`
 answers 200 again with no one stepping in, and counts the rows and uploaded files before and after. The
-figures are printed as a table at the end (the README's "Reliability" table comes from it).
+figures are printed as a table at the end (docs/reliability.md's table comes from it).
 """
 
 from __future__ import annotations
