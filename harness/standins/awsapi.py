@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
 import boto3
+from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -80,6 +81,10 @@ class AwsApi:
 
     def __enter__(self) -> AwsApi:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in the tests' output
+        # moto's backends belong to the process, not to this server: an earlier site of the same run (another
+        # module's, with the same app and stack names) would leave its parameters, their versions and its buckets
+        # here. A stand-in starts empty, as a new account does.
+        moto_api_backend.reset()
         moto = DomainDispatcherApplication(create_backend_app)
         app = self._front(moto)
         context = self.authority.server_context(self.authority.issue(CERTIFICATE_NAMES, (self.address,)))
