@@ -632,16 +632,21 @@ def test_everything_comes_back_after_a_reboot(guest, workers):
     assert websocket_echo(guest.guest.ip, "/ws/echo/", "back") == "echo v2: back"
 
 
-def test_a_process_that_cannot_start_fails_the_up_and_the_web_keeps_serving(guest, workers):
+def up_refused_with_process(guest, name: str, command: str) -> str:
+    """`pulumi up` with one more process, which must fail that up; its output. The site keeps its config."""
     config = guest.config
-    # A program the release does not have (a typo): it cannot start at all.
-    app = {**config["app"], "processes": {**config["app"]["processes"], "broken": "celeryy -A shop worker"}}
+    app = {**config["app"], "processes": {**config["app"]["processes"], name: command}}
     try:
         with pytest.raises(StepFailed) as failed:
             guest.up({**config, "app": app})
     finally:
         guest.config = config
-    message = failed.value.stdout + failed.value.stderr
+    return failed.value.stdout + failed.value.stderr
+
+
+def test_a_process_that_cannot_start_fails_the_up_and_the_web_keeps_serving(guest, workers):
+    # A program the release does not have (a typo): it cannot start at all.
+    message = up_refused_with_process(guest, "broken", "celeryy -A shop worker")
     assert f"{NAME}-broken.service did not start" in message and "celeryy" in message, message[-3000:]
     assert http_get(guest.url + "/healthz")[0] == 200
     job_done(guest, "beside-a-broken-process", "v2")
@@ -650,14 +655,7 @@ def test_a_process_that_cannot_start_fails_the_up_and_the_web_keeps_serving(gues
 def test_a_process_whose_import_fails_slowly_fails_the_up(guest, workers):
     """The start check times a process in its own time, not by a pause that a loaded machine outlasts: an import
     that fails 6 s in is refused, however long the machine took to get there."""
-    config = guest.config
-    app = {**config["app"], "processes": {**config["app"]["processes"], "slowstart": "manage.py slowstart"}}
-    try:
-        with pytest.raises(StepFailed) as failed:
-            guest.up({**config, "app": app})
-    finally:
-        guest.config = config
-    message = failed.value.stdout + failed.value.stderr
+    message = up_refused_with_process(guest, "slowstart", "manage.py slowstart")
     assert f"{NAME}-slowstart.service did not start" in message and "6 s into its import" in message, message[-3000:]
     assert http_get(guest.url + "/healthz")[0] == 200
 
