@@ -73,7 +73,8 @@ class DatabaseServer:
             conf.write(
                 f"listen_addresses = '{self.address}'\nport = {self.port}\nssl = on\n"
                 f"unix_socket_directories = '{self.folder}'\nmax_connections = 100\nfsync = off\n"
-                "log_connections = on\n"
+                # Who connected, left and waited on a lock, and when: what a test's failure message quotes.
+                "log_connections = on\nlog_disconnections = on\nlog_lock_waits = on\nlog_line_prefix = '%m [%p] %a '\n"
             )
         # In the foreground, a child of this process that dies with it (no cluster left behind by a killed run).
         self.process = subprocess.Popen(
