@@ -855,6 +855,71 @@ def test_a_minutely_job_runs_once_a_minute_as_the_servers_fire(
     assert [int(due) for due in recorded] == [minute, minute + 60, minute + 120]
 
 
+def test_a_run_started_late_in_its_minute_still_runs_after_the_next_minute_ran(
+    postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
+) -> None:
+    """One server's run starts at the end of its minute and reaches the lock after another server's run of the
+    next minute: each minute still runs once, none is taken for done because a later one is."""
+    script, env = render_schedule_once(tmp_path, postgres)
+    env |= calendar_format
+    log = tmp_path / "ran"
+    minute = int(time.time()) // 60 * 60 - 600
+    finish(schedule_run(script, env, "tick", due=minute + 0.2, log=log, calendar="*:*:00"))
+    finish(schedule_run(script, env, "tick", due=minute + 120.3, log=log, calendar="*:*:00"))
+    code, output = finish(schedule_run(script, env, "tick", due=minute + 119.6, log=log, calendar="*:*:00"))
+    assert code == 0 and runs_of(log) == 3, output
+    recorded = psql(postgres, "SELECT extract(epoch FROM due)::bigint FROM djangoship_schedule ORDER BY due").split()
+    assert [int(due) for due in recorded] == [minute, minute + 60, minute + 120]
+    # Its twin on another server, as late, finds it done.
+    code, output = finish(schedule_run(script, env, "tick", due=minute + 119.9, log=log, calendar="*:*:00"))
+    assert code == 0 and "already ran on another server" in output and runs_of(log) == 3, output
+
+
+def test_a_dead_servers_session_is_dropped_by_keepalive_not_after_hours(
+    postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
+) -> None:
+    """A server powered off mid-run never closes its connection: the database probes it after 30 s idle and drops
+    it after three missed probes 10 s apart, freeing its lock (the kernel's default: two hours). Read from the
+    gate's own session while it holds the lock."""
+    script, env = render_schedule_once(tmp_path, postgres)
+    env |= calendar_format
+    log = tmp_path / "ran"
+    holder = subprocess.Popen(
+        [str(script), "hold", "hourly", "--", "bash", "-c", f'echo "$$" >> {log}; sleep 30'],
+        env=os.environ | env | {"FIRED_AT": str(int(time.time()) // 3600 * 3600)},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while runs_of(log) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runs_of(log) == 1, "the job started"
+        session = psql(
+            postgres,
+            "SELECT pid, client_port FROM pg_stat_activity WHERE application_name LIKE '%schedule-hold'",
+        )
+        assert session, "the gate's session is in pg_stat_activity"
+        backend, client_port = session.split("|")
+        # Both ends of that connection, with their keepalive timers: the backend's socket and psql's.
+        sockets = subprocess.run(
+            ["ss", "-tnopH", f"( sport = :{client_port} or dport = :{client_port} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.communicate(timeout=30)
+    ends = {("postgres" if f"pid={backend}," in line else "psql"): line for line in sockets}
+    assert set(ends) == {"postgres", "psql"}, sockets
+    for end, line in ends.items():
+        timer = re.search(r"timer:\(keepalive,(?:(\d+)min)?(\d+)?(?:\.\d+)?(m?s)ec", line)
+        assert timer and not timer[1] and timer[3] == "s" and int(timer[2]) <= 30, f"{end}: {line}"
+
+
 def test_a_server_dying_mid_run_leaves_the_due_time_to_the_next(
     postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
 ) -> None:
