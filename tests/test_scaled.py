@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -875,6 +876,31 @@ def test_a_run_started_late_in_its_minute_still_runs_after_the_next_minute_ran(
     assert code == 0 and "already ran on another server" in output and runs_of(log) == 3, output
 
 
+def test_the_database_a_moment_away_is_tried_again_and_the_jobs_own_failure_is_not(
+    postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
+) -> None:
+    """The gate's failure before the job starts exits 75, which the unit restarts (RestartForceExitStatus); the
+    job's own failure is recorded and final, so a restart can never run a job twice."""
+    script, env = render_schedule_once(tmp_path, postgres)
+    env |= calendar_format
+    log = tmp_path / "ran"
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        away = env | {"DJANGO_DB_PORT": str(unused.getsockname()[1])}
+        code, output = finish(schedule_run(script, away, "digest", due=time.time(), log=log))
+    assert code == 75 and runs_of(log) == 0 and "ERROR" in output, output
+    due = int(time.time()) // 3600 * 3600
+    failing = subprocess.run(
+        [str(script), "digest", "hourly", "--", "bash", "-c", f'echo "$$" >> {log}; exit 3'],
+        env=os.environ | env | {"FIRED_AT": str(due + 1)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failing.returncode == 1 and "the job exited with status 3" in failing.stderr and runs_of(log) == 1, failing
+    assert psql(postgres, "SELECT status FROM djangoship_schedule WHERE job = 'digest'") == "3"
+
+
 def test_a_dead_servers_session_is_dropped_by_keepalive_not_after_hours(
     postgres: dict[str, str], tmp_path: Path, calendar_format: dict[str, str]
 ) -> None:
@@ -1025,6 +1051,9 @@ def test_app_server_units_pass_systemd_verify(config_id: str, tmp_path: Path) ->
         timer = catch_up.replace("-catch-up.service", ".timer")
         assert " --catch-up -- " in units[catch_up] and timer in units
         assert " --catch-up " not in units[timer.replace(".timer", ".service")]
+        # The gate's exit 75 (it failed before the job started) is restarted, its 1 (the job failed) and 2 are not.
+        for unit in (catch_up, timer.replace(".timer", ".service")):
+            assert "\nRestart=on-failure\nRestartPreventExitStatus=1 2\n" in units[unit], units[unit]
     result = systemd_verify(units, tmp_path / "root")
     # The processes' restart back-off needs systemd 254; Debian 13's app servers have 257, this host may have less.
     version = int(run_tool(["systemctl", "--version"]).stdout.split()[1])
