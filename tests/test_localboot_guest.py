@@ -37,9 +37,9 @@ from localboot import (
     generate_ed25519_keypair,
     nft_table_name,
 )
-from localboot._util import mounts_under
+from localboot._util import mounts_under, run
 from localboot.guest import RUN_ROOT
-from localboot.network import STATE_DIR, link_exists, nft_table_exists
+from localboot.network import STATE_DIR, bridge_mac, link_exists, nft_table_exists
 
 pytestmark = pytest.mark.localboot
 
@@ -304,3 +304,20 @@ def test_runs_on_separate_bridges_give_the_same_guest_distinct_machines(tmp_path
 
     assert machine("lbr0") == "benchmem"
     assert machine("lbr1") != machine("lbr2") != "benchmem"
+
+
+def test_the_bridge_keeps_its_address_as_guests_come_and_go() -> None:
+    """Every guest's gateway is the bridge's MAC address: it must not move when a guest's port is added with a lower
+    one (a bridge left to choose takes its ports' lowest), or the running guests lose the host for tens of seconds."""
+    _require_host()
+    with bridge_network("lbrmac", "10.96.0.1/24") as network:
+        address = Path("/sys/class/net/lbrmac/address")
+        before = address.read_text().strip()
+        assert before == bridge_mac(network.name)
+        try:
+            run(["ip", "link", "add", "lbrmac-p", "address", "02:00:00:00:00:01", "type", "veth", "peer", "lbrmac-q"])
+            run(["ip", "link", "set", "lbrmac-p", "master", "lbrmac"])
+            assert address.read_text().strip() == before
+        finally:
+            run(["ip", "link", "delete", "lbrmac-p"], check=False)
+        assert address.read_text().strip() == before
