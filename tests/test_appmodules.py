@@ -247,7 +247,9 @@ def test_a_local_folder_alone_is_served_with_what_its_files_say_and_the_preview_
 def test_an_undecided_local_folder_fails_the_preview_naming_the_key(tmp_path):
     app = settings_package(tmp_path / "zeroconf", "proj.settings.dev", "production", "prod")
     run = run_program({"app": {"source": str(app)}}, expect_error=True)
-    assert "app.settingsModule" in str(run.error) and "holds two production modules" in str(run.error)
+    # Among the config's problems, before anything is declared (config/checks.py, modules_found).
+    assert "invalid stack configuration" in str(run.error), run.error
+    assert "app.settingsModule = '' is invalid: " in str(run.error) and "two production modules" in str(run.error)
     assert run.resources == {}
     # Named, it deploys.
     run_program({"app": {"source": str(app), "settingsModule": "proj.settings.prod"}})
