@@ -117,6 +117,11 @@ class AppSettings:
         "The WSGI module (`application` inside it); empty = the settings' WSGI_APPLICATION.",
         optional(matches(PY_MODULE, "a dotted Python module such as mysite.wsgi")),
     )
+    allow_debug: bool = key(
+        False,
+        "serve a release whose settings leave DEBUG on (tracebacks and settings shown to every visitor); "
+        "false = the deploy refuses it, naming the app.env line that turns it off.",
+    )
     requirements: str = key(
         "",
         "A pip requirements file inside the app; empty = detected: uv.lock, poetry.lock, or a requirements file.",

@@ -132,6 +132,7 @@ class HostPlan:
     # How the app is built and checked (docs/deploying.md).
     health_path: str = HEALTH_PATH  # answered by the deployer's WSGI wrapper through Django's database connection
     app_health_path: str = ""  # app.healthPath: the app's own health view, probed instead of its front page
+    allow_debug: bool = False  # app.allowDebug: else the deploy's check refuses a release whose settings leave DEBUG on
     python_request: str = ""  # "" = the image's python3; else a CPython minor that uv installs on the server
     packages: tuple[str, ...] = ()  # app.packages, installed with apt before the virtualenv is built
     release_commands: tuple[tuple[str, ...], ...] = ()  # app.releaseCommands, manage.py commands per release
@@ -226,6 +227,7 @@ def plan_host(settings: Settings) -> HostPlan:
         requirements=settings.app.requirements,
         env_prefix=settings.app.env_prefix,
         app_health_path=settings.app.health_path,
+        allow_debug=settings.app.allow_debug,
         python_request=app_python(settings).request,
         packages=tuple(sorted(set(settings.app.packages))),
         release_commands=tuple(tuple(command.split()) for command in settings.app.release_commands),
@@ -341,13 +343,13 @@ def build_id(release_id: str, plan: HostPlan) -> str:
 
 
 def render_python_modules(plan: HostPlan) -> dict[str, str]:
-    """The settings overlay and the WSGI wrapper (file name → text), installed in plan.python_dir; for a git source
-    whose modules the deploy decides, config/appmodules.py too (the deploy runs it, the overlay reads its answer)."""
+    """The settings overlay, the WSGI wrapper and config/appmodules.py (file name → text), installed in
+    plan.python_dir: the deploy's check says with it where a release's settings leave DEBUG on, and for a git
+    source whose modules are not set the deploy runs it to find them (the overlay and the wrapper read its answer)."""
     modules = {
         f"{module}.py": render(f"python/{module}.py.j2", plan) for module in (SETTINGS_OVERLAY, plan.server_module)
     }
-    if not plan.settings_module or not (plan.wsgi_module or plan.asgi_module):
-        modules[f"{APP_MODULES}.py"] = Path(appmodules.__file__).read_text()
+    modules[f"{APP_MODULES}.py"] = Path(appmodules.__file__).read_text()
     return modules
 
 

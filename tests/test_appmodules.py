@@ -238,7 +238,10 @@ def test_a_local_folder_alone_is_served_with_what_its_files_say_and_the_preview_
     configure = configure_text(run, "zeroconf")
     assert '_app = importlib.import_module("proj.settings.production")' in configure
     assert '_application = importlib.import_module("proj.wsgi").application' in configure
-    assert f"{APP_MODULES}.py" not in configure, "decided at preview: nothing to decide on the server"
+    assert f"python3 -I -S /usr/local/lib/zeroconf/python/{APP_MODULES}.py" not in deploy_text(run, "zeroconf"), (
+        "decided at preview: nothing to decide on the server"
+    )
+    assert "_chosen" not in configure
     assert "app: settings proj.settings.production (manage.py's DJANGO_SETTINGS_MODULE default is" in said[0]
     assert said[0].endswith("pulumi config set --path app.settingsModule proj.settings.production")
     assert said[1].endswith("pulumi config set --path app.wsgiModule proj.wsgi")
@@ -277,7 +280,8 @@ def test_a_git_source_alone_is_decided_by_its_deploy(tmp_path):
             }
         }
     )
-    assert APP_MODULES not in configure_text(run, "zeroconf") + deploy_text(run, "zeroconf")
+    assert f"python3 -I -S {installed}" not in deploy_text(run, "zeroconf")
+    assert "_chosen" not in configure_text(run, "zeroconf")
 
 
 def test_on_the_server_the_deploy_s_answer_is_what_the_overlay_and_the_wrapper_import(tmp_path):
@@ -317,3 +321,23 @@ def test_detection_reads_as_debian_12s_python_does():
     import ast
 
     ast.parse((ROOT / "config/appmodules.py").read_text(), feature_version=(3, 11))
+
+
+# --- the DEBUG gate, in what the server receives ------------------------------------------------------------------
+
+
+def test_every_deploy_refuses_debug_on_unless_app_allow_debug_says_so():
+    """The check step (python/prepare-release.py.j2, run as the app's user through manage.py shell) exits 5 with
+    debug_refusal's message when the release's settings end with DEBUG on, before the server module is imported and
+    anything goes live; the deploy names the step. app.allowDebug: true serves it and says so."""
+    run = run_program({})
+    deploy, configure = deploy_text(run, "photofeed"), configure_text(run, "photofeed")
+    gate = deploy.index("if settings.DEBUG:")
+    refusal = deploy.index("print(debug_refusal(Path.cwd(), served), file=sys.stderr)\n    sys.exit(5)")
+    assert deploy.index('call_command("check"') < gate < refusal < deploy.index("import djangoship_wsgi")
+    assert "5) fail \"step 'DEBUG': the release's settings leave DEBUG on (above); refused before" in deploy
+    # The message's code is on the app's PYTHONPATH.
+    assert f"install_file /usr/local/lib/photofeed/python/{APP_MODULES}.py 0644 root root" in configure
+    allowed = deploy_text(run_program({"app": {"allowDebug": True}}), "photofeed")
+    assert "sys.exit(5)" not in allowed
+    assert 'if settings.DEBUG:\n    print("DEBUG: True, and served so (app.allowDebug is true)")' in allowed

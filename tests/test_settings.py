@@ -63,6 +63,7 @@ BAD_CONFIGS = [
     ({"app": {"name": "pg_monitor"}}, "app.name", "PostgreSQL role or database"),
     ({"app": {"wsgiModule": "my site.wsgi"}}, "app.wsgiModule", "dotted"),
     ({"app": {"settingsModule": "my-site.settings"}}, "app.settingsModule", "dotted"),
+    ({"app": {"allowDebug": "sometimes"}}, "app.allowDebug", "true or false"),
     ({"app": {"requirements": "../../etc/passwd"}}, "app.requirements", "inside the app"),
     ({"app": {"envPrefix": "django"}}, "app.envPrefix", "upper case"),
     ({"app": {"env": {"DJANGO_DB_PASSWORD": "x"}}}, "app.env.DJANGO_DB_PASSWORD", "not set by the deployer"),
