@@ -133,6 +133,9 @@ class HostPlan:
     health_path: str = HEALTH_PATH  # answered by the deployer's WSGI wrapper through Django's database connection
     app_health_path: str = ""  # app.healthPath: the app's own health view, probed instead of its front page
     allow_debug: bool = False  # app.allowDebug: else the deploy's check refuses a release whose settings leave DEBUG on
+    # app.settingsModule / app.wsgiModule when not set: found in the app's files (at preview, or by a git source's
+    # deploy). A release that then fails to load them says so, naming the key that picks others.
+    found_keys: tuple[str, ...] = ()
     python_request: str = ""  # "" = the image's python3; else a CPython minor that uv installs on the server
     packages: tuple[str, ...] = ()  # app.packages, installed with apt before the virtualenv is built
     release_commands: tuple[tuple[str, ...], ...] = ()  # app.releaseCommands, manage.py commands per release
@@ -224,6 +227,14 @@ def plan_host(settings: Settings) -> HostPlan:
         ssh_user=settings.ssh_user,
         wsgi_module=modules.wsgi,
         settings_module=modules.settings,
+        found_keys=tuple(
+            name
+            for name, given in (
+                ("app.settingsModule", settings.app.settings_module),
+                ("app.wsgiModule", settings.app.wsgi_module or settings.app.asgi_module),
+            )
+            if not given
+        ),
         requirements=settings.app.requirements,
         env_prefix=settings.app.env_prefix,
         app_health_path=settings.app.health_path,

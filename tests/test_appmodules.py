@@ -341,3 +341,18 @@ def test_every_deploy_refuses_debug_on_unless_app_allow_debug_says_so():
     allowed = deploy_text(run_program({"app": {"allowDebug": True}}), "photofeed")
     assert "sys.exit(5)" not in allowed
     assert 'if settings.DEBUG:\n    print("DEBUG: True, and served so (app.allowDebug is true)")' in allowed
+
+
+def test_a_release_whose_found_modules_fail_to_load_names_the_key():
+    """A wrong guess that Django cannot load (its settings need a variable this site lacks, say) fails the check
+    step naming the key that picks other settings; named settings get the plain message."""
+    found = deploy_text(run_program({}), "photofeed")
+    assert (
+        "does not pass Django's checks (error above); its settings (photofeed.settings) were found in the app's files, "
+        "not set: pulumi config set --path app.settingsModule MODULE serves others" in found
+    )
+    assert "it was found in the app's files, not set: pulumi config set --path app.wsgiModule MODULE" in found
+    named = deploy_text(
+        run_program({"app": {"settingsModule": "photofeed.settings", "wsgiModule": "photofeed.wsgi"}}), "photofeed"
+    )
+    assert "Django's checks (error above)\" ;;" in named and "found in the app's files" not in named
