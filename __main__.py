@@ -9,6 +9,7 @@ import pulumi
 
 from config.settings import ConfigError, read_stack_config
 from profiles import single
+from server.host import app_modules
 from server.release import git_release, local_release
 
 # 1. Settings, and the exact release to deploy (a content hash, or the commit the git ref points at).
@@ -20,6 +21,10 @@ try:
         release = local_release(Path(settings.app.source))
 except (ConfigError, ValueError, OSError) as error:
     raise pulumi.RunError(str(error)) from None
+# Where app.settingsModule or app.wsgiModule is not set: what a local folder's files decided, why, and the line that
+# pins another (a git source's are decided by its deploy, which logs the same).
+for reason in app_modules(settings).reasons:
+    pulumi.log.info(f"app: {reason}")
 
 # 2. The site: one server (default), or the scaled-out profile on AWS's managed services.
 if settings.profile == "scaled":

@@ -14,6 +14,7 @@ from typing import Any
 from catalog.offerings import DATABASE_PORTS, DB_INSTANCE_CLASSES, IMAGES, INSTANCE_TYPES, max_workers
 
 from . import envcontract
+from .appmodules import Undecided, decide
 from .apppython import plan_python
 from .memory import memory_budget
 from .oncalendar import CalendarError, check_calendar
@@ -326,6 +327,21 @@ def python_available(python: str, given: Given) -> str:
     except ValueError as error:
         given.fail(str(error), python or source, key="app.python" if python else "app.source")
     return python
+
+
+def modules_found(asgi_module: str, given: Given) -> str:
+    """Empty app.settingsModule or app.wsgiModule, with a local folder: its files must decide them at preview
+    (appmodules.py), or the preview fails naming the key to set. A git source is read only on the server: its
+    deploy decides, by the same rules, and fails naming the key."""
+    source, settings_module = given.value_of("app.source"), given.value_of("app.settingsModule")
+    wsgi_module = given.value_of("app.wsgiModule")
+    if GIT_URL.match(source) or (settings_module and (wsgi_module or asgi_module)):
+        return asgi_module
+    try:
+        decide(Path(source), settings_module, wsgi_module, asgi_module)
+    except Undecided as error:
+        given.fail(str(error), settings_module if error.key.endswith("settingsModule") else wsgi_module, key=error.key)
+    return asgi_module
 
 
 # --- beyond the web process: processes, schedules, Redis, ASGI (issue 14) ----------------------------------------

@@ -42,6 +42,7 @@ from .checks import (
     image_fits_instance_type,
     ipv4_network,
     manage_command,
+    modules_found,
     needs_domain,
     not_a_database_port,
     not_a_system_user,
@@ -105,15 +106,21 @@ class AppSettings:
         matches(NAME, "lower case letters, digits and _, starting with a letter (≤ 31)"),
         not_a_system_user,
     )
-    wsgi_module: str = key(
-        "photofeed.wsgi",
-        "The WSGI module (`application` inside it).",
-        matches(PY_MODULE, "a dotted Python module such as mysite.wsgi"),
-    )
     settings_module: str = key(
-        "photofeed.settings",
-        "DJANGO_SETTINGS_MODULE.",
-        matches(PY_MODULE, "a dotted Python module such as mysite.settings"),
+        "",
+        "DJANGO_SETTINGS_MODULE; empty = found as Django does: manage.py's default (a settings package's "
+        "production module beside it), at preview for a folder, by the deploy for git.",
+        optional(matches(PY_MODULE, "a dotted Python module such as mysite.settings")),
+    )
+    wsgi_module: str = key(
+        "",
+        "The WSGI module (`application` inside it); empty = the settings' WSGI_APPLICATION.",
+        optional(matches(PY_MODULE, "a dotted Python module such as mysite.wsgi")),
+    )
+    allow_debug: bool = key(
+        False,
+        "serve a release whose settings leave DEBUG on (tracebacks and settings shown to every visitor); "
+        "false = the deploy refuses it, naming the app.env line that turns it off.",
     )
     requirements: str = key(
         "",
@@ -157,6 +164,7 @@ class AppSettings:
         "serve the app as ASGI from this module (`application` inside it; uvicorn's worker in gunicorn, "
         "websockets through nginx); empty = WSGI.",
         optional(matches(PY_MODULE, "a dotted Python module such as mysite.asgi")),
+        modules_found,  # app.settingsModule and app.wsgiModule, read from a local folder's files at preview
     )
     processes: dict[str, str] = key(
         {},

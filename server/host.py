@@ -19,6 +19,8 @@ from typing import Any
 import jinja2
 
 from catalog.offerings import IMAGES, INSTANCE_TYPES, default_workers, redis_maxmemory_mib, swap_mib
+from config import appmodules
+from config.appmodules import Modules, decide
 from config.apppython import PythonPlan, plan_python
 from config.envcontract import SETTINGS_OVERLAY
 from config.settings import Settings
@@ -28,6 +30,8 @@ from .layout import ServerPaths
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 # The deployer's Python modules on the app's PYTHONPATH: DJANGO_SETTINGS_MODULE and gunicorn's app point here.
 WSGI_WRAPPER = "djangoship_wsgi"
+# config/appmodules.py as it is installed beside them: the deploy finds a git source's modules with it.
+APP_MODULES = "djangoship_appmodules"
 ASGI_WRAPPER = "djangoship_asgi"  # with app.asgiModule: the same health answer, for uvicorn's worker
 HEALTH_PATH = "/healthz"  # answered by the WSGI wrapper for any app (the scaled load balancer checks it too)
 # In each release, the link to its static folder; nginx serves current/<this>, so one switch moves both.
@@ -88,8 +92,8 @@ class HostPlan:
 
     app: str  # system user and group, and the directory names below
     ssh_user: str
-    wsgi_module: str
-    settings_module: str
+    wsgi_module: str  # "" = decided by the deploy from a git source's files (config/appmodules.py)
+    settings_module: str  # as wsgi_module
     requirements: str  # "" = detected by the deploy (uv.lock, poetry.lock, a requirements file)
     env_prefix: str
     memory_mib: int
@@ -128,6 +132,10 @@ class HostPlan:
     # How the app is built and checked (docs/deploying.md).
     health_path: str = HEALTH_PATH  # answered by the deployer's WSGI wrapper through Django's database connection
     app_health_path: str = ""  # app.healthPath: the app's own health view, probed instead of its front page
+    allow_debug: bool = False  # app.allowDebug: else the deploy's check refuses a release whose settings leave DEBUG on
+    # app.settingsModule / app.wsgiModule when not set: found in the app's files (at preview, or by a git source's
+    # deploy). A release that then fails to load them says so, naming the key that picks others.
+    found_keys: tuple[str, ...] = ()
     python_request: str = ""  # "" = the image's python3; else a CPython minor that uv installs on the server
     packages: tuple[str, ...] = ()  # app.packages, installed with apt before the virtualenv is built
     release_commands: tuple[tuple[str, ...], ...] = ()  # app.releaseCommands, manage.py commands per release
@@ -206,6 +214,7 @@ def plan_host(settings: Settings) -> HostPlan:
     size = INSTANCE_TYPES[settings.instance_type]
     app = settings.app.name
     paths = ServerPaths.for_app(app)
+    modules = app_modules(settings)
     workers = settings.gunicorn_workers or default_workers(settings.instance_type)
     pg = postgres_memory(size.memory_mib)
     # Room for every worker's connection (or PgBouncer's pool and its reserve), the deploy's migrate beside
@@ -216,11 +225,20 @@ def plan_host(settings: Settings) -> HostPlan:
     return HostPlan(
         app=app,
         ssh_user=settings.ssh_user,
-        wsgi_module=settings.app.wsgi_module,
-        settings_module=settings.app.settings_module,
+        wsgi_module=modules.wsgi,
+        settings_module=modules.settings,
+        found_keys=tuple(
+            name
+            for name, given in (
+                ("app.settingsModule", settings.app.settings_module),
+                ("app.wsgiModule", settings.app.wsgi_module or settings.app.asgi_module),
+            )
+            if not given
+        ),
         requirements=settings.app.requirements,
         env_prefix=settings.app.env_prefix,
         app_health_path=settings.app.health_path,
+        allow_debug=settings.app.allow_debug,
         python_request=app_python(settings).request,
         packages=tuple(sorted(set(settings.app.packages))),
         release_commands=tuple(tuple(command.split()) for command in settings.app.release_commands),
@@ -278,6 +296,16 @@ def app_python(settings: Settings) -> PythonPlan:
     return plan_python(folder, settings.app.python, settings.image, IMAGES[settings.image].python)
 
 
+def app_modules(settings: Settings) -> Modules:
+    """The settings and WSGI modules, as config validation decided them at preview (config/checks.py,
+    modules_found): a local folder's from its files where the keys are empty; a git source's empty keys stay
+    empty, for its deploy to decide from the files it fetched."""
+    app = settings.app
+    if app.source_is_git or (app.settings_module and (app.wsgi_module or app.asgi_module)):
+        return Modules(app.settings_module, app.wsgi_module)
+    return decide(Path(app.source), app.settings_module, app.wsgi_module, app.asgi_module)
+
+
 def pool_size(workers: int) -> int:
     """PgBouncer's server connections for the app: each sync worker holds at most one at a time, plus two
     for what runs beside them (migrate during a deploy, the superuser step, `<app>-manage shell`). A client
@@ -287,7 +315,7 @@ def pool_size(workers: int) -> int:
 
 def render(template: str, plan: HostPlan, **extra: object) -> str:
     context = asdict(plan) | {"tls": plan.tls, "static_link": STATIC_LINK, "probe_path": plan.probe_path}
-    context |= {"metadata_table": METADATA_TABLE}
+    context |= {"metadata_table": METADATA_TABLE, "app_modules": APP_MODULES}
     context |= {"server_module": plan.server_module, "units": plan.units, "app_server": plan.app_server} | extra
     return _environment.get_template(template).render(context)
 
@@ -326,8 +354,14 @@ def build_id(release_id: str, plan: HostPlan) -> str:
 
 
 def render_python_modules(plan: HostPlan) -> dict[str, str]:
-    """The settings overlay and the WSGI wrapper (file name → text), installed in plan.python_dir."""
-    return {f"{module}.py": render(f"python/{module}.py.j2", plan) for module in (SETTINGS_OVERLAY, plan.server_module)}
+    """The settings overlay, the WSGI wrapper and config/appmodules.py (file name → text), installed in
+    plan.python_dir: the deploy's check says with it where a release's settings leave DEBUG on, and for a git
+    source whose modules are not set the deploy runs it to find them (the overlay and the wrapper read its answer)."""
+    modules = {
+        f"{module}.py": render(f"python/{module}.py.j2", plan) for module in (SETTINGS_OVERLAY, plan.server_module)
+    }
+    modules[f"{APP_MODULES}.py"] = Path(appmodules.__file__).read_text()
+    return modules
 
 
 def render_app_units(plan: HostPlan) -> dict[str, str]:

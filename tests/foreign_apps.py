@@ -15,6 +15,8 @@ the admin), so one set of checks covers them all:
 - `uvshop`   — a uv project like a fresh cookiecutter-django one: `pyproject.toml` + `uv.lock`, no
   requirements file, `config.settings.production` with django-environ (`DATABASE_URL`, `DJANGO_*`),
   whitenoise, `STATIC_ROOT = str(BASE_DIR / "staticfiles")`, a required `DJANGO_ADMIN_URL`.
+- `zeroconf` — startproject's project split into `settings/{base,dev,production}.py`, `DEBUG = True` in base,
+  deployed with `app.source` alone: its modules found in its files (issue 33, item 4).
 
 The uv project's `uv.lock` is a committed fixture (tests/fixtures/uvshop): `uv lock` needs a Python 3.13
 interpreter and uv on the test host, neither of which CI has, and a fixed lock keeps the release id and
@@ -813,7 +815,75 @@ def workers(folder: Path) -> ForeignApp:
     )
 
 
+def zeroconf(folder: Path) -> ForeignApp:
+    """(f) `django-admin startproject`'s project split into a settings package as the tutorials do it
+    (`base/dev/production`): `base.py` keeps startproject's `DEBUG = True`, insecure key, `ALLOWED_HOSTS = []` and
+    `WSGI_APPLICATION`; manage.py and wsgi.py default to `dev`; `production.py` reads the environment. Deployed with
+    `app.source` alone (issue 33, item 4): the modules are found in its files — `zeroconf.settings.production`
+    beside manage.py's `dev`, the WSGI module from WSGI_APPLICATION — and its env names are the contract's own
+    (`DJANGO_` prefix, the default), so nothing else is needed."""
+    files = {
+        "manage.py": MANAGE.format(settings="zeroconf.settings.dev"),
+        "zeroconf/__init__.py": "",
+        "zeroconf/wsgi.py": WSGI.format(settings="zeroconf.settings.dev"),
+        "zeroconf/urls.py": _urls("notes"),
+        "zeroconf/settings/__init__.py": "",
+        "zeroconf/settings/base.py": d("""
+            from pathlib import Path
+
+            BASE_DIR = Path(__file__).resolve().parent.parent.parent
+            SECRET_KEY = "django-insecure-startproject-default"
+            DEBUG = True
+            ALLOWED_HOSTS = []
+            WSGI_APPLICATION = "zeroconf.wsgi.application"
+            DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
+            STATIC_URL = "static/"
+            """)
+        + d(_common("notes", "zeroconf.urls")),
+        "zeroconf/settings/dev.py": """
+            from .base import *  # noqa
+            """,
+        "zeroconf/settings/production.py": d("""
+            import os
+
+            from .base import *  # noqa
+
+            DEBUG = os.environ.get("DJANGO_DEBUG", "False") == "True"
+            SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+            ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
+            STATIC_ROOT = BASE_DIR / "staticfiles"
+            MEDIA_ROOT = BASE_DIR / "media"
+            """)
+        + d(DJANGO_DATABASE_AND_URLS),
+        "notes/static/notes/site.css": "body { padding: 1em; }\n/* zeroconf stylesheet */\n",
+        "requirements.txt": f"{DJANGO}\n{PSYCOPG}\n",
+        **_feature(
+            "notes", redirect_front=False, head='<link rel="stylesheet" href="{% static \'notes/site.css\' %}">'
+        ),
+    }
+    _write(folder, files)
+    return ForeignApp(
+        key="zeroconf",
+        folder=folder,
+        config={},  # app.source alone (the tests' stack adds only the shared app name)
+        label="notes",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/notes/site.css",
+        stylesheet_text="zeroconf stylesheet",
+    )
+
+
+def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
+    """zeroconf's production settings with DEBUG on by default, as many settings files have it."""
+    path = app.folder / "zeroconf" / "settings" / "production.py"
+    off, on_ = 'os.environ.get("DJANGO_DEBUG", "False")', 'os.environ.get("DJANGO_DEBUG", "True")'
+    text = path.read_text()
+    path.write_text(text.replace(off, on_) if on else text.replace(on_, off))
+
+
 BUILDERS = {"classic": classic, "oss": oss, "ldapsite": ldapsite, "uvshop": uvshop, "workers": workers}
+BUILDERS["zeroconf"] = zeroconf
 
 
 def build(key: str, folder: Path) -> ForeignApp:

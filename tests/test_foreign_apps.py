@@ -8,6 +8,7 @@ configure's Redis install and the build's build tools (psycopg-c has no wheel) m
 each project then: deployed with nothing but config, pages through nginx with their static files, the admin
 login, an upload stored on the data volume and served, a one-line change deployed with no failed request,
 and a release whose front page raises refused by the activation gate while the previous release keeps serving.
+The last project (`zeroconf`) is given `app.source` alone; a release of it that leaves DEBUG on is refused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from foreign_apps import ForeignApp, build
+from foreign_apps import ForeignApp, build, leave_debug_on
 from site_helpers import Browser, admin_login, multipart, png_bytes, sh, units_acted_on_unread
 
 from config.settings import load_settings
@@ -39,7 +40,7 @@ from server.host import plan_host, render
 
 pytestmark = pytest.mark.localboot
 NAME = "foreign"  # one app name for every project: one server, one database, one data volume
-ORDER = ["classic", "uvshop", "oss", "ldapsite"]
+ORDER = ["classic", "uvshop", "oss", "ldapsite", "zeroconf"]
 FIRST_BOOT = "workers"  # cookiecutter-django's shape with Celery: Redis, a Celery worker, psycopg[c]
 
 
@@ -123,7 +124,7 @@ def live_release(site) -> str:
 def test_deployed_by_config_alone_with_the_dependencies_it_declares(guest, app):
     log = app.deploy_log
     expected = {"classic": "requirements/prod.txt (pip)", "uvshop": "uv.lock (uv)", "oss": "requirements.txt (pip)"}
-    expected["ldapsite"] = "requirements.txt (pip)"
+    expected["ldapsite"] = expected["zeroconf"] = "requirements.txt (pip)"
     assert f"dependencies: {expected[app.key]}" in log, log[-3000:]
     # gunicorn is the deployer's: added only where the app has none (the classic project pins its own).
     assert ("has no gunicorn: adding gunicorn" in log) == (app.key != "classic"), log[-3000:]
@@ -134,6 +135,17 @@ def test_deployed_by_config_alone_with_the_dependencies_it_declares(guest, app):
         assert "release command: manage.py compress" in log, log[-3000:]
     # The settings overlay says what it did with the app's own static settings.
     assert "settings: STATIC_ROOT: the app's " in log, log[-3000:]
+    if app.key == "zeroconf":
+        # `app.source` alone: its production settings and WSGI_APPLICATION's module, found at preview, are what the
+        # server imports; startproject's DEBUG = True (base.py) is off in them, and the site shows no debug page.
+        assert app.config == {}
+        python = f"/usr/local/lib/{NAME}/python"
+        settings_line = '_app = importlib.import_module("zeroconf.settings.production")'
+        wsgi_line = '_application = importlib.import_module("zeroconf.wsgi").application'
+        sh(guest, f"grep -qxF {shlex.quote(settings_line)} {python}/djangoship_settings.py")
+        sh(guest, f"grep -qxF {shlex.quote(wsgi_line)} {python}/djangoship_wsgi.py")
+        status, _, page = http_get(guest.url + "/no-such-page/")
+        assert status == 404 and b"URLconf" not in page, page[:300]
 
 
 def test_pages_and_static_files_through_nginx(guest, app):
@@ -242,6 +254,42 @@ def test_a_front_page_that_leads_to_a_broken_page_is_refused(guest, app):
     assert "cannot serve: / → /accounts/login/?next=/ answered 500" in message, message[-2000:]
     assert "NoReverseMatch" in message, "the check's own log (the app's traceback) is shown"
     assert live_release(guest) == before
+
+
+@pytest.mark.parametrize("app", ["zeroconf"], indirect=True)
+def test_a_release_that_leaves_debug_on_is_refused_naming_the_app_env_line(guest, app):
+    """Issue 33, item 4: a release whose settings end with DEBUG = True does not go live (here its production
+    settings' default flipped to True, as many settings files have it): the deploy's check refuses it naming the
+    setting and the app.env line that turns it off, while the previous release keeps serving; that line then
+    deploys it with DEBUG off."""
+    before = live_release(guest)
+    config = guest.config
+    leave_debug_on(app)
+    app.change_page("debug")
+    try:
+        with RequestLoop(guest.url + app.list_path) as loop, pytest.raises(StepFailed) as failed:
+            guest.up()
+        message = failed.value.stderr
+        assert "step 'DEBUG': the release's settings leave DEBUG on" in message, message[-2000:]
+        assert "DEBUG is True in the release's settings (zeroconf.settings.production)" in message, message[-2000:]
+        assert "zeroconf/settings/production.py:5" in message, message[-2000:]
+        assert "pulumi config set --path app.env.DJANGO_DEBUG False" in message, message[-2000:]
+        assert "pulumi config set --path app.allowDebug true" in message, message[-2000:]
+        print(f"\n[foreign] zeroconf: DEBUG release refused under load: {loop.ok} ok, {loop.failed} failed")
+        assert loop.failed == 0 and loop.ok > 0, (loop.ok, loop.errors[:5])
+        assert live_release(guest) == before
+        status, _, page = http_get(guest.url + app.list_path)
+        assert status == 200 and b"<!-- release:v2 -->" in page
+        # The line the message gives turns it off: the same code goes live, without a debug page.
+        guest.up({**config, "app": {**config["app"], "env": {"DJANGO_DEBUG": "False"}}})
+        assert live_release(guest) != before
+        assert b"<!-- release:debug -->" in http_get(guest.url + app.list_path)[2]
+        status, _, page = http_get(guest.url + "/no-such-page/")
+        assert status == 404 and b"URLconf" not in page, page[:300]
+    finally:
+        leave_debug_on(app, on=False)
+        app.change_page("v2")
+        guest.config = config
 
 
 def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_download(guest):

@@ -7,6 +7,7 @@ visitor and as an operator would: through nginx → gunicorn → Django → Post
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -248,6 +249,13 @@ def test_deploy_from_a_git_repository(network, git_daemon):
         commit = live.run.outputs["releaseId"]
         revision = live.guest.exec(["cat", f"/srv/{APP}/current/REVISION"], check=True).stdout.decode()
         assert revision.startswith(commit)
+        # No app.settingsModule or app.wsgiModule, and a git source: its deploy found them in the files it fetched
+        # (issue 33, item 4), said which and how to pin them, and left its answer in the release for the overlay.
+        deploy = "".join(step.stdout + step.stderr for step in live.steps if step.name == f"{APP}-deploy")
+        assert "settings photofeed.settings (manage.py's DJANGO_SETTINGS_MODULE default" in deploy, deploy[-2000:]
+        assert "pulumi config set --path app.wsgiModule photofeed.wsgi" in deploy, deploy[-2000:]
+        chosen = live.guest.exec(["cat", f"/srv/{APP}/current/.djangoship-modules.json"], check=True).stdout
+        assert json.loads(chosen) == {"settings": "photofeed.settings", "wsgi": "photofeed.wsgi"}
         assert http_get(live.url + "/healthz")[0] == 200
         status, _, page = http_get(live.url + "/")
         assert status == 200 and b"site." in page

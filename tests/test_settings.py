@@ -62,7 +62,8 @@ BAD_CONFIGS = [
     ({"app": {"name": "template1"}}, "app.name", "PostgreSQL role or database"),
     ({"app": {"name": "pg_monitor"}}, "app.name", "PostgreSQL role or database"),
     ({"app": {"wsgiModule": "my site.wsgi"}}, "app.wsgiModule", "dotted"),
-    ({"app": {"settingsModule": ""}}, "app.settingsModule", "dotted"),
+    ({"app": {"settingsModule": "my-site.settings"}}, "app.settingsModule", "dotted"),
+    ({"app": {"allowDebug": "sometimes"}}, "app.allowDebug", "true or false"),
     ({"app": {"requirements": "../../etc/passwd"}}, "app.requirements", "inside the app"),
     ({"app": {"envPrefix": "django"}}, "app.envPrefix", "upper case"),
     ({"app": {"env": {"DJANGO_DB_PASSWORD": "x"}}}, "app.env.DJANGO_DB_PASSWORD", "not set by the deployer"),
@@ -95,7 +96,11 @@ def test_bad_config_is_rejected_before_any_resource(config, key, allowed):
 
 
 def _app_folder(tmp_path: Path, **files: str) -> str:
-    (tmp_path / "manage.py").write_text("")
+    """A startproject-shaped folder (its modules found at preview), with `files` beside manage.py."""
+    (tmp_path / "manage.py").write_text('import os\nos.environ.setdefault("DJANGO_SETTINGS_MODULE", "site.settings")\n')
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "settings.py").write_text('WSGI_APPLICATION = "site.wsgi.application"\n')
+    (tmp_path / "site" / "wsgi.py").write_text("application = None\n")
     for name, text in files.items():
         (tmp_path / name.replace("__", ".").replace("_dot_", ".")).write_text(text)
     return str(tmp_path)
