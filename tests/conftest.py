@@ -1,7 +1,9 @@
-"""Shared test set-up: the project on sys.path, and the rule for tests that need a capable host."""
+"""Shared test set-up: the project on sys.path, the rule for tests that need a capable host, and the lanes the
+suite runs in side by side (pytest-xdist's workers)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import sys
@@ -28,6 +30,115 @@ def skip_or_fail(reason: str) -> NoReturn:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "localboot: boots a real Debian guest (root, systemd-nspawn)")
+    # pytest-xdist declares it too; declared here as well so that a run without xdist (-p no:xdist) still knows it.
+    config.addinivalue_line("markers", "xdist_group(name): runs on one worker with the rest of its group")
+
+
+# --- lanes ---------------------------------------------------------------------------------------------------
+# scripts/test.sh runs the suite in three worker processes side by side (pytest-xdist: `-n 3 --dist loadgroup
+# --no-loadscope-reorder`). Most of a guest module's time is waiting (boots, drains, minute timers), so three lanes
+# on CI's two cores finish in about the time of the longest module instead of the sum.
+#
+# A guest module runs whole on one worker: its tests run in file order on its module-scoped guest, which a split
+# would boot once per worker. Modules that share a session fixture booting a guest (`default_site`) share a group,
+# or each worker would boot its own. Every module that boots guests needs a row here: tests/test_lanes.py fails
+# while one has none. Until it has, it still runs whole (a group of its own, after the rows'), so a missing row
+# costs time, never a second guest. Tests of no group (the rest of the suite, under Pulumi's mocks) are spread one
+# by one over whatever lane is free.
+#
+# The rows are in the order the lanes take them, longest first (the minutes: setup + call, measured in CI), so the
+# longest module starts at once and the shorter ones fill the other lanes around it; the other tests come last.
+GROUPS: dict[str, str] = {
+    "test_scaled_servers.py": "scaled_servers",  # 15-17 min
+    "test_scaled_workers.py": "scaled_workers",  # 9 min
+    "test_foreign_apps.py": "foreign_apps",  # 7.5 min
+    "test_day2.py": "day2",  # 5 min
+    "test_scaled_move.py": "scaled_move",  # 5 min
+    "test_debian12.py": "debian12",  # 3.5 min
+    "test_faults.py": "faults",  # 3 min
+    "test_local_boot.py": "default_site",  # 3 min with test_performance: both check conftest.default_site's guest
+    "test_performance.py": "default_site",
+    "test_operator_verbs.py": "operator_verbs",  # 2.5 min
+    "test_localboot_guest.py": "localboot_guest",  # 2 min, on a bridge of its own (lbrlab)
+    # No guest, but its three mypy runs share .mypy_cache: one at a time, on one worker (under a minute).
+    "test_lint.py": "lint",
+}
+#: The group of every module that uses `default_site`, with a row or not.
+DEFAULT_SITE_GROUP = "default_site"
+#: What the collection found amiss with GROUPS (tests/test_lanes.py fails on it).
+LANE_PROBLEMS = pytest.StashKey[list[str]]()
+
+
+def _module_of(item: pytest.Item) -> str:
+    """The item's module as GROUPS names it: its path under tests/."""
+    return item.path.relative_to(Path(__file__).parent).as_posix()
+
+
+def boots_guests(item: pytest.Item) -> bool:
+    """A test boots a guest, or shares one, when it is marked `localboot` or needs the run's bridge."""
+    return item.get_closest_marker("localboot") is not None or "network" in item.fixturenames
+
+
+def group_of(item: pytest.Item) -> str | None:
+    """The item's lane group: its module's row; else default_site's users' group, or its module's own (a guest
+    module without a row: whole, never split); None for a test that may run on any worker."""
+    module = _module_of(item)
+    if module in GROUPS:
+        return GROUPS[module]
+    if "default_site" in item.fixturenames:
+        return DEFAULT_SITE_GROUP
+    return module if boots_guests(item) else None
+
+
+def lane_problems(items: list[pytest.Item]) -> list[str]:
+    """The guest modules without a row in GROUPS, and default_site's users outside its group."""
+    problems = set()
+    for item in items:
+        module = _module_of(item)
+        if boots_guests(item) and module not in GROUPS:
+            problems.add(f"{module} boots guests but has no row in GROUPS (tests/conftest.py)")
+        if "default_site" in item.fixturenames and GROUPS.get(module, DEFAULT_SITE_GROUP) != DEFAULT_SITE_GROUP:
+            problems.add(f"{module} uses default_site: its row's group must be {DEFAULT_SITE_GROUP!r}")
+    return sorted(problems)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the fast run checks every module too
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[LANE_PROBLEMS] = lane_problems(items)
+    groups = {item.nodeid: group_of(item) for item in items}
+    rank = {group: at for at, group in enumerate(dict.fromkeys(GROUPS.values()))}
+    for item in items:
+        if groups[item.nodeid] is not None:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    # Stable: a module's tests keep their file order. The rows' groups first, in the table's order; then any guest
+    # module without a row; then the tests of no group.
+    items.sort(key=lambda item: rank.get(groups[item.nodeid] or "", len(rank) + (groups[item.nodeid] is None)))
+
+
+def worker_bridge(name: str, cidr: str, worker: int) -> tuple[str, str]:
+    """The bridge and gateway address of xdist worker `worker`, from the run's own (`name`, `cidr`).
+
+    The name gets `w<N>` (cut to Linux's 15 bytes): guests off lbr0 are named after the bridge's last 3 characters
+    (localboot.guest), so each worker's must differ from the others' and from other runs' (lbr1, lbrlab), and
+    `bridge_network` refuses a bridge that ends like a live one. The subnet is the (N+1)-th /24 after the run's own
+    in the same /16 (10.77.1.0/24, 10.77.2.0/24, … for lbr0's 10.77.0.1/24): the run's own /24 stays free for a run
+    without xdist, and other runs keep theirs (10.78–10.99).
+    """
+    suffix = f"w{worker}"
+    base = ipaddress.IPv4Interface(cidr)
+    own = ipaddress.IPv4Network(f"{base.ip}/24", strict=False)
+    subnet = ipaddress.IPv4Network((int(own.network_address) + (worker + 1) * 256, 24))
+    if not subnet.subnet_of(ipaddress.IPv4Network(f"{base.ip}/16", strict=False)):
+        raise ValueError(f"worker {worker}'s subnet {subnet} leaves {cidr}'s /16")
+    return name[: 15 - len(suffix)] + suffix, f"{subnet.network_address + 1}/24"
+
+
+def run_bridge() -> tuple[str, str]:
+    """This process's bridge and gateway address: LOCALBOOT_BRIDGE=NAME,CIDR (e.g. lbr1,10.78.0.1/24 gives a second
+    run on this machine its own) or lbr0 on 10.77.0.1/24; under xdist, the worker's own derived from it."""
+    name, cidr = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, …: set by pytest-xdist in its workers
+    return (name, cidr) if worker is None else worker_bridge(name, cidr, int(worker.removeprefix("gw")))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +152,7 @@ def release() -> str:
 @pytest.fixture(scope="session")
 def network():
     """The local guests' bridge and NAT, one for the whole run (a guest may serve several modules: see
-    `default_site`); the run leaves the host as it found it."""
+    `default_site`), one per worker under xdist (`run_bridge`); the run leaves the host as it found it."""
     from localboot.requirements import check_host
 
     missing = check_host()
@@ -50,8 +161,7 @@ def network():
     from localboot.network import bridge_network
 
     # Another run on this machine (a benchmark, a second pytest) may hold the bridge: wait for it, bounded.
-    # LOCALBOOT_BRIDGE=NAME,CIDR (e.g. lbr1,10.78.0.1/24) gives a second run on this machine its own bridge.
-    name, cidr = os.environ.get("LOCALBOOT_BRIDGE", "lbr0,10.77.0.1/24").split(",")
+    name, cidr = run_bridge()
     with bridge_network(name, cidr, lock_wait=1800) as net:
         yield net
 
