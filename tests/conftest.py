@@ -30,8 +30,6 @@ def skip_or_fail(reason: str) -> NoReturn:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "localboot: boots a real Debian guest (root, systemd-nspawn)")
-    # pytest-xdist declares it too; declared here as well so that a run without xdist (-p no:xdist) still knows it.
-    config.addinivalue_line("markers", "xdist_group(name): runs on one worker with the rest of its group")
 
 
 # --- lanes ---------------------------------------------------------------------------------------------------
@@ -39,15 +37,19 @@ def pytest_configure(config: pytest.Config) -> None:
 # --no-loadscope-reorder`). Most of a guest module's time is waiting (boots, drains, minute timers), so three lanes
 # on CI's two cores finish in about the time of the longest module instead of the sum.
 #
-# A guest module runs whole on one worker: its tests run in file order on its module-scoped guest, which a split
-# would boot once per worker. Modules that share a session fixture booting a guest (`default_site`) share a group,
-# or each worker would boot its own. Every module that boots guests needs a row here: tests/test_lanes.py fails
-# while one has none. Until it has, it still runs whole (a group of its own, after the rows'), so a missing row
-# costs time, never a second guest. Tests of no group (the rest of the suite, under Pulumi's mocks) are spread one
-# by one over whatever lane is free.
+# A module runs whole on one worker: a guest module's tests run in file order on its module-scoped guest, which a
+# split would boot once per worker (and a module under mocks computes its module fixtures once). Modules that share
+# a session fixture booting a guest (`default_site`) share a group, or each worker would boot its own. Every module
+# that boots guests has a row here; tests/test_lanes.py fails while one has none (it still runs whole meanwhile,
+# after the rows' groups).
 #
 # The rows are in the order the lanes take them, longest first (the minutes: setup + call, measured in CI), so the
-# longest module starts at once and the shorter ones fill the other lanes around it; the other tests come last.
+# longest module starts at once and the shorter ones fill the other lanes around it; the modules under Pulumi's
+# mocks come last, filling whichever lane is free.
+#
+# The scheduler is ours (`pytest_xdist_make_scheduler`), not xdist's `xdist_group` marks: xdist 3.8 passes a
+# mark's group to its scheduler by rewriting the test's node id, which pytest 9.2 no longer lets a plugin do, so
+# the marks are silently ignored there (pytest-dev/pytest-xdist#1386) and a guest module was split over workers.
 GROUPS: dict[str, str] = {
     "test_scaled_servers.py": "scaled_servers",  # 15-17 min
     "test_scaled_workers.py": "scaled_workers",  # 9 min
@@ -60,13 +62,18 @@ GROUPS: dict[str, str] = {
     "test_performance.py": "default_site",
     "test_operator_verbs.py": "operator_verbs",  # 2.5 min
     "test_localboot_guest.py": "localboot_guest",  # 2 min, on a bridge of its own (lbrlab)
-    # No guest, but its three mypy runs share .mypy_cache: one at a time, on one worker (under a minute).
-    "test_lint.py": "lint",
 }
-#: The group of every module that uses `default_site`, with a row or not.
+#: The group of the modules that use `default_site`.
 DEFAULT_SITE_GROUP = "default_site"
 #: What the collection found amiss with GROUPS (tests/test_lanes.py fails on it).
 LANE_PROBLEMS = pytest.StashKey[list[str]]()
+
+
+def lane_of(nodeid: str) -> str:
+    """What one worker runs whole, for a test's node id (`tests/test_day2.py::test_…`): its module's group, or
+    its module."""
+    module = nodeid.split("::", 1)[0].removeprefix("tests/")
+    return GROUPS.get(module, module)
 
 
 def _module_of(item: pytest.Item) -> str:
@@ -79,17 +86,6 @@ def boots_guests(item: pytest.Item) -> bool:
     return item.get_closest_marker("localboot") is not None or "network" in item.fixturenames
 
 
-def group_of(item: pytest.Item) -> str | None:
-    """The item's lane group: its module's row; else default_site's users' group, or its module's own (a guest
-    module without a row: whole, never split); None for a test that may run on any worker."""
-    module = _module_of(item)
-    if module in GROUPS:
-        return GROUPS[module]
-    if "default_site" in item.fixturenames:
-        return DEFAULT_SITE_GROUP
-    return module if boots_guests(item) else None
-
-
 def lane_problems(items: list[pytest.Item]) -> list[str]:
     """The guest modules without a row in GROUPS, and default_site's users outside its group."""
     problems = set()
@@ -97,7 +93,7 @@ def lane_problems(items: list[pytest.Item]) -> list[str]:
         module = _module_of(item)
         if boots_guests(item) and module not in GROUPS:
             problems.add(f"{module} boots guests but has no row in GROUPS (tests/conftest.py)")
-        if "default_site" in item.fixturenames and GROUPS.get(module, DEFAULT_SITE_GROUP) != DEFAULT_SITE_GROUP:
+        if "default_site" in item.fixturenames and GROUPS.get(module) != DEFAULT_SITE_GROUP:
             problems.add(f"{module} uses default_site: its row's group must be {DEFAULT_SITE_GROUP!r}")
     return sorted(problems)
 
@@ -105,14 +101,25 @@ def lane_problems(items: list[pytest.Item]) -> list[str]:
 @pytest.hookimpl(tryfirst=True)  # before -m deselects: the fast run checks every module too
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[LANE_PROBLEMS] = lane_problems(items)
-    groups = {item.nodeid: group_of(item) for item in items}
+    # The order the scheduler hands the lanes out in (with --no-loadscope-reorder): the rows' groups in the table's
+    # order, then every other module as collected. Stable: a module's tests keep their file order.
     rank = {group: at for at, group in enumerate(dict.fromkeys(GROUPS.values()))}
-    for item in items:
-        if groups[item.nodeid] is not None:
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    # Stable: a module's tests keep their file order. The rows' groups first, in the table's order; then any guest
-    # module without a row; then the tests of no group.
-    items.sort(key=lambda item: rank.get(groups[item.nodeid] or "", len(rank) + (groups[item.nodeid] is None)))
+    items.sort(key=lambda item: rank.get(lane_of(item.nodeid), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown to a pytest without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadgroup`, with our lanes: xdist's scheduler by scope (a scope's tests all go to one worker, the
+    scopes in collection order), each scope a lane (`lane_of`)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lane_of(nodeid)
+
+    return Lanes(config, log)
 
 
 def worker_bridge(name: str, cidr: str, worker: int) -> tuple[str, str]:

@@ -7,12 +7,13 @@ No guest here: the sources are read, the collection check is fed stand-in items,
 from __future__ import annotations
 
 import ast
+import importlib.util
 import ipaddress
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import DEFAULT_SITE_GROUP, GROUPS, LANE_PROBLEMS, group_of, lane_problems, worker_bridge
+from conftest import DEFAULT_SITE_GROUP, GROUPS, LANE_PROBLEMS, lane_of, lane_problems, skip_or_fail, worker_bridge
 
 from localboot import Guest
 from localboot.network import BridgeNetwork
@@ -85,15 +86,27 @@ def test_a_guest_module_without_a_row_is_named_and_still_runs_whole():
     assert lane_problems([listed, mocks, new, marked, shares]) == [
         "test_marked.py boots guests but has no row in GROUPS (tests/conftest.py)",
         "test_more_pages.py boots guests but has no row in GROUPS (tests/conftest.py)",
+        "test_more_pages.py uses default_site: its row's group must be 'default_site'",
         "test_new_guest.py boots guests but has no row in GROUPS (tests/conftest.py)",
     ]
-    assert [group_of(item) for item in (listed, mocks, new, marked, shares)] == [
-        "default_site",
-        None,
-        "test_new_guest.py",
-        "test_marked.py",
-        "default_site",
-    ]
+    assert lane_of("tests/test_new_guest.py::test_one") == lane_of("tests/test_new_guest.py::test_two[a::b]")
+
+
+def test_a_lane_is_a_row_s_group_or_a_whole_module():
+    assert lane_of("tests/test_local_boot.py::test_reboot_keeps_site_and_data") == "default_site"
+    assert lane_of("tests/test_performance.py::test_pgbouncer_is_the_only_way_in") == "default_site"
+    assert lane_of("tests/test_day2.py::test_rollback_without_rebuild") == "day2"
+    assert lane_of("tests/rendered/test_nginx.py::test_nginx_t[https]") == "rendered/test_nginx.py"
+
+
+def test_the_run_s_scheduler_hands_out_lanes(request):
+    """With xdist (`-n 3 --dist loadgroup`), the scheduler is conftest's: each lane to one worker, whole."""
+    if importlib.util.find_spec("xdist") is None:
+        skip_or_fail("pytest-xdist is not installed (requirements-dev.txt)")
+    config = SimpleNamespace(getvalue=lambda name: "loadgroup", option=request.config.option)
+    scheduler = request.config.pluginmanager.hook.pytest_xdist_make_scheduler(config=config, log=None)
+    assert scheduler._split_scope("tests/test_debian12.py::test_pages_read_from_postgresql") == "debian12"
+    assert scheduler._split_scope("tests/test_program.py::test_ports") == "test_program.py"
 
 
 def test_default_site_s_users_outside_its_group_are_named(monkeypatch):
