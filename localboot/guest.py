@@ -79,6 +79,10 @@ def cleanup_stale_runs(run_root: Path = RUN_ROOT) -> list[Path]:
 
     A directory still in use by some process (a guest that outlived its owner) is left
     alone. Returns the directories removed.
+
+    Other processes (another run, pytest-xdist's other workers) start and stop guests in the
+    same folder meanwhile: a live owner's directory is never touched, and one that vanishes
+    while it is looked at (its guest stopped) is skipped.
     """
     removed: list[Path] = []
     if not run_root.is_dir():
@@ -90,7 +94,10 @@ def cleanup_stale_runs(run_root: Path = RUN_ROOT) -> list[Path]:
             alive = proc_start_time(int(owner["pid"])) == owner["start"]
         except (OSError, ValueError, KeyError, TypeError):
             # No owner yet: possibly another process setting it up right now.
-            alive = time.time() - rundir.stat().st_mtime < STALE_AFTER_S
+            try:
+                alive = time.time() - rundir.stat().st_mtime < STALE_AFTER_S
+            except FileNotFoundError:
+                continue  # removed by its owner meanwhile
         if alive or processes_rooted_under(rundir / "merged"):
             continue
         remove_tree(rundir)
@@ -271,8 +278,12 @@ class Guest(NspawnSupervision, SSHAccess):
 
     def _prune_logs(self) -> None:
         # Another run on this host may prune the same folder at the same moment: a log gone meanwhile is skipped.
+        # A live guest's log (its run directory still there: another worker's, another run's) is never pruned: a
+        # quiet console ages, and its tail is what an error message shows.
         dated = []
         for path in self._log_dir.glob("*.log"):
+            if (self._run_root / path.stem).exists():
+                continue
             with contextlib.suppress(FileNotFoundError):
                 dated.append((path.stat().st_mtime, path))
         for _, old in sorted(dated)[:-KEEP_LOGS]:

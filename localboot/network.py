@@ -7,13 +7,19 @@ masquerade rule, as an instance in a public subnet would.
 
 What is changed on the host, and undone on exit (also on exceptions):
   * a bridge interface (default ``lbr0``) with the gateway address,
-  * ``net.ipv4.ip_forward`` (set to 1; the previous value is restored),
+  * ``net.ipv4.ip_forward`` (set to 1 while any localboot bridge is up; the value it had
+    before the first one came up is restored when the last one goes),
   * an nft table of its own (``ip localboot_<bridge>``): teardown deletes the whole table
     and touches no other rule of the host.
 
 A lock file per bridge name keeps two processes from sharing (and tearing down) the same
 bridge; under that lock, a bridge or table of the same name is a leftover of a crashed run
 and is removed first. The subnet must not overlap any route the host already has.
+
+Several bridges may come and go at the same moment (test runs side by side, pytest-xdist's
+workers each with a bridge of its own): what they share on the host — ip_forward, the routes
+a new subnet is checked against, the guests' machine-name suffixes — is read and changed only
+under one host-wide lock (:func:`host_lock`), so each sees the others' bridges as they are.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from ._util import FileLock, run
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 STATE_DIR = Path("/run/localboot")
+#: Held while a bridge comes up or goes (see the module's doc): a few ``ip`` and ``nft`` commands, so a short wait.
+HOST_LOCK = STATE_DIR / "host.lock"
+HOST_LOCK_WAIT_S = 120
+#: ip_forward as it was before the first localboot bridge came up; removed when the last one goes.
+ORIGINAL_IP_FORWARD = STATE_DIR / "ip_forward.original"
 
 
 class BridgeNetwork:
@@ -142,31 +153,85 @@ def _remove_leftovers(name: str, table: str) -> None:
         run(["ip", "link", "delete", name, "type", "bridge"])
 
 
-def _restore_ip_forward(name: str, previous: str) -> None:
-    """Put ip_forward back — unless another localboot bridge (another run, on another bridge) still uses it."""
-    others = [link.name for link in Path("/sys/class/net").iterdir() if link.name != name and _is_our_bridge(link.name)]
-    if not others:
-        IP_FORWARD.write_text(previous + "\n")
+@contextlib.contextmanager
+def host_lock(timeout: float = HOST_LOCK_WAIT_S) -> Iterator[None]:
+    """The host-wide lock under which bridges come up and go; a test that checks the host state they share takes
+    it too, so that another process's bridge cannot change that state between two of its reads."""
+    with FileLock(HOST_LOCK, timeout):
+        yield
 
 
-def _state_file(name: str) -> Path:
-    return STATE_DIR / f"net-{name}.ip_forward"
+def localboot_bridges() -> list[str]:
+    """The bridges localboot made that exist now (any run's, crashed ones' included)."""
+    return sorted(link.name for link in Path("/sys/class/net").iterdir() if _is_our_bridge(link.name))
 
 
-def _original_ip_forward(name: str) -> str:
-    """ip_forward as it was before any localboot run changed it.
+def ip_forward_to_restore() -> str:
+    """The ip_forward value the last bridge to go puts back: the one saved when the first came up (a crashed
+    run leaves it behind, and it is still the host's own), or, with no bridge up, the current one. Read it under
+    :func:`host_lock`.
 
-    A crashed run leaves its saved value behind; that value, not the current (changed) one,
-    is what must be restored.
+    Bridges made before the host-wide value existed saved theirs per bridge (``net-NAME.ip_forward``): the
+    same value, used when it is the only one saved.
     """
-    saved = _state_file(name)
-    if saved.is_file():
-        value = saved.read_text().strip()
-        if value in ("0", "1"):
-            return value
-    value = IP_FORWARD.read_text().strip()
-    saved.write_text(value + "\n")
-    return value
+    for saved in (ORIGINAL_IP_FORWARD, *sorted(STATE_DIR.glob("net-*.ip_forward"))):
+        with contextlib.suppress(OSError):
+            value = saved.read_text().strip()
+            if value in ("0", "1"):
+                return value
+    return IP_FORWARD.read_text().strip()
+
+
+def _forwarding_on() -> None:
+    """A bridge comes up (under host_lock): keep the host's own value once, then forward."""
+    if not ORIGINAL_IP_FORWARD.is_file():
+        ORIGINAL_IP_FORWARD.write_text(ip_forward_to_restore() + "\n")
+    IP_FORWARD.write_text("1\n")
+
+
+def _forwarding_off_if_last() -> None:
+    """A bridge went (under host_lock): the last one puts the host's own value back. A bridge of another run, a
+    crashed one's included, keeps forwarding on: its guests may still need it."""
+    if localboot_bridges() or not ORIGINAL_IP_FORWARD.is_file():
+        return
+    IP_FORWARD.write_text(ip_forward_to_restore() + "\n")
+    ORIGINAL_IP_FORWARD.unlink()
+
+
+def _check_suffix_free(name: str) -> None:
+    """Guests off lbr0 are named ``GUEST-<the bridge's last 3 characters>`` (localboot.guest: nspawn names the
+    host-side veth after the machine): two bridges ending alike would give two guests one interface name."""
+    for other in localboot_bridges():
+        if other != name and other[-3:] == name[-3:]:
+            raise RuntimeError(f"bridge {name} ends like the live bridge {other}: guests' names would collide")
+
+
+def _bring_up(name: str, interface: ipaddress.IPv4Interface, table: str) -> None:
+    """Under host_lock: the bridge, its address, forwarding and masquerade; undone whole if a step fails."""
+    _remove_leftovers(name, table)
+    _check_subnet_free(interface.network, name)
+    _check_suffix_free(name)
+    try:
+        _forwarding_on()
+        # An address of its own, set: a bridge left to choose takes the lowest of its ports' and changes it as
+        # guests come and go, and every guest's gateway entry then points at an address nobody answers until its
+        # ARP entry expires (tens of seconds of lost packets: a load balancer's 502s, a database connect timing out).
+        run(["ip", "link", "add", name, "address", bridge_mac(name), "type", "bridge"])
+        run(["ip", "link", "set", name, "alias", BRIDGE_ALIAS])
+        run(["ip", "addr", "add", str(interface), "dev", name])
+        run(["ip", "link", "set", name, "up"])
+        run(["nft", "-f", "-"], input=_nft_ruleset(table, interface.network).encode())
+    except BaseException:
+        _tear_down(name, table)
+        raise
+
+
+def _tear_down(name: str, table: str) -> None:
+    """Under host_lock: this bridge and its table gone, then ip_forward put back if no bridge is left."""
+    try:
+        _remove_leftovers(name, table)
+    finally:
+        _forwarding_off_if_last()
 
 
 def bridge_mac(name: str) -> str:
@@ -183,23 +248,11 @@ def bridge_network(name: str = "lbr0", cidr: str = "10.77.0.1/24", lock_wait: fl
     interface = ipaddress.IPv4Interface(cidr)
     table = nft_table_name(name)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with FileLock(STATE_DIR / f"net-{name}.lock", timeout=lock_wait), contextlib.ExitStack() as undo:
-        _remove_leftovers(name, table)
-        _check_subnet_free(interface.network, name)
-
-        previous = _original_ip_forward(name)
-        undo.callback(_state_file(name).unlink, missing_ok=True)
-        undo.callback(_restore_ip_forward, name, previous)
-
-        undo.callback(_remove_leftovers, name, table)
-        # An address of its own, set: a bridge left to choose takes the lowest of its ports' and changes it as
-        # guests come and go, and every guest's gateway entry then points at an address nobody answers until its
-        # ARP entry expires (tens of seconds of lost packets: a load balancer's 502s, a database connect timing out).
-        run(["ip", "link", "add", name, "address", bridge_mac(name), "type", "bridge"])
-        run(["ip", "link", "set", name, "alias", BRIDGE_ALIAS])
-        run(["ip", "addr", "add", str(interface), "dev", name])
-        run(["ip", "link", "set", name, "up"])
-
-        IP_FORWARD.write_text("1\n")
-        run(["nft", "-f", "-"], input=_nft_ruleset(table, interface.network).encode())
-        yield BridgeNetwork(name, interface)
+    with FileLock(STATE_DIR / f"net-{name}.lock", timeout=lock_wait):
+        with host_lock():
+            _bring_up(name, interface, table)
+        try:
+            yield BridgeNetwork(name, interface)
+        finally:
+            with host_lock():
+                _tear_down(name, table)

@@ -39,7 +39,15 @@ from localboot import (
 )
 from localboot._util import mounts_under, run
 from localboot.guest import RUN_ROOT
-from localboot.network import STATE_DIR, bridge_mac, link_exists, nft_table_exists
+from localboot.network import (
+    ORIGINAL_IP_FORWARD,
+    bridge_mac,
+    host_lock,
+    ip_forward_to_restore,
+    link_exists,
+    localboot_bridges,
+    nft_table_exists,
+)
 
 pytestmark = pytest.mark.localboot
 
@@ -47,6 +55,8 @@ pytestmark = pytest.mark.localboot
 # lives for the whole run: these tests create and remove theirs.
 BRIDGE = "lbrlab"
 CIDR = "10.97.0.1/24"
+# Another run on this machine may be in this module, holding lbrlab (~2 min): wait for it rather than fail.
+LOCK_WAIT_S = 900
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 MARKER = "/etc/localboot-test/marker"
 RUNCMD_FLAG = "/var/lib/localboot-test-runcmd"
@@ -99,14 +109,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     private_key, public_key = generate_ed25519_keypair("localboot-test")
     data_dir = tmp_path_factory.mktemp("data-volume")
     (data_dir / "from-host.txt").write_text("the host wrote this\n")
-    # A crashed earlier run leaves ip_forward changed and its original value saved; the
-    # bridge restores that original, so that is what "before" means.
-    saved = STATE_DIR / f"net-{BRIDGE}.ip_forward"
-    ip_forward_before = (saved if saved.is_file() else IP_FORWARD).read_text().strip()
+    # The host's own value, which the last localboot bridge to go puts back: saved when the first came up (another
+    # run's or worker's bridge may be up; a crashed run leaves it saved), else the current one.
+    with host_lock():
+        ip_forward_before = ip_forward_to_restore()
 
     stack = contextlib.ExitStack()
     try:
-        network = stack.enter_context(bridge_network(BRIDGE, CIDR))
+        network = stack.enter_context(bridge_network(BRIDGE, CIDR, lock_wait=LOCK_WAIT_S))
         guest = stack.enter_context(
             boot_guest(
                 network,
@@ -263,6 +273,20 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def assert_ip_forward_put_back(before: str) -> None:
+    """ip_forward is the host's own again once no localboot bridge is up; while another is (another run's, another
+    xdist worker's), forwarding stays on and the host's own value stays saved for the last one to put back. Under
+    the host lock, so that no bridge comes or goes between the reads."""
+    with host_lock():
+        others = localboot_bridges()
+        assert BRIDGE not in others
+        if others:
+            assert (IP_FORWARD.read_text().strip(), ORIGINAL_IP_FORWARD.read_text().strip()) == ("1", before), others
+        else:
+            assert IP_FORWARD.read_text().strip() == before
+            assert not ORIGINAL_IP_FORWARD.exists()
+
+
 def test_teardown_leaves_nothing_behind(lab: Lab) -> None:
     rundir = lab.guest.rundir
     lab.stack.close()
@@ -277,18 +301,20 @@ def test_teardown_leaves_nothing_behind(lab: Lab) -> None:
     assert not link_exists(BRIDGE)
     assert not link_exists(f"vb-{lab.guest.machine_name}")
     assert not nft_table_exists(nft_table_name(BRIDGE))
-    assert IP_FORWARD.read_text().strip() == lab.ip_forward_before
+    assert_ip_forward_put_back(lab.ip_forward_before)
 
 
 def test_bridge_network_cleans_up_after_an_exception(lab: Lab) -> None:
-    before = IP_FORWARD.read_text().strip()
-    with pytest.raises(RuntimeError, match="boom"), bridge_network(BRIDGE, CIDR) as network:
+    with host_lock():
+        before = ip_forward_to_restore()
+    with pytest.raises(RuntimeError, match="boom"), bridge_network(BRIDGE, CIDR, lock_wait=LOCK_WAIT_S) as network:
         assert link_exists(BRIDGE) and nft_table_exists(network.nft_table)
         assert IP_FORWARD.read_text().strip() == "1"
+        assert ORIGINAL_IP_FORWARD.read_text().strip() == before
         raise RuntimeError("boom")
     assert not link_exists(BRIDGE)
     assert not nft_table_exists(nft_table_name(BRIDGE))
-    assert IP_FORWARD.read_text().strip() == before
+    assert_ip_forward_put_back(before)
 
 
 def test_runs_on_separate_bridges_give_the_same_guest_distinct_machines(tmp_path: Path) -> None:

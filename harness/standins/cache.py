@@ -5,21 +5,15 @@ program wrote into the env parameter."""
 
 from __future__ import annotations
 
-import ctypes
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .lifetime import die_with_parent
 from .tls import Authority
-
-
-def _die_with_parent() -> None:
-    PR_SET_PDEATHSIG = 1  # noqa: N806
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class CacheServer:
@@ -50,7 +44,7 @@ class CacheServer:
             [binary, str(self.folder / "redis.conf")],
             stdout=open(self.folder / "log", "ab"),  # noqa: SIM115 — the server's log, for the run's length
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 20
         while "Ready to accept connections" not in self.log():

@@ -5,7 +5,6 @@ the stack's generated password, and — as on RDS — no superuser."""
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import shutil
 import signal
@@ -14,13 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .lifetime import die_with_parent
 from .tls import Authority
-
-
-def _die_with_parent() -> None:
-    """In the child, after it took the postgres user: SIGTERM when the harness's process ends."""
-    PR_SET_PDEATHSIG = 1  # noqa: N806
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _postgres_bin() -> Path:
@@ -84,7 +78,7 @@ class DatabaseServer:
             extra_groups=[],
             stdout=open(self.folder / "log", "ab"),  # noqa: SIM115 — the server's log, for the run's length
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 60
         while True:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from localboot import host_nameserver
 
+from .lifetime import die_with_parent
+
 AWS_DOMAIN = "amazonaws.com"
 
 
@@ -44,6 +46,7 @@ class Resolver:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 10
         while not self._answers():
