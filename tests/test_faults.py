@@ -27,6 +27,11 @@ from harness.replay import StepFailed, presented_host_key
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent
 RECOVERY: dict[str, float] = {}  # fault → seconds until / answered 200 again
+# How long a fault may take to end by itself before its test fails: a bound that ends the test, not a timing claim
+# (no test asserts a timing; the seconds are printed above and are docs/reliability.md's figures). It is many times
+# the quiet figures (3–12 s): CI runs three lanes of guests on two cores, where a restart's imports take several
+# times as long. What each test asserts is that the site came back with no one stepping in, and lost nothing.
+BY_ITSELF = 90
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +125,7 @@ def test_a_killed_service_comes_back_by_itself(site, fault, unit):
     started = time.monotonic()
     sh(site, f"kill -9 {pid}")
     # Served again only once the unit runs a new process (orphans of the old one may answer for a moment).
-    took = serving_again(site, fault, started, limit=15, ready=lambda: main_pid(site, unit) not in ("0", pid))
+    took = serving_again(site, fault, started, limit=BY_ITSELF, ready=lambda: main_pid(site, unit) not in ("0", pid))
     assert sh(site, f"systemctl is-active {unit}").strip() == "active"
     assert counts(site) == before
     print(f"\n[faults] {fault}: serving again after {took:.1f} s")
@@ -131,7 +136,7 @@ def test_a_postgresql_restart_costs_seconds_and_a_deploy_right_after_succeeds(si
     with RequestLoop(site.url + "/") as loop:
         started = time.monotonic()
         sh(site, "systemctl restart postgresql")
-        serving_again(site, fault, started, limit=10)
+        serving_again(site, fault, started, limit=BY_ITSELF)
         time.sleep(2)
     assert loop.failed <= 10, loop.errors[:10]  # a few requests while PostgreSQL is really down, no more
     change_home_page(workdir, "after-a-database-restart")
@@ -155,7 +160,7 @@ def test_postgresql_stop_and_start_act_on_the_cluster_after_a_reboot(site):
     started = time.monotonic()
     sh(site, "systemctl start postgresql")
     assert sh(site, f"systemctl is-active {unit}").strip() == "active"
-    serving_again(site, "`systemctl stop/start postgresql` after a reboot", started, limit=15)
+    serving_again(site, "`systemctl stop/start postgresql` after a reboot", started, limit=BY_ITSELF)
     assert counts(site) == before
 
 
@@ -174,7 +179,7 @@ def test_a_configure_step_that_failed_half_way_is_completed_by_the_retry(site):
     site.up(config)
     environ = sh(site, "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value gunicorn.service)/environ")
     assert "FAULT_MARKER=one" in environ, "gunicorn still runs with the environment from before the change"
-    serving_again(site, "configure failed half-way, then retried", time.monotonic(), limit=15)
+    serving_again(site, "configure failed half-way, then retried", time.monotonic(), limit=BY_ITSELF)
 
 
 def test_the_steps_pin_the_servers_host_key_and_another_key_fails_them(site):
@@ -336,7 +341,7 @@ def test_a_full_data_volume_refuses_backups_and_postgresql_returns_when_space_do
     finally:
         sh(site, "rm -f /data/filler /data/filler2 /data/filler3")
     started = time.monotonic()
-    serving_again(site, "data volume full, then space freed", started, limit=30)
+    serving_again(site, "data volume full, then space freed", started, limit=BY_ITSELF)
     assert counts(site) == before
     sh(site, f"runuser -u postgres -- psql -c 'DROP TABLE IF EXISTS wal_filler' {APP}")
 
@@ -358,7 +363,7 @@ def test_restoring_a_backup_from_before_a_migration_brings_the_schema_forward(si
     site.up()
     create_row(site, "after-the-migration")
     sh(site, f"{APP}-restore")
-    serving_again(site, "restore of a backup from before a migration", time.monotonic(), limit=15)
+    serving_again(site, "restore of a backup from before a migration", time.monotonic(), limit=BY_ITSELF)
     assert counts(site) == before
     upload_photo(site, "written-after-the-restore")
 
