@@ -119,6 +119,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
         def _split_scope(self, nodeid: str) -> str:
             return lane_of(nodeid)
 
+        def _reschedule(self, node) -> None:  # noqa: ANN001 (xdist's WorkerController)
+            # xdist hands a worker its next lane while two of its tests are left; a guest module's last two can
+            # take minutes, and the lane handed out waits behind them while another worker may be idle. A worker
+            # runs a test only once it knows the one after it, so the latest a lane can be handed out is when one
+            # test is left: the worker waits for its next test there.
+            if not node.shutting_down and self.workqueue and self._pending_of(self.assigned_work[node]) > 1:
+                return
+            super()._reschedule(node)
+
     return Lanes(config, log)
 
 
@@ -196,3 +205,46 @@ def live_dir() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the lanes' timeline -------------------------------------------------------------------------------------
+# Where a run's time went: each worker's modules, from the reports' own start and stop, printed at the end of a run
+# in lanes, so a slow CI run says which lane was long and what waited in it. Filled in the controller only: only
+# there do reports carry the worker (`report.node`).
+LANE_SPANS: dict[tuple[str, str], list[float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    if worker is not None:
+        span = LANE_SPANS.setdefault((worker.id, lane_of(report.nodeid)), [report.start, report.stop])
+        span[0], span[1] = min(span[0], report.start), max(span[1], report.stop)
+
+
+def lane_timeline(spans: dict[tuple[str, str], list[float]], at_least: float = 60) -> list[str]:
+    """Each worker's modules that took `at_least` seconds, in the order they ran, then when the worker ended and
+    its shorter modules summed: minutes from the run's first test."""
+    if not spans:
+        return []
+    zero = min(start for start, _ in spans.values())
+    lines = []
+    for worker in sorted({worker for worker, _ in spans}):
+        own = sorted((start, stop, lane) for (of, lane), (start, stop) in spans.items() if of == worker)
+        shorter = [stop - start for start, stop, _ in own if stop - start < at_least]
+        lines += [
+            f"{worker} {(start - zero) / 60:5.1f} → {(stop - zero) / 60:5.1f} min  {lane}"
+            for start, stop, lane in own
+            if stop - start >= at_least
+        ]
+        end = max(stop for _, stop, _ in own)
+        total = sum(shorter) / 60
+        lines.append(f"{worker} ends at {(end - zero) / 60:.1f} min; {len(shorter)} shorter: {total:.1f} min")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = lane_timeline(LANE_SPANS)
+    if lines:
+        terminalreporter.section("lanes")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -13,7 +13,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import DEFAULT_SITE_GROUP, GROUPS, LANE_PROBLEMS, lane_of, lane_problems, skip_or_fail, worker_bridge
+from conftest import (
+    DEFAULT_SITE_GROUP,
+    GROUPS,
+    LANE_PROBLEMS,
+    lane_of,
+    lane_problems,
+    lane_timeline,
+    skip_or_fail,
+    worker_bridge,
+)
 
 from localboot import Guest
 from localboot.network import BridgeNetwork
@@ -150,3 +159,17 @@ def test_workers_of_two_runs_side_by_side_do_not_collide():
     second = {worker_bridge("lbr1", "10.78.0.1/24", worker) for worker in range(3)}
     assert not {b[-3:] for b, _ in first} & {b[-3:] for b, _ in second}
     assert not {g for _, g in first} & {g for _, g in second}
+
+
+def test_the_timeline_says_when_each_lane_ran_its_long_modules_and_ended():
+    spans = {
+        ("gw0", "scaled_servers"): [1000.0, 1000.0 + 17 * 60],
+        ("gw0", "test_scaled.py"): [1000.0 + 17 * 60, 1000.0 + 17 * 60 + 30],
+        ("gw1", "day2"): [1010.0, 1010.0 + 5 * 60],
+    }
+    assert lane_timeline(spans) == [
+        "gw0   0.0 →  17.0 min  scaled_servers",
+        "gw0 ends at 17.5 min; 1 shorter: 0.5 min",
+        "gw1   0.2 →   5.2 min  day2",
+        "gw1 ends at 5.2 min; 0 shorter: 0.0 min",
+    ]
