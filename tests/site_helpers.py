@@ -17,6 +17,18 @@ from harness.localsite import NoRedirect
 APP = "photofeed"
 
 
+def services_story(site, *units: str) -> str:
+    """What systemd says of `units` now and what it did lately (its own journal lines: a restart scheduled, a start
+    limit hit, a retry timer): for the message of a recovery that took too long, so the next one says why."""
+    names = " ".join(units)
+    return sh(
+        site,
+        f"systemctl show -p Id,ActiveState,SubState,Result,NRestarts,MainPID {names}; "
+        f"journalctl _PID=1 -o short-monotonic --no-pager -n 40 | grep -F -e {' -e '.join(units)} || true",
+        check=False,
+    )
+
+
 def sh(site, command: str, check: bool = True) -> str:
     result = site.guest.exec(["bash", "-c", command], timeout=120)
     if check and result.returncode != 0:

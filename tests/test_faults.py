@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import skip_or_fail
-from site_helpers import APP, create_row, sh, upload_photo
+from site_helpers import APP, create_row, services_story, sh, upload_photo
 
 from djangoship import report
 from djangoship.remote import Layout
@@ -85,7 +85,9 @@ def serving_again(site, fault: str, started: float, limit: float, ready=lambda: 
                 break
         except OSError:
             pass
-        assert time.monotonic() - started < limit, f"{fault}: / did not answer 200 within {limit} s"
+        if time.monotonic() - started >= limit:
+            story = services_story(site, "gunicorn.service", "gunicorn.socket", "nginx.service", "pgbouncer.service")
+            raise AssertionError(f"{fault}: / did not answer 200 within {limit} s\n{story}")
         time.sleep(0.25)
     RECOVERY[fault] = took = time.monotonic() - started
     return took

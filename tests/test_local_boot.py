@@ -19,7 +19,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from site_helpers import APP, admin_login, create_row, png_bytes, sh, units_acted_on_unread, upload_photo
+from site_helpers import (
+    APP,
+    admin_login,
+    create_row,
+    png_bytes,
+    services_story,
+    sh,
+    units_acted_on_unread,
+    upload_photo,
+)
 
 from harness.localsite import http_get, local_site
 
@@ -178,7 +187,8 @@ def test_gunicorn_master_killed_serves_again_by_itself(site):
             pass
         time.sleep(0.3)
     else:
-        pytest.fail("not serving 90 s after kill -9 of the gunicorn master")
+        story = services_story(site, "gunicorn.service", "gunicorn.socket")
+        pytest.fail(f"not serving 90 s after kill -9 of the gunicorn master\n{story}")
     print(f"\n[resilience] serving again {time.monotonic() - started:.1f} s after kill -9")
 
 
