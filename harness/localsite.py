@@ -192,6 +192,10 @@ class LocalSite:
     def url(self) -> str:
         return f"http://{self.guest.ip}"
 
+    def get(self, path: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+        """A visitor's GET of `path` through nginx (as `ScaledSite.get` through CloudFront and the load balancer)."""
+        return http_get(self.url + path, timeout=timeout)
+
     def up(self, config: dict[str, Any] | None = None) -> list[StepResult]:
         """`pulumi up` again, with the same state: runs only the steps whose inputs changed."""
         if config is not None:

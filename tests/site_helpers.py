@@ -1,12 +1,15 @@
-"""What the guest tests do on a live site (a `harness.localsite.LocalSite`): run a command on the guest as root, visit
+"""What the guest tests do on a live site (a `harness.localsite.LocalSite`, or a `harness.scaledsite.ScaledSite` where a
+helper takes a server or `site.get`): run a command on a guest as root, wait for what the product promises, visit
 the site as a browser with cookies, upload a photo through the example app's form, write a row through its models,
-log in to its admin."""
+log in to its admin, read the workers app's state and queue a job on it."""
 
 from __future__ import annotations
 
 import http.cookiejar
 import io
+import json
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,12 +33,40 @@ def services_story(site, *units: str) -> str:
 
 
 def sh(site, command: str, check: bool = True) -> str:
+    """`command` as root on the guest of `site` (a site, or one scaled app server: anything with a `guest`)."""
     result = site.guest.exec(["bash", "-c", command], timeout=120)
     if check and result.returncode != 0:
         raise AssertionError(
-            f"{command!r} failed ({result.returncode}): {result.stderr.decode()}{result.stdout.decode()}"
+            f"{command!r} on {site.guest.name} failed ({result.returncode}): "
+            f"{result.stderr.decode()}{result.stdout.decode()}"
         )
     return result.stdout.decode()
+
+
+def wait_for(what: str, check, seconds: float = 60, every: float = 0.5):
+    """Poll `check` until it returns something truthy, and return that; the bound is the product's promise, not a
+    margin."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def app_state(site) -> dict:
+    """The workers app's `/state/` (tests/foreign_apps.py): its jobs done, its processes' and schedules' rows."""
+    status, _, body = site.get("/state/")
+    assert status == 200, (status, body[:500])
+    return json.loads(body)
+
+
+def job_done(site, token: str, version: str, seconds: float = 60) -> None:
+    """A web request queues job `token` on the workers app; a worker running release `version` does it."""
+    status, _, body = site.get(f"/enqueue/{token}/")
+    assert status == 202, (status, body[:300])
+    wait_for(f"job {token} done by a worker", lambda: app_state(site)["jobs"].get(token) == version, seconds)
 
 
 class Browser:

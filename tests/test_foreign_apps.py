@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import os
 import re
 import shlex
@@ -28,7 +27,17 @@ from pathlib import Path
 
 import pytest
 from foreign_apps import ForeignApp, build, leave_debug_on
-from site_helpers import Browser, admin_login, multipart, png_bytes, sh, units_acted_on_unread
+from site_helpers import (
+    Browser,
+    admin_login,
+    app_state,
+    job_done,
+    multipart,
+    png_bytes,
+    sh,
+    units_acted_on_unread,
+    wait_for,
+)
 
 from config.settings import load_settings
 from djangoship.remote import Layout
@@ -409,35 +418,12 @@ def workers(guest, workdir) -> ForeignApp:
     return project
 
 
-def state(site) -> dict:
-    status, _, body = http_get(site.url + "/state/")
-    assert status == 200, (status, body[:300])
-    return json.loads(body)
-
-
-def wait_for(what: str, check, seconds: float = 30):
-    """Poll `check` until it returns something truthy; the bound is the product's promise, not a margin."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {seconds} s")
-
-
 def answers(url: str) -> bool:
     """200 within 5 s; while the server boots (gunicorn starts on the first request) a slower answer is a no."""
     try:
         return http_get(url, timeout=5)[0] == 200
     except OSError:
         return False
-
-
-def job_done(site, token: str, version: str) -> None:
-    status, _, body = http_get(site.url + f"/enqueue/{token}/")
-    assert status == 202, (status, body[:300])
-    wait_for(f"job {token} done by the worker", lambda: state(site)["jobs"].get(token) == version)
 
 
 def websocket_echo(host: str, path: str, text: str) -> str:
@@ -507,9 +493,9 @@ def test_a_worker_consumes_jobs_a_web_request_queues_through_redis(guest, worker
 
 
 def test_a_long_running_command_and_a_schedule_write_rows_and_a_failed_run_shows(guest, workers):
-    before = state(guest)
-    wait_for("the listener's heartbeats", lambda: state(guest)["heartbeats"] >= before["heartbeats"] + 2, 10)
-    wait_for("a run of the 5-second schedule", lambda: state(guest)["ticks"] > before["ticks"], 30)
+    before = app_state(guest)
+    wait_for("the listener's heartbeats", lambda: app_state(guest)["heartbeats"] >= before["heartbeats"] + 2, 10)
+    wait_for("a run of the 5-second schedule", lambda: app_state(guest)["ticks"] > before["ticks"], 30)
     failing = f"{NAME}-failing.service"
     # A run of this release's code (one that fired before its deploy, with the previous app's code, failed too,
     # for another reason): its own error in the journal, the unit in systemctl --failed.
@@ -553,8 +539,8 @@ def test_after_a_release_every_process_runs_the_new_code(guest, workers):
     assert "running the live release" in deploy_output(guest)
     assert all(unit_pid(guest, f"{NAME}-{name}.service") != pids[name] for name in WORKERS)
     job_done(guest, "after-release", "v2")
-    wait_for("a heartbeat from the new code", lambda: state(guest)["last_heartbeat"][0]["version"] == "v2", 10)
-    wait_for("a scheduled run of the new code", lambda: "v2" in state(guest)["tick_versions"], 30)
+    wait_for("a heartbeat from the new code", lambda: app_state(guest)["last_heartbeat"][0]["version"] == "v2", 10)
+    wait_for("a scheduled run of the new code", lambda: "v2" in app_state(guest)["tick_versions"], 30)
     assert websocket_echo(guest.guest.ip, "/ws/echo/", "again") == "echo v2: again"
 
 
@@ -565,8 +551,8 @@ def test_processes_come_back_after_kill_9(guest, workers):
         sh(guest, f"kill -9 {pid}")
         wait_for(f"{unit} restarted", lambda unit=unit, pid=pid: unit_pid(guest, unit) not in (0, pid), 15)
     job_done(guest, "after-kill", "v2")
-    before = state(guest)["heartbeats"]
-    wait_for("heartbeats again", lambda: state(guest)["heartbeats"] > before, 10)
+    before = app_state(guest)["heartbeats"]
+    wait_for("heartbeats again", lambda: app_state(guest)["heartbeats"] > before, 10)
 
 
 def redis_cli(guest) -> str:
@@ -635,11 +621,11 @@ def test_a_restore_pauses_the_processes_and_they_go_on_with_the_restored_data(gu
         assert sh(guest, f"systemctl is-active {unit}").strip() == "active"
         assert unit_pid(guest, unit) != pids[name], f"{unit} kept running through the swap"
     sh(guest, f"systemctl is-active {NAME}-tick.timer")
-    jobs = state(guest)["jobs"]
+    jobs = app_state(guest)["jobs"]
     assert "in-the-backup" in jobs and "after-the-backup" not in jobs, jobs
     job_done(guest, "after-the-restore", "v2")
-    ticks = state(guest)["ticks"]
-    wait_for("a scheduled run on the restored database", lambda: state(guest)["ticks"] > ticks, 30)
+    ticks = app_state(guest)["ticks"]
+    wait_for("a scheduled run on the restored database", lambda: app_state(guest)["ticks"] > ticks, 30)
 
 
 def test_the_restore_runs_no_sql_as_the_superuser_inside_the_apps_database(guest, workers):
@@ -675,8 +661,8 @@ def test_everything_comes_back_after_a_reboot(guest, workers):
     guest.guest.reboot_and_wait(timeout=180)
     wait_for("the site after the reboot", lambda: answers(guest.url + "/healthz"), 60)
     job_done(guest, "after-reboot", "v2")
-    ticks = state(guest)["ticks"]
-    wait_for("a scheduled run after the reboot", lambda: state(guest)["ticks"] > ticks, 30)
+    ticks = app_state(guest)["ticks"]
+    wait_for("a scheduled run after the reboot", lambda: app_state(guest)["ticks"] > ticks, 30)
     assert websocket_echo(guest.guest.ip, "/ws/echo/", "back") == "echo v2: back"
 
 

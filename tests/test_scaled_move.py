@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from foreign_apps import PSYCOPG, PSYCOPG_C, ForeignApp, build
-from site_helpers import Browser, multipart, png_bytes, sh
+from site_helpers import Browser, multipart, png_bytes, sh, wait_for
 
 from harness.localsite import http_get, local_site, write_outputs
 from harness.scaledsite import scaled_site
@@ -127,16 +127,6 @@ def jobs(site_get) -> set[str]:
     status, _, body = site_get("/state/")
     assert status == 200, (status, body[:300])
     return set(json.loads(body)["jobs"])
-
-
-def wait_for(what: str, check, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {seconds} s")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from site_helpers import Browser, multipart, png_bytes
+from site_helpers import Browser, multipart, png_bytes, sh
 
 from harness.localsite import RequestLoop, change_home_page, http_get
 from harness.scaledsite import launch_template_user_data, scaled_site
@@ -107,17 +107,11 @@ def site(network, app, tmp_path_factory):
         yield live
 
 
-def guest_sh(instance, command: str) -> str:
-    result = instance.guest.exec(["bash", "-c", command], timeout=120)
-    assert result.returncode == 0, f"{command!r} on {instance.name}: {result.stderr.decode()}{result.stdout.decode()}"
-    return result.stdout.decode()
-
-
 def boot_log(instance) -> str:
     """The server's first-boot output, once cloud-init is done (the hook is completed just before its last line)."""
-    status = guest_sh(instance, "cloud-init status --wait --long || true")
+    status = sh(instance, "cloud-init status --wait --long || true")
     assert "status: done" in status, status
-    return guest_sh(instance, "cat /var/log/cloud-init-output.log")
+    return sh(instance, "cat /var/log/cloud-init-output.log")
 
 
 def releases_recorded(site) -> list[tuple[str, str]]:
@@ -204,7 +198,7 @@ def test_an_upload_lands_in_the_bucket_and_is_served(site):
 def test_the_app_gets_the_media_role_and_never_the_instance_role(site):
     server = site.group.in_service()[0]
     # The app's user cannot reach the metadata service (the instance role is root's).
-    refused = guest_sh(
+    refused = sh(
         server,
         f"setpriv --reuid={APP} --regid={APP} --init-groups -- "
         "curl -s -m 5 -o /dev/null -w '%{http_code}' -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "
@@ -212,10 +206,10 @@ def test_the_app_gets_the_media_role_and_never_the_instance_role(site):
     )
     assert "refused" in refused, refused
     # The token file: root and the app's group only; without it the endpoint refuses.
-    assert guest_sh(server, f"stat -c %a:%U:%G /run/{APP}-media/token").strip() == f"640:root:{APP}"
-    assert "403" in guest_sh(server, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:51680/media")
+    assert sh(server, f"stat -c %a:%U:%G /run/{APP}-media/token").strip() == f"640:root:{APP}"
+    assert "403" in sh(server, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:51680/media")
     # What the app's boto3 gets: credentials of the media role, from the endpoint the env file names.
-    identity = guest_sh(
+    identity = sh(
         server,
         f"set -a; . /etc/{APP}/env; set +a; setpriv --reuid={APP} --regid={APP} --init-groups -- "
         f"/srv/{APP}/current/venv/bin/python -c "
@@ -228,7 +222,7 @@ def test_the_app_gets_the_media_role_and_never_the_instance_role(site):
     # With those credentials: the uploads, and nothing else — no parameter, no release archive, no static file.
     env_parameter = site.run.named(f"{APP}-env").inputs["name"]
     archive = site.run.named(f"{APP}-release").inputs["key"]
-    attempts = guest_sh(
+    attempts = sh(
         server,
         f"set -a; . /etc/{APP}/env; set +a; setpriv --reuid={APP} --regid={APP} --init-groups -- "
         f"/srv/{APP}/current/venv/bin/python -c '{MEDIA_ATTEMPTS}' {env_parameter} {archive}",
@@ -277,13 +271,13 @@ def test_redis_is_reached_over_tls_with_its_certificate_checked_and_its_token(si
     server = site.group.in_service()[0]
     # As the app, with its environment: REDIS_URL as Celery or django-redis read it (TLS, certificate verified
     # against the system's store, the auth token), with nothing but Python's standard library.
-    answers = guest_sh(
+    answers = sh(
         server,
         f"set -a; . /etc/{APP}/env; set +a; setpriv --reuid={APP} --regid={APP} --init-groups -- "
         f"python3 -c '{REDIS_ATTEMPT}'",
     )
     assert answers.split() == ["+OK", "+PONG", "+OK", "$5", "hello"], answers
-    assert "ssl_cert_reqs=required" in guest_sh(server, f"grep ^REDIS_URL= /etc/{APP}/env")
+    assert "ssl_cert_reqs=required" in sh(server, f"grep ^REDIS_URL= /etc/{APP}/env")
 
 
 # Run on an app server: AUTH, PING, SET and GET over TLS to REDIS_URL, printing the raw answers.
@@ -328,7 +322,7 @@ def test_an_env_change_rolls_them_the_same_way(site, app):
     after = site.group.in_service()
     assert len(after) == 2 and not before & {server.instance_id for server in after}
     for server in after:
-        assert "ROLL_CHECK='env-v2'" in guest_sh(server, f"cat /etc/{APP}/env")
+        assert "ROLL_CHECK='env-v2'" in sh(server, f"cat /etc/{APP}/env")
     # The same release: nothing to migrate again, no second row.
     assert len(releases_recorded(site)) == 2
 
@@ -336,9 +330,9 @@ def test_an_env_change_rolls_them_the_same_way(site, app):
 def test_the_process_runs_on_every_server_with_the_live_release(site):
     """app.processes on the scaled profile: on each app server, restarted onto the release each boot installed."""
     for server in site.group.in_service():
-        host = guest_sh(server, "hostname").strip()
-        live = guest_sh(server, f"basename $(readlink -f /srv/{APP}/current)").strip()
-        assert guest_sh(server, f"systemctl is-active {APP}-heartbeat.service").strip() == "active"
+        host = sh(server, "hostname").strip()
+        live = sh(server, f"basename $(readlink -f /srv/{APP}/current)").strip()
+        assert sh(server, f"systemctl is-active {APP}-heartbeat.service").strip() == "active"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             beats = site.database.psql(
@@ -496,7 +490,7 @@ def test_releases_are_the_groups_record(site, operator):
 
 def test_an_app_server_cannot_send_commands(site):
     """Its role lets its agent fetch its own commands, never send one (to itself or another server)."""
-    attempt = guest_sh(site.group.in_service()[0], f"python3 - <<'PY'\n{SEND_COMMAND}PY")
+    attempt = sh(site.group.in_service()[0], f"python3 - <<'PY'\n{SEND_COMMAND}PY")
     assert attempt.strip() == "AccessDeniedException", attempt
 
 
@@ -551,9 +545,9 @@ def test_the_schedule_ran_once_a_minute_across_the_servers(site):
     # left behind would hold the unit in its stop, and the next minute's firing with it).
     skipped = 0
     for server in site.group.in_service():
-        assert "OnCalendar" in guest_sh(server, f"systemctl cat {APP}-tick.timer")
-        assert guest_sh(server, f"systemctl is-active {APP}-tick.timer").strip() == "active"
-        journal = guest_sh(server, f"journalctl -u {APP}-tick.service --no-pager -o cat")
+        assert "OnCalendar" in sh(server, f"systemctl cat {APP}-tick.timer")
+        assert sh(server, f"systemctl is-active {APP}-tick.timer").strip() == "active"
+        journal = sh(server, f"journalctl -u {APP}-tick.service --no-pager -o cat")
         skipped += journal.count("already ran on another server")
         for trouble in ("Broken pipe", "timed out", "Killing process", "ERROR"):
             assert trouble not in journal, journal

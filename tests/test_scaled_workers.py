@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 import os
 import socket
 import time
 
 import pytest
 from foreign_apps import PSYCOPG, PSYCOPG_C, ForeignApp, build
+from site_helpers import app_state, job_done, sh, wait_for
 
 from harness.localsite import RequestLoop
 from harness.scaledsite import scaled_site
@@ -60,34 +60,6 @@ def site(network, app, tmp_path_factory):
         for server in live.group.in_service():
             assert live.balancer.wait_healthy(server.address, 120), live.balancer.state(server.address)
         yield live
-
-
-def guest_sh(instance, command: str) -> str:
-    result = instance.guest.exec(["bash", "-c", command], timeout=120)
-    assert result.returncode == 0, f"{command!r} on {instance.name}: {result.stderr.decode()}{result.stdout.decode()}"
-    return result.stdout.decode()
-
-
-def state(site) -> dict:
-    status, _, body = site.get("/state/")
-    assert status == 200, (status, body[:500])
-    return json.loads(body)
-
-
-def wait_for(what: str, check, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {seconds} s")
-
-
-def job_done(site, token: str, version: str) -> None:
-    status, _, body = site.get(f"/enqueue/{token}/")
-    assert status == 202, (status, body[:300])
-    wait_for(f"job {token} done by a worker", lambda: state(site)["jobs"].get(token) == version)
 
 
 class WebSocket:
@@ -177,9 +149,9 @@ class WebSocket:
 def test_a_web_request_s_job_is_done_by_a_worker_through_elasticache(site):
     for server in site.group.in_service():
         for process in ("worker", "listener"):
-            assert guest_sh(server, f"systemctl is-active {NAME}-{process}.service").strip() == "active"
+            assert sh(server, f"systemctl is-active {NAME}-{process}.service").strip() == "active"
         # RDS over TLS for settings that read the DB_* variables: libpq's PGSSLMODE from the env contract.
-        assert "PGSSLMODE='require'" in guest_sh(server, f"cat /etc/{NAME}/env")
+        assert "PGSSLMODE='require'" in sh(server, f"cat /etc/{NAME}/env")
     for token in ("first", "second", "third"):
         job_done(site, token, "v1")
     # The worker's and the listener's connections to RDS are open now: every one of them over TLS.
@@ -213,7 +185,9 @@ def test_a_release_rolls_under_load_and_every_process_runs_the_new_code(site, ap
     after = site.group.in_service()
     assert len(after) == 2 and not before & {server.instance_id for server in after}
     job_done(site, "after-the-roll", "v2")
-    wait_for("the listener's heartbeats from the new code", lambda: state(site)["last_heartbeat"][0]["version"] == "v2")
+    wait_for(
+        "the listener's heartbeats from the new code", lambda: app_state(site)["last_heartbeat"][0]["version"] == "v2"
+    )
     websocket = WebSocket(site, "/ws/echo/")
     try:
         assert websocket.echo("again") == "echo v2: again"
@@ -222,7 +196,7 @@ def test_a_release_rolls_under_load_and_every_process_runs_the_new_code(site, ap
 
 
 def test_the_schedule_ran_once_a_minute_across_the_servers(site):
-    wait_for("a scheduled run of the new code", lambda: "v2" in state(site)["tick_versions"], 75)
+    wait_for("a scheduled run of the new code", lambda: "v2" in app_state(site)["tick_versions"], 75)
     while not 15 <= time.gmtime().tm_sec <= 45:  # not while a minute's run is between its job and its record
         time.sleep(1)
     rows = site.database.psql(
@@ -237,13 +211,13 @@ def test_the_schedule_ran_once_a_minute_across_the_servers(site):
     # The minutes the servers lived through, not others: none before the site, the last one just now.
     assert minutes and minutes[0] >= site.started - 60 and minutes[-1] >= time.time() - 120, (site.started, minutes)
     assert len(minutes) >= 3, rows
-    assert state(site)["ticks"] == len(minutes), "each minute's job ran once, none unrecorded"
+    assert app_state(site)["ticks"] == len(minutes), "each minute's job ran once, none unrecorded"
     assert [b - a for a, b in itertools.pairwise(minutes)] == [60] * (len(minutes) - 1), "a minute missed"
     for server in site.group.in_service():  # every run ended cleanly (see test_scaled_servers)
-        journal = guest_sh(server, f"journalctl -u {NAME}-tick.service --no-pager -o cat")
+        journal = sh(server, f"journalctl -u {NAME}-tick.service --no-pager -o cat")
         for trouble in ("Broken pipe", "timed out", "Killing process", "ERROR"):
             assert trouble not in journal, journal
         # Its boot's catch-up ran, in a unit of its own, and ended well (said by the journal: systemd unloads the
         # unit once it is done, as nothing refers to it, and its state with it).
-        catch_up = guest_sh(server, f"journalctl -u {NAME}-tick-catch-up.service --no-pager -o cat")
+        catch_up = sh(server, f"journalctl -u {NAME}-tick-catch-up.service --no-pager -o cat")
         assert "Finished" in catch_up and "Failed" not in catch_up, catch_up
