@@ -51,17 +51,19 @@ def pytest_configure(config: pytest.Config) -> None:
 # mark's group to its scheduler by rewriting the test's node id, which pytest 9.2 no longer lets a plugin do, so
 # the marks are silently ignored there (pytest-dev/pytest-xdist#1386) and a guest module was split over workers.
 GROUPS: dict[str, str] = {
-    "test_scaled_servers.py": "scaled_servers",  # 15-17 min
-    "test_scaled_workers.py": "scaled_workers",  # 9 min
-    "test_foreign_apps.py": "foreign_apps",  # 7.5 min
-    "test_day2.py": "day2",  # 5 min
-    "test_scaled_move.py": "scaled_move",  # 5 min
-    "test_debian12.py": "debian12",  # 3.5 min
-    "test_faults.py": "faults",  # 3 min
-    "test_local_boot.py": "default_site",  # 3 min with test_performance: both check conftest.default_site's guest
+    # Minutes measured in a run in lanes at 3d5f90d on a busy machine (load 15-20; a quiet one takes ~2/3 of them).
+    "test_scaled_servers.py": "scaled_servers",  # 31
+    "test_foreign_apps.py": "foreign_apps",  # 22 (with test_foreign_workers' tests, 38: split for the lanes)
+    "test_day2.py": "day2",  # 22
+    "test_foreign_workers.py": "foreign_workers",  # ~18
+    "test_scaled_workers.py": "scaled_workers",  # 17
+    "test_scaled_move.py": "scaled_move",  # 8
+    "test_faults.py": "faults",  # 5
+    "test_debian12.py": "debian12",  # 4.5
+    "test_local_boot.py": "default_site",  # 3 with test_performance: both check conftest.default_site's guest
     "test_performance.py": "default_site",
-    "test_operator_verbs.py": "operator_verbs",  # 2.5 min
-    "test_localboot_guest.py": "localboot_guest",  # 2 min, on a bridge of its own (lbrlab)
+    "test_operator_verbs.py": "operator_verbs",  # 2.5
+    "test_localboot_guest.py": "localboot_guest",  # 2, on a bridge of its own (lbrlab)
 }
 #: The group of the modules that use `default_site`.
 DEFAULT_SITE_GROUP = "default_site"

@@ -80,6 +80,17 @@ class ForeignApp:
         self.views.write_text(text.replace(good, bad) if broken else text.replace(bad, good))
 
 
+#: The app's name on the server for every project: one stack, switched from one project to the next, so the same
+#: server, database and data volume (tests/test_foreign_apps.py, tests/test_foreign_workers.py).
+NAME = "foreign"
+
+
+def stack_config(app: ForeignApp) -> dict:
+    """The stack's config for `app`: its `app` object and the guest's image. Debian 13: its Python 3.13 is what
+    Django 6 projects need."""
+    return {"app": {"source": str(app.folder), "name": NAME, **app.config}, "keepReleases": 3, "image": "debian-13"}
+
+
 def d(text: str) -> str:
     """Source written indented in this file, as it stands in the app."""
     return textwrap.dedent(text).lstrip("\n")

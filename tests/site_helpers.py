@@ -14,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 from harness.localsite import NoRedirect
 
@@ -32,15 +33,25 @@ def services_story(site, *units: str) -> str:
     )
 
 
-def sh(site, command: str, check: bool = True) -> str:
+def sh(site, command: str, check: bool = True, timeout: float = 120) -> str:
     """`command` as root on the guest of `site` (a site, or one scaled app server: anything with a `guest`)."""
-    result = site.guest.exec(["bash", "-c", command], timeout=120)
+    result = site.guest.exec(["bash", "-c", command], timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{command!r} on {site.guest.name} failed ({result.returncode}): "
             f"{result.stderr.decode()}{result.stdout.decode()}"
         )
     return result.stdout.decode()
+
+
+def live_release(site, app: str = APP) -> str:
+    """The release `current` points at (its folder's name)."""
+    return Path(sh(site, f"readlink -f /srv/{app}/current").strip()).name
+
+
+def deploy_output(site, app: str = APP) -> str:
+    """What the last `up`'s build step (the release's virtualenv) and deploy step printed, in that order."""
+    return "".join(step.stdout + step.stderr for step in site.steps if step.name in (f"{app}-build", f"{app}-deploy"))
 
 
 def wait_for(what: str, check, seconds: float = 60, every: float = 0.5):

@@ -2,7 +2,7 @@
 `redis`, `app.asgiModule`) and their checks, OnCalendar held to systemd's own parser, the memory budget, the
 env contract's REDIS_URL, and every file rendered for them through the project's real validators
 (`systemd-analyze verify`, `nginx -t`, shellcheck — the helpers of tests/rendered). The guest proof is
-tests/test_foreign_apps.py's `workers` project.
+tests/test_foreign_workers.py's `workers` project.
 """
 
 from __future__ import annotations
@@ -435,7 +435,7 @@ def test_a_change_to_the_processes_re_runs_the_deploy_and_nothing_else_when_unch
 
 def test_processes_script_times_each_process_in_its_own_time_and_names_the_unit() -> None:
     """Started: 10 s into the process's own time (its age less its waits for a CPU), judged from systemd's MainPID,
-    NRestarts and ActiveState; the guest proof is test_foreign_apps (a slowly failing import is refused)."""
+    NRestarts and ActiveState; the guest proof is test_foreign_workers (a slowly failing import is refused)."""
     script = heredoc(sent_scripts(run_program(WORKERS, state=MockState()))["configure-host"], "PROCESSES")
     assert "units=(photofeed-alerts.service photofeed-worker.service)" in script
     assert '"$own" -lt $((10 * 1000))' in script and "/schedstat" in script
