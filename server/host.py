@@ -25,6 +25,7 @@ from config.apppython import PythonPlan, plan_python
 from config.envcontract import SETTINGS_OVERLAY
 from config.settings import Settings
 
+from . import shippedstatic
 from .layout import ServerPaths
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
@@ -32,6 +33,8 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 WSGI_WRAPPER = "djangoship_wsgi"
 # config/appmodules.py as it is installed beside them: the deploy finds a git source's modules with it.
 APP_MODULES = "djangoship_appmodules"
+# server/shippedstatic.py as installed beside them: with it the deploy's check decides where static files come from.
+SHIPPED_STATIC = "djangoship_static"
 ASGI_WRAPPER = "djangoship_asgi"  # with app.asgiModule: the same health answer, for uvicorn's worker
 HEALTH_PATH = "/healthz"  # answered by the WSGI wrapper for any app (the scaled load balancer checks it too)
 # In each release, the link to its static folder; nginx serves current/<this>, so one switch moves both.
@@ -315,7 +318,7 @@ def pool_size(workers: int) -> int:
 
 def render(template: str, plan: HostPlan, **extra: object) -> str:
     context = asdict(plan) | {"tls": plan.tls, "static_link": STATIC_LINK, "probe_path": plan.probe_path}
-    context |= {"metadata_table": METADATA_TABLE, "app_modules": APP_MODULES}
+    context |= {"metadata_table": METADATA_TABLE, "app_modules": APP_MODULES, "shipped_static": SHIPPED_STATIC}
     context |= {"server_module": plan.server_module, "units": plan.units, "app_server": plan.app_server} | extra
     return _environment.get_template(template).render(context)
 
@@ -354,13 +357,15 @@ def build_id(release_id: str, plan: HostPlan) -> str:
 
 
 def render_python_modules(plan: HostPlan) -> dict[str, str]:
-    """The settings overlay, the WSGI wrapper and config/appmodules.py (file name → text), installed in
-    plan.python_dir: the deploy's check says with it where a release's settings leave DEBUG on, and for a git
-    source whose modules are not set the deploy runs it to find them (the overlay and the wrapper read its answer)."""
+    """The settings overlay, the WSGI wrapper, config/appmodules.py and server/shippedstatic.py (file name → text),
+    installed in plan.python_dir: the deploy's check says with appmodules where a release's settings leave DEBUG on,
+    and for a git source whose modules are not set the deploy runs it to find them (the overlay and the wrapper read
+    its answer); with shippedstatic the check decides where the release's static files come from."""
     modules = {
         f"{module}.py": render(f"python/{module}.py.j2", plan) for module in (SETTINGS_OVERLAY, plan.server_module)
     }
     modules[f"{APP_MODULES}.py"] = Path(appmodules.__file__).read_text()
+    modules[f"{SHIPPED_STATIC}.py"] = Path(shippedstatic.__file__).read_text()
     return modules
 
 

@@ -17,6 +17,10 @@ the admin), so one set of checks covers them all:
   whitenoise, `STATIC_ROOT = str(BASE_DIR / "staticfiles")`, a required `DJANGO_ADMIN_URL`.
 - `zeroconf` — startproject's project split into `settings/{base,dev,production}.py`, `DEBUG = True` in base,
   deployed with `app.source` alone: its modules found in its files (issue 33, item 4).
+- `prebuilt` — assets built with node into a gitignored `assets/dist/`, and the output of `collectstatic` committed
+  (`STATIC_ROOT = BASE_DIR / "static"`: hashed names and `staticfiles.json`, the admin's files included) for a host
+  that runs no node; `ManifestStaticFilesStorage` (issue 33, item 5). Its developers' collectstatic runs where a
+  Django is (`commits_collected_static`: the test does it on the guest, the test host has no Django).
 
 The uv project's `uv.lock` is a committed fixture (tests/fixtures/uvshop): `uv lock` needs a Python 3.13
 interpreter and uv on the test host, neither of which CI has, and a fixed lock keeps the release id and
@@ -49,6 +53,9 @@ class ForeignApp:
     stylesheet: str  # a static file the pages link to (URL)
     stylesheet_text: str  # a line in it
     notes: list[str] = field(default_factory=list)
+    # Its repository holds the output of `manage.py collectstatic` (STATIC_ROOT), made by its developers before they
+    # commit: the test makes it before the first deploy, with the project's own settings and Django.
+    commits_collected_static: bool = False
 
     @property
     def template(self) -> Path:
@@ -885,6 +892,68 @@ def zeroconf(folder: Path) -> ForeignApp:
     )
 
 
+def prebuilt(folder: Path) -> ForeignApp:
+    """(g) A project whose host cannot run node (issue 33, item 5): its stylesheet and images are built by node
+    (`npm run build`: assets/src → assets/dist, gitignored), and its developers commit the output of `collectstatic`
+    — STATIC_ROOT is `static/` in the repository, with ManifestStaticFilesStorage's hashed names and its
+    `staticfiles.json`, the admin's files included. Nothing else in the repository has the built assets."""
+    files = {
+        **_project("atelier", "gallery", manage="atelier.settings", wsgi="atelier.settings"),
+        "atelier/settings.py": d("""
+            import os
+            from pathlib import Path
+
+            BASE_DIR = Path(__file__).resolve().parent.parent
+            SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+            DEBUG = False
+            ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
+            """)
+        + d(_common("gallery", "atelier.urls"))
+        + d(DJANGO_DATABASE_AND_URLS)
+        + d("""
+            # Built by `npm run build` into assets/dist (not in git); `manage.py collectstatic` before each commit
+            # puts them, hashed, with the admin's files and the manifest, into static/, which is committed.
+            STATICFILES_DIRS = [BASE_DIR / "assets" / "dist"]
+            STATIC_ROOT = BASE_DIR / "static"
+            MEDIA_ROOT = BASE_DIR / "media"
+            STORAGES = {
+                "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+                "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+            }
+            """),
+        ".gitignore": "node_modules/\n/assets/dist/\n/media/\n",
+        "package.json": d("""
+            {
+              "private": true,
+              "scripts": {"build": "esbuild assets/src/site.css --bundle --loader:.svg=file --outdir=assets/dist/css"},
+              "devDependencies": {"esbuild": "^0.25.0"}
+            }
+            """),
+        "assets/src/site.css": "body { margin: 2em; }\n/* prebuilt stylesheet */\n",
+        # What `npm run build` leaves (gitignored): the stylesheet with its image beside it.
+        "assets/dist/css/site.css": (
+            'body { margin: 2em; }\nh1 { background: url("../img/mark.svg") no-repeat; }\n/* prebuilt stylesheet */\n'
+        ),
+        "assets/dist/img/mark.svg": '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"></svg>\n',
+        "requirements.txt": f"{DJANGO}\n{PSYCOPG}\n",
+        **_feature(
+            "gallery", redirect_front=False, head='<link rel="stylesheet" href="{% static \'css/site.css\' %}">'
+        ),
+    }
+    _write(folder, files)
+    return ForeignApp(
+        key="prebuilt",
+        folder=folder,
+        config={"settingsModule": "atelier.settings", "wsgiModule": "atelier.wsgi"},
+        label="gallery",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/css/site.css",
+        stylesheet_text="prebuilt stylesheet",
+        commits_collected_static=True,
+    )
+
+
 def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
     """zeroconf's production settings with DEBUG on by default, as many settings files have it."""
     path = app.folder / "zeroconf" / "settings" / "production.py"
@@ -894,7 +963,7 @@ def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
 
 
 BUILDERS = {"classic": classic, "oss": oss, "ldapsite": ldapsite, "uvshop": uvshop, "workers": workers}
-BUILDERS["zeroconf"] = zeroconf
+BUILDERS |= {"zeroconf": zeroconf, "prebuilt": prebuilt}
 
 
 def build(key: str, folder: Path) -> ForeignApp:

@@ -8,14 +8,19 @@ configure's Redis install and the build's build tools (psycopg-c has no wheel) m
 each project then: deployed with nothing but config, pages through nginx with their static files, the admin
 login, an upload stored on the data volume and served, a one-line change deployed with no failed request,
 and a release whose front page raises refused by the activation gate while the previous release keeps serving.
-The last project (`zeroconf`) is given `app.source` alone; a release of it that leaves DEBUG on is refused.
+`zeroconf` is given `app.source` alone; a release of it that leaves DEBUG on is refused. The last, `prebuilt`,
+commits the output of its collectstatic (issue 33, item 5): those files are served as it ships them, and with
+`DJANGOSHIP_KEEP=static` from its own STATIC_ROOT.
 The `workers` project beyond the web process has a guest of its own: tests/test_foreign_workers.py.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import shlex
+import tarfile
 import time
 from pathlib import Path
 
@@ -36,7 +41,7 @@ from harness.localsite import RequestLoop, http_get, local_site
 from harness.replay import StepFailed, StepResult
 
 pytestmark = pytest.mark.localboot
-ORDER = ["classic", "uvshop", "oss", "ldapsite", "zeroconf"]
+ORDER = ["classic", "uvshop", "oss", "ldapsite", "zeroconf", "prebuilt"]
 FIRST_BOOT = "workers"  # cookiecutter-django's shape with Celery: Redis, a Celery worker, psycopg[c]
 
 
@@ -66,6 +71,8 @@ def app(request, guest, workdir) -> ForeignApp:
     key = request.param
     if key not in guest.deployed:
         project = build(key, workdir / key)
+        if project.commits_collected_static:
+            collect_as_its_developers_do(guest, project)
         started = time.monotonic()
         guest.up(stack_config(project))
         print(f"\n[foreign] {key} deployed by config alone in {time.monotonic() - started:.1f} s")
@@ -73,6 +80,37 @@ def app(request, guest, workdir) -> ForeignApp:
     project = guest.deployed[key]
     project.deploy_log = deploy_output(guest, NAME)  # type: ignore[attr-defined]
     return project
+
+
+def collect_as_its_developers_do(site, app: ForeignApp) -> None:
+    """`manage.py collectstatic` into the project's STATIC_ROOT, as its developers run it before they commit: with its
+    own settings, over the assets its node build left (gitignored). Run on the guest, on a copy of the project, with
+    the Django every project here pins (the live release's virtualenv: the test host has none), as the app's user;
+    the collected folder comes back into the project."""
+    box = "/tmp/developer"
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(app.folder, arcname=".")
+    site.guest.exec(
+        ["bash", "-c", f"rm -rf {box} && mkdir -m 0700 {box} && tar -xf - -C {box} && chown -R {NAME}: {box}"],
+        input=archive.getvalue(),
+        check=True,
+    )
+    python = sh(site, f"readlink -f /srv/{NAME}/current/venv").strip() + "/bin/python"
+    env = "DJANGO_SECRET_KEY=dev DJANGO_ALLOWED_HOSTS=localhost DJANGO_DB_NAME=dev DJANGO_DB_USER=dev"
+    env += " DJANGO_DB_PASSWORD=dev DJANGO_DB_HOST=localhost DJANGO_DB_PORT=5432"
+    sh(site, f"cd {box} && runuser -u {NAME} -- env -i HOME={box} {env} {python} manage.py collectstatic --noinput -v0")
+    collected = site.guest.exec(["tar", "-C", box, "-cf", "-", "static"], check=True).stdout
+    sh(site, f"rm -rf {box}")
+    with tarfile.open(fileobj=io.BytesIO(collected)) as tar:
+        tar.extractall(app.folder, filter="data")
+    manifest = json.loads((app.folder / "static" / "staticfiles.json").read_text())["paths"]
+    assert re.fullmatch(r"css/site\.[0-9a-f]{12}\.css", manifest["css/site.css"]), manifest.get("css/site.css")
+    assert "admin/css/base.css" in manifest, sorted(manifest)[:10]
+
+
+def committed_manifest(app: ForeignApp) -> dict[str, str]:
+    return json.loads((app.folder / "static" / "staticfiles.json").read_text())["paths"]
 
 
 def step_output(steps: list[StepResult], step: str) -> str:
@@ -105,7 +143,7 @@ def test_first_boot_installs_redis_and_the_build_tools_side_by_side(guest):
 def test_deployed_by_config_alone_with_the_dependencies_it_declares(guest, app):
     log = app.deploy_log
     expected = {"classic": "requirements/prod.txt (pip)", "uvshop": "uv.lock (uv)", "oss": "requirements.txt (pip)"}
-    expected["ldapsite"] = expected["zeroconf"] = "requirements.txt (pip)"
+    expected["ldapsite"] = expected["zeroconf"] = expected["prebuilt"] = "requirements.txt (pip)"
     assert f"dependencies: {expected[app.key]}" in log, log[-3000:]
     # gunicorn is the deployer's: added only where the app has none (the classic project pins its own).
     assert ("has no gunicorn: adding gunicorn" in log) == (app.key != "classic"), log[-3000:]
@@ -116,6 +154,12 @@ def test_deployed_by_config_alone_with_the_dependencies_it_declares(guest, app):
         assert "release command: manage.py compress" in log, log[-3000:]
     # The settings overlay says what it did with the app's own static settings.
     assert "settings: STATIC_ROOT: the app's " in log, log[-3000:]
+    if app.key == "prebuilt":
+        # Its committed collectstatic output is what is served (issue 33, item 5), not collected again.
+        shipped = "settings: static: the release ships its collected files (static/: "
+        assert shipped in log and "manifest staticfiles.json): served as they are" in log, log[-3000:]
+    else:
+        assert "settings: static: collectstatic into /srv/foreign/static/" in log, log[-3000:]
     if app.key == "zeroconf":
         # `app.source` alone: its production settings and WSGI_APPLICATION's module, found at preview, are what the
         # server imports; startproject's DEBUG = True (base.py) is off in them, and the site shows no debug page.
@@ -145,10 +189,26 @@ def test_pages_and_static_files_through_nginx(guest, app):
         assert status == 200 and "max-age" in headers.get("Cache-Control", ""), (link, status, headers)
     status, _, body = http_get(guest.url + app.stylesheet)
     assert status == 200 and app.stylesheet_text.encode() in body, (app.stylesheet, status)
+    if app.commits_collected_static:
+        served_as_committed(guest, app, page)
     # Collected outside the release's code, into the deployer's per-release folder.
     static = sh(guest, f"readlink -f /srv/{NAME}/current/.djangoship-static").strip()
     assert static == f"/srv/{NAME}/static/{live_release(guest, NAME)}", static
     sh(guest, f"test ! -e /srv/{NAME}/current/staticfiles && test ! -e /srv/{NAME}/current/static-collected")
+
+
+def served_as_committed(site, app: ForeignApp, page: bytes) -> None:
+    """The page names its stylesheet by the hashed name of the committed manifest, and nginx serves the committed
+    bytes under it, the image the stylesheet names (hashed by the developers' collectstatic) too."""
+    manifest = committed_manifest(app)
+    stylesheet = manifest["css/site.css"]
+    assert f'href="/static/{stylesheet}"'.encode() in page, page[:800]
+    status, _, body = http_get(f"{site.url}/static/{stylesheet}")
+    assert status == 200 and body == (app.folder / "static" / stylesheet).read_bytes(), (stylesheet, status)
+    image = manifest["img/mark.svg"]
+    assert f"../img/{image.removeprefix('img/')}".encode() in body, body
+    status, _, svg = http_get(f"{site.url}/static/{image}")
+    assert status == 200 and svg == (app.folder / "static" / image).read_bytes(), (image, status)
 
 
 def test_admin_login(guest, app):
@@ -269,6 +329,32 @@ def test_a_release_that_leaves_debug_on_is_refused_naming_the_app_env_line(guest
         assert status == 404 and b"URLconf" not in page, page[:300]
     finally:
         leave_debug_on(app, on=False)
+        app.change_page("v2")
+        guest.config = config
+
+
+@pytest.mark.parametrize("app", ["prebuilt"], indirect=True)
+def test_static_kept_by_the_app_is_served_from_its_own_static_root(guest, app):
+    """Issue 33, item 5: `DJANGOSHIP_KEEP=static` leaves STATIC_ROOT to the app's settings. The app's STATIC_ROOT is
+    inside the release, which is read-only on the server: collectstatic is not run into it (it failed there, with a
+    message saying the files went to the deployer's folder); the files the release ships there are served as they
+    are: the app reads its manifest from its own STATIC_ROOT, and nginx serves the same files."""
+    config = guest.config
+    app.change_page("kept")
+    try:
+        guest.up({**config, "app": {**config["app"], "env": {"DJANGOSHIP_KEEP": "static"}}})
+        log = deploy_output(guest, NAME)
+        assert "settings: static: STATIC_ROOT static/ is the app's (DJANGOSHIP_KEEP=static)" in log, log[-3000:]
+        assert "settings: STATIC_ROOT: the app's " not in log, "the overlay left STATIC_ROOT alone"
+        release = live_release(guest, NAME)
+        ask = "from django.conf import settings; print(settings.STATIC_ROOT)"
+        root = sh(guest, f"{NAME}-manage shell --verbosity 0 -c {shlex.quote(ask)}").strip()
+        assert root == f"/srv/{NAME}/releases/{release}/static", root
+        status, _, page = http_get(guest.url + app.list_path)
+        assert status == 200 and b"<!-- release:kept -->" in page, (status, page[:300])
+        served_as_committed(guest, app, page)
+        assert admin_login(guest).request("/admin/")[0] == 200
+    finally:
         app.change_page("v2")
         guest.config = config
 
