@@ -453,7 +453,11 @@ def as_root(site, command: str) -> tuple[int, str]:
 
 
 def site_status(site) -> str:
-    return as_root(site, shlex.split(report.status(Layout(APP)))[4])[1]
+    """What `python3 -m djangoship status` prints from the server (its command line run as root)."""
+    result = site.guest.exec(shlex.split(report.status(Layout(APP)))[2:], timeout=120)
+    said = result.stdout.decode() + result.stderr.decode()
+    print(f"\n[damage] status:\n{said}")
+    return said
 
 
 def with_two_releases(site, workdir) -> str:
