@@ -468,6 +468,15 @@ def with_two_releases(site, workdir) -> str:
     return live_release(site)
 
 
+@pytest.fixture
+def serving_afterwards(site, workdir):
+    """Should a test below fail half-way, a new release brings the site back for the tests after it."""
+    yield
+    if http_get(site.url + "/healthz")[0] != 200:
+        change_home_page(workdir, f"after-a-failed-repair-{time.monotonic_ns()}")
+        site.up()
+
+
 def repaired_by_the_deploy_run_again(site, live: str, before: tuple[int, int]) -> str:
     """The repair that `status` names: `pulumi up --replace` of the deploy step. It alone runs, with the same release,
     and brings the site back to 200 on that release with nothing lost. What the deploy printed."""
@@ -482,7 +491,7 @@ def repaired_by_the_deploy_run_again(site, live: str, before: tuple[int, int]) -
     return said
 
 
-def test_a_deleted_virtualenv_is_built_again_by_the_deploy_run_again(site, workdir):
+def test_a_deleted_virtualenv_is_built_again_by_the_deploy_run_again(site, workdir, serving_afterwards):
     """Every release shares the virtualenv: deleted by hand, the site answers 503 once gunicorn starts again (a
     reboot, a crash). No message may say a release still serves; `status` names the damage and the repair."""
     live = with_two_releases(site, workdir)
@@ -509,7 +518,7 @@ def test_a_deleted_virtualenv_is_built_again_by_the_deploy_run_again(site, workd
     assert f"activate: release {live} is live" in said, said
 
 
-def test_a_deleted_live_release_is_built_again_by_the_deploy_run_again(site, workdir):
+def test_a_deleted_live_release_is_built_again_by_the_deploy_run_again(site, workdir, serving_afterwards):
     """The live release's folder deleted by hand: `--previous` goes back to the release before it (nothing serves,
     so there is nothing to protect) and says so truly; the deploy run again builds the deleted release from its
     archive, kept on the server for that, and makes it live again."""
