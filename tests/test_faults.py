@@ -21,7 +21,7 @@ from site_helpers import APP, create_row, services_story, sh, upload_photo
 
 from djangoship import report
 from djangoship.remote import Layout
-from harness.localsite import RequestLoop, change_home_page, http_get, local_site
+from harness.localsite import RequestLoop, change_home_page, http_get, local_site, wait_until_serving
 from harness.replay import StepFailed, presented_host_key
 
 pytestmark = pytest.mark.localboot
@@ -452,6 +452,12 @@ def as_root(site, command: str) -> tuple[int, str]:
     return result.returncode, said
 
 
+def answers_503(site) -> None:
+    """The damage shows: nginx answers 503 (its "being deployed or restarting" page), once systemd has given up
+    starting gunicorn (meanwhile a request may wait in the socket's backlog)."""
+    wait_until_serving(site.url + "/", timeout=120, serving=lambda status: status == 503)
+
+
 def site_status(site) -> str:
     """What `python3 -m djangoship status` prints from the server (its command line run as root)."""
     result = site.guest.exec(shlex.split(report.status(Layout(APP)))[2:], timeout=120)
@@ -498,7 +504,7 @@ def test_a_deleted_virtualenv_is_built_again_by_the_deploy_run_again(site, workd
     before = counts(site)
     venv = Path(sh(site, f"readlink -f /srv/{APP}/current/venv").strip()).name
     sh(site, f"rm -rf /srv/{APP}/venvs/{venv} && (systemctl restart gunicorn.service || true)")
-    assert http_get(site.url + "/")[0] == 503
+    answers_503(site)
 
     for command in (f"{APP}-activate --previous", f"{APP}-activate {live}"):
         code, said = as_root(site, command)
@@ -526,7 +532,7 @@ def test_a_deleted_live_release_is_built_again_by_the_deploy_run_again(site, wor
     before = counts(site)
     earlier = [r for r in sh(site, f"cat /srv/{APP}/releases/.history").split() if r != live][-1]
     sh(site, f"rm -rf /srv/{APP}/releases/{live} && (systemctl restart gunicorn.service || true)")
-    assert http_get(site.url + "/")[0] == 503
+    answers_503(site)
 
     status = site_status(site)
     assert f"damage:       release {live} (current) is missing from this server" in status, status
