@@ -43,6 +43,11 @@ def sh(site, command: str, check: bool = True) -> str:
     return result.stdout.decode()
 
 
+def live_release(site, app: str = APP) -> str:
+    """The release `current` names (its id), whether or not its folder is still there."""
+    return sh(site, f"readlink /srv/{app}/current").strip().rsplit("/", 1)[-1]
+
+
 def wait_for(what: str, check, seconds: float = 60, every: float = 0.5):
     """Poll `check` until it returns something truthy, and return that; the bound is the product's promise, not a
     margin."""

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from site_helpers import APP, create_row, sh, upload_photo
+from site_helpers import APP, create_row, live_release, sh, upload_photo
 
 from config.memory import memory_budget
 from djangoship.remote import Layout
@@ -91,10 +91,6 @@ def site(network, workdir, s3, release):
             f"> /etc/{APP}/backup.local.conf",
         )
         yield live
-
-
-def live_release(site) -> str:
-    return Path(sh(site, f"readlink -f /srv/{APP}/current").strip()).name
 
 
 def deploy_output(site) -> str:

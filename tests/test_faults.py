@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import skip_or_fail
-from site_helpers import APP, create_row, services_story, sh, upload_photo
+from site_helpers import APP, create_row, live_release, services_story, sh, upload_photo
 
 from djangoship import report
 from djangoship.remote import Layout
@@ -438,10 +438,6 @@ def test_a_first_release_that_cannot_serve_leaves_nothing_live_and_the_next_one_
 
 
 # --- hand-made damage, repaired by the deploy step run again (issue 34, item 7) ------------------------------------
-
-
-def live_release(site) -> str:
-    return Path(sh(site, f"readlink /srv/{APP}/current").strip()).name
 
 
 def as_root(site, command: str) -> tuple[int, str]:

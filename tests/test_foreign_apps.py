@@ -32,6 +32,7 @@ from site_helpers import (
     admin_login,
     app_state,
     job_done,
+    live_release,
     multipart,
     png_bytes,
     sh,
@@ -126,10 +127,6 @@ def deploy_output(site) -> str:
     return "".join(step.stdout + step.stderr for step in site.steps if step.name in names)
 
 
-def live_release(site) -> str:
-    return Path(sh(site, f"readlink -f /srv/{NAME}/current").strip()).name
-
-
 def test_deployed_by_config_alone_with_the_dependencies_it_declares(guest, app):
     log = app.deploy_log
     expected = {"classic": "requirements/prod.txt (pip)", "uvshop": "uv.lock (uv)", "oss": "requirements.txt (pip)"}
@@ -175,7 +172,7 @@ def test_pages_and_static_files_through_nginx(guest, app):
     assert status == 200 and app.stylesheet_text.encode() in body, (app.stylesheet, status)
     # Collected outside the release's code, into the deployer's per-release folder.
     static = sh(guest, f"readlink -f /srv/{NAME}/current/.djangoship-static").strip()
-    assert static == f"/srv/{NAME}/static/{live_release(guest)}", static
+    assert static == f"/srv/{NAME}/static/{live_release(guest, NAME)}", static
     sh(guest, f"test ! -e /srv/{NAME}/current/staticfiles && test ! -e /srv/{NAME}/current/static-collected")
 
 
@@ -205,7 +202,7 @@ def test_upload_stored_on_the_data_volume_and_served(guest, app, workdir):
 
 
 def test_one_line_change_deploys_with_no_failed_request(guest, app):
-    before = live_release(guest)
+    before = live_release(guest, NAME)
     app.change_page("v2")
     with RequestLoop(guest.url + app.list_path) as loop:
         steps = guest.up()
@@ -219,13 +216,13 @@ def test_one_line_change_deploys_with_no_failed_request(guest, app):
     ]
     print(f"\n[foreign] {app.key}: one-line change under load: {loop.ok} ok, {loop.failed} failed")
     assert loop.failed == 0 and loop.ok > 10, (loop.ok, loop.errors[:5])
-    assert live_release(guest) != before
+    assert live_release(guest, NAME) != before
     assert b"<!-- release:v2 -->" in http_get(guest.url + app.list_path)[2]
     assert "dependencies unchanged: reusing" in deploy_output(guest)
 
 
 def test_release_whose_front_page_raises_is_refused(guest, app):
-    before = live_release(guest)
+    before = live_release(guest, NAME)
     app.break_front_page()
     app.change_page("broken")
     try:
@@ -242,7 +239,7 @@ def test_release_whose_front_page_raises_is_refused(guest, app):
     assert "broken release" in message, "the check's own log (the app's traceback) is shown"
     print(f"\n[foreign] {app.key}: broken release refused under load: {loop.ok} ok, {loop.failed} failed")
     assert loop.failed == 0 and loop.ok > 0, (loop.ok, loop.errors[:5])
-    assert live_release(guest) == before
+    assert live_release(guest, NAME) == before
     status, _, page = http_get(guest.url + app.list_path)
     assert status == 200 and b"<!-- release:v2 -->" in page
 
@@ -250,7 +247,7 @@ def test_release_whose_front_page_raises_is_refused(guest, app):
 def test_a_front_page_that_leads_to_a_broken_page_is_refused(guest, app):
     """`/` redirects anonymous visitors to the login page, which raises: the gate follows the same-site redirect
     and judges the page it ends on (the library's every deploy is the other half: its login page answers)."""
-    before = live_release(guest)
+    before = live_release(guest, NAME)
     app.break_behind_a_redirect()
     app.change_page("redirected")
     try:
@@ -262,7 +259,7 @@ def test_a_front_page_that_leads_to_a_broken_page_is_refused(guest, app):
     message = failed.value.stderr
     assert "cannot serve: / → /accounts/login/?next=/ answered 500" in message, message[-2000:]
     assert "NoReverseMatch" in message, "the check's own log (the app's traceback) is shown"
-    assert live_release(guest) == before
+    assert live_release(guest, NAME) == before
 
 
 @pytest.mark.parametrize("app", ["zeroconf"], indirect=True)
@@ -271,7 +268,7 @@ def test_a_release_that_leaves_debug_on_is_refused_naming_the_app_env_line(guest
     settings' default flipped to True, as many settings files have it): the deploy's check refuses it naming the
     setting and the app.env line that turns it off, while the previous release keeps serving; that line then
     deploys it with DEBUG off."""
-    before = live_release(guest)
+    before = live_release(guest, NAME)
     config = guest.config
     leave_debug_on(app)
     app.change_page("debug")
@@ -288,12 +285,12 @@ def test_a_release_that_leaves_debug_on_is_refused_naming_the_app_env_line(guest
         assert "pulumi config set --path app.allowDebug true" in message, message[-2000:]
         print(f"\n[foreign] zeroconf: DEBUG release refused under load: {loop.ok} ok, {loop.failed} failed")
         assert loop.failed == 0 and loop.ok > 0, (loop.ok, loop.errors[:5])
-        assert live_release(guest) == before
+        assert live_release(guest, NAME) == before
         status, _, page = http_get(guest.url + app.list_path)
         assert status == 200 and b"<!-- release:v2 -->" in page
         # The line the message gives turns it off: the same code goes live, without a debug page.
         guest.up({**config, "app": {**config["app"], "env": {"DJANGO_DEBUG": "False"}}})
-        assert live_release(guest) != before
+        assert live_release(guest, NAME) != before
         assert b"<!-- release:debug -->" in http_get(guest.url + app.list_path)[2]
         status, _, page = http_get(guest.url + "/no-such-page/")
         assert status == 404 and b"URLconf" not in page, page[:300]
@@ -309,7 +306,7 @@ def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_downl
     The guest cannot reach the CPython builds (GitHub; EC2 can), so here that download fails: the deploy
     must say so plainly and the previous release must keep serving. What is proven: the decision, uv from
     PyPI, the install attempt, the failure path. Not proven here: a release running on the managed CPython."""
-    before = live_release(guest)
+    before = live_release(guest, NAME)
     config = guest.config
     wanting = {**config, "app": {**config["app"], "python": "3.14"}}
     try:
@@ -322,7 +319,7 @@ def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_downl
     assert sh(guest, f"/srv/{NAME}/tools/uv-0.13.8/bin/uv --version").startswith("uv 0.13.8")
     assert "installing CPython 3.14 (uv-managed" in output, output[-2000:]
     assert "could not install CPython 3.14 with uv" in output, output[-2000:]
-    assert live_release(guest) == before
+    assert live_release(guest, NAME) == before
     assert http_get(guest.url + "/healthz")[0] == 200
 
 
@@ -717,9 +714,9 @@ def test_no_step_acts_on_a_unit_systemd_has_not_reread(guest, workers):
 def test_root_never_starts_a_python_that_runs_the_apps_dependencies(guest, workers):
     """Through a deploy, an ASGI configure (every `up` since), a restore, and now a rollback and back: the probe's
     .pth ran as the build user and as the app, never as root (issue 29). Nothing the build left behind runs."""
-    live = live_release(guest)
+    live = live_release(guest, NAME)
     sh(guest, f"{NAME}-activate --previous")
-    assert live_release(guest) != live
+    assert live_release(guest, NAME) != live
     sh(guest, f"{NAME}-activate {live}")
     assert http_get(guest.url + "/healthz")[0] == 200
     users = uid_probe_users(guest)
