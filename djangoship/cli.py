@@ -64,8 +64,8 @@ def parser() -> argparse.ArgumentParser:
 
     verbs.add_parser(
         "status",
-        help="live release, kept releases, services, disk, memory, backups, certificate (scaled: the group, each "
-        "server's release, health and services, the last roll)",
+        help="live release, kept releases, damage made by hand and the command that repairs it, services, disk, "
+        "memory, backups, certificate (scaled: the group, each server's release, health and services, the last roll)",
     )
     verbs.add_parser(
         "releases", help="the releases kept on the server, newest first (* = live) (scaled: those the group ran)"

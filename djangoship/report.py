@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from .remote import STAMP, Layout, check_stamp, root_script
+from .remote import STAMP, Layout, check_stamp, redeploy, root_script
 
 # The data volume's fill level past which `status` warns: the server's backup and deploy warn at the same
 # (`volume_warn_percent` in server/host.py; a test keeps the two equal).
@@ -45,6 +45,13 @@ else
 fi
 kept=$(grep -vx "$(basename "$live")" {releases}/.history 2> /dev/null | tac | tr '\\n' ' ')
 echo "kept:         ${{kept:-none}}"
+# Damage made by hand to what the deploy left (the live release's folder, its virtualenv), as the server's own
+# activate checks it, with what nginx answers; and the one command that repairs it: its deploy run again.
+damage=$({activate} --check 2> /dev/null || true)
+if [ -n "$damage" ]; then
+    echo "damage:       $damage"
+    echo "repair:       ${{1:-the deploy step run again}}"
+fi
 if [ -e {flag} ]; then echo "maintenance:  ON (visitors get 503)"; else echo "maintenance:  off"; fi
 echo
 echo "services:"
@@ -91,10 +98,11 @@ done
 """
 
 
-def status(layout: Layout) -> str:
-    """Release, services (the app's processes and schedules too), disk, memory, backups, certificate: what an
-    operator checks first."""
+def status(layout: Layout, stack: str | None = None) -> str:
+    """Release, damage and its repair (the deploy run again: `redeploy`, for `stack`), services (the app's processes
+    and schedules too), disk, memory, backups, certificate: what an operator checks first."""
     quoted = {
+        "activate": layout.paths.activate,
         "current": layout.paths.current_dir,
         "releases": layout.paths.releases_dir,
         "flag": layout.paths.maintenance_flag,
@@ -106,7 +114,7 @@ def status(layout: Layout) -> str:
     script = _STATUS.format(
         warn_percent=VOLUME_WARN_PERCENT, **{key: shlex.quote(value) for key, value in quoted.items()}
     )
-    return root_script(script, "status")
+    return root_script(script, "status", redeploy(layout, stack))
 
 
 _FIND_BACKUP = """\

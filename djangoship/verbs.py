@@ -74,7 +74,7 @@ def manage_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int
 @verb("status")
 def status_verb(args: argparse.Namespace, stack: Stack, session: Session) -> int:
     print(f"site:         {stack.url}", flush=True)
-    return run(session, "status", report.status(Layout(stack.app)))
+    return run(session, "status", report.status(Layout(stack.app), stack.name))
 
 
 @verb("releases")

@@ -196,10 +196,13 @@ class LocalSite:
         """A visitor's GET of `path` through nginx (as `ScaledSite.get` through CloudFront and the load balancer)."""
         return http_get(self.url + path, timeout=timeout)
 
-    def up(self, config: dict[str, Any] | None = None) -> list[StepResult]:
-        """`pulumi up` again, with the same state: runs only the steps whose inputs changed."""
+    def up(self, config: dict[str, Any] | None = None, replace: tuple[str, ...] = ()) -> list[StepResult]:
+        """`pulumi up` again, with the same state: runs only the steps whose inputs changed, and those named in
+        `replace` (`pulumi up --replace URN`: the step runs again with the same inputs)."""
         if config is not None:
             self.config = config
+        for name in replace:
+            self.replay_state.fingerprints.pop(name, None)
         self.run = run_program(self.config, state=self.state)
         self.steps = replay(self.run, self.guest, self.replay_state)
         self.history += self.steps

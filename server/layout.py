@@ -30,6 +30,7 @@ class ServerPaths:
     maintenance_flag: str  # while it exists nginx serves the maintenance page (djangoship/remote.py sets it)
     socket_path: str
     upload_dir: str
+    archives_dir: str  # root-only: the uploaded archive of the release deployed last, for a run of its deploy again
     deploy_key_file: str  # root-only: the stack's deploy key for an ssh:// or git@host: source
     git_known_hosts: str
     data_dir: str
@@ -76,6 +77,7 @@ class ServerPaths:
             maintenance_flag=f"{config}/maintenance",
             socket_path=f"/run/{app}/gunicorn.sock",
             upload_dir=f"/var/tmp/{app}-uploads",
+            archives_dir=f"{base}/archives",
             deploy_key_file=f"{config}/deploy-key",
             git_known_hosts=f"{config}/git-known-hosts",
             data_dir=DATA_DIR,

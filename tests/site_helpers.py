@@ -14,7 +14,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from pathlib import Path
 
 from harness.localsite import NoRedirect
 
@@ -45,8 +44,8 @@ def sh(site, command: str, check: bool = True, timeout: float = 120) -> str:
 
 
 def live_release(site, app: str = APP) -> str:
-    """The release `current` points at (its folder's name)."""
-    return Path(sh(site, f"readlink -f /srv/{app}/current").strip()).name
+    """The release `current` names (its id), whether or not its folder is still there."""
+    return sh(site, f"readlink /srv/{app}/current").strip().rsplit("/", 1)[-1]
 
 
 def deploy_output(site, app: str = APP) -> str:

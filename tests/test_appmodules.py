@@ -335,7 +335,8 @@ def test_every_deploy_refuses_debug_on_unless_app_allow_debug_says_so():
     gate = deploy.index("if settings.DEBUG:")
     refusal = deploy.index("print(debug_refusal(Path.cwd(), served), file=sys.stderr)\n    sys.exit(5)")
     assert deploy.index('call_command("check"') < gate < refusal < deploy.index("import djangoship_wsgi")
-    assert "5) fail \"step 'DEBUG': the release's settings leave DEBUG on (above); refused before" in deploy
+    refused = "refused before it took any traffic; $(site_now)"  # what serves, from a request made then (issue 34)
+    assert f"5) fail \"step 'DEBUG': the release's settings leave DEBUG on (above); {refused}" in deploy
     # The message's code is on the app's PYTHONPATH.
     assert f"install_file /usr/local/lib/photofeed/python/{APP_MODULES}.py 0644 root root" in configure
     allowed = deploy_text(run_program({"app": {"allowDebug": True}}), "photofeed")

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from conftest import skip_or_fail
-from site_helpers import APP, create_row, services_story, sh, upload_photo
+from site_helpers import APP, create_row, live_release, services_story, sh, upload_photo
 
 from djangoship import report
 from djangoship.remote import Layout
-from harness.localsite import RequestLoop, change_home_page, http_get, local_site
+from harness.localsite import RequestLoop, change_home_page, http_get, local_site, wait_until_serving
 from harness.replay import StepFailed, presented_host_key
 
 pytestmark = pytest.mark.localboot
@@ -435,3 +435,113 @@ def test_a_first_release_that_cannot_serve_leaves_nothing_live_and_the_next_one_
     site.up()
     assert b"release:first-after-the-refusal" in http_get(site.url + "/")[2]
     assert "nothing is live yet" in step_ran(site, "deploy").stdout
+
+
+# --- hand-made damage, repaired by the deploy step run again (issue 34, item 7) ------------------------------------
+
+
+def as_root(site, command: str) -> tuple[int, str]:
+    """A command's exit status and everything it printed (stdout, then stderr), shown for the record."""
+    result = site.guest.exec(["bash", "-c", command], timeout=300)
+    said = result.stdout.decode() + result.stderr.decode()
+    print(f"\n[damage] $ {command} (exit {result.returncode})\n{said}")
+    return result.returncode, said
+
+
+def answers_503(site) -> None:
+    """The damage shows: nginx answers 503 (its "being deployed or restarting" page), once systemd has given up
+    starting gunicorn (meanwhile a request may wait in the socket's backlog)."""
+    wait_until_serving(site.url + "/", timeout=120, serving=lambda status: status == 503)
+
+
+def site_status(site) -> str:
+    """What `python3 -m djangoship status` prints from the server (its command line run as root)."""
+    result = site.guest.exec(shlex.split(report.status(Layout(APP)))[2:], timeout=120)
+    said = result.stdout.decode() + result.stderr.decode()
+    print(f"\n[damage] status:\n{said}")
+    return said
+
+
+def with_two_releases(site, workdir) -> str:
+    """A release before the live one is kept (what `--previous` goes back to): the live release's id."""
+    if len(sh(site, f"cat /srv/{APP}/releases/.history").split()) < 2:
+        change_home_page(workdir, "a-second-release")
+        site.up()
+    return live_release(site)
+
+
+@pytest.fixture
+def serving_afterwards(site, workdir):
+    """Should a test below fail half-way, a new release brings the site back for the tests after it."""
+    yield
+    if http_get(site.url + "/healthz")[0] != 200:
+        change_home_page(workdir, f"after-a-failed-repair-{time.monotonic_ns()}")
+        site.up()
+
+
+def repaired_by_the_deploy_run_again(site, live: str, before: tuple[int, int]) -> str:
+    """The repair that `status` names: `pulumi up --replace` of the deploy step. It alone runs, with the same release,
+    and brings the site back to 200 on that release with nothing lost. What the deploy printed."""
+    steps = site.up(replace=(f"{APP}-deploy",))
+    assert [step.name for step in steps if step.ran] == [f"{APP}-deploy"]
+    deploy = step_ran(site, "deploy")
+    said = deploy.stdout + deploy.stderr
+    print(f"\n[damage] the deploy run again:\n{said}")
+    assert http_get(site.url + "/")[0] == 200 and live_release(site) == live
+    assert counts(site) == before
+    assert "damage:" not in site_status(site)
+    return said
+
+
+def test_a_deleted_virtualenv_is_built_again_by_the_deploy_run_again(site, workdir, serving_afterwards):
+    """Every release shares the virtualenv: deleted by hand, the site answers 503 once gunicorn starts again (a
+    reboot, a crash). No message may say a release still serves; `status` names the damage and the repair."""
+    live = with_two_releases(site, workdir)
+    before = counts(site)
+    venv = Path(sh(site, f"readlink -f /srv/{APP}/current/venv").strip()).name
+    sh(site, f"rm -rf /srv/{APP}/venvs/{venv} && (systemctl restart gunicorn.service || true)")
+    answers_503(site)
+
+    for command in (f"{APP}-activate --previous", f"{APP}-activate {live}"):
+        code, said = as_root(site, command)
+        assert code != 0
+        assert f"the virtualenv venvs/{venv} of release" in said and "is missing" in said, said
+        assert "through nginx /healthz answered 503" in said, said
+        assert "still serving" not in said and "is serving" not in said, said
+    assert http_get(site.url + "/")[0] == 503
+
+    status = site_status(site)
+    assert f"damage:       the virtualenv venvs/{venv} of release {live} is missing" in status, status
+    assert "through nginx /healthz answered 503" in status and f"{APP}-deploy" in status, status
+
+    said = repaired_by_the_deploy_run_again(site, live, before)
+    assert f"the virtualenv venvs/{venv} of release {live} is missing: building it again" in said, said
+    assert "already built" not in said and "still serving" not in said, said
+    assert f"activate: release {live} is live" in said, said
+
+
+def test_a_deleted_live_release_is_built_again_by_the_deploy_run_again(site, workdir, serving_afterwards):
+    """The live release's folder deleted by hand: `--previous` goes back to the release before it (nothing serves,
+    so there is nothing to protect) and says so truly; the deploy run again builds the deleted release from its
+    archive, kept on the server for that, and makes it live again."""
+    live = with_two_releases(site, workdir)
+    before = counts(site)
+    earlier = [r for r in sh(site, f"cat /srv/{APP}/releases/.history").split() if r != live][-1]
+    sh(site, f"rm -rf /srv/{APP}/releases/{live} && (systemctl restart gunicorn.service || true)")
+    answers_503(site)
+
+    status = site_status(site)
+    assert f"damage:       release {live} (current) is missing from this server" in status, status
+    assert "through nginx /healthz answered 503" in status and f"{APP}-deploy" in status, status
+
+    code, said = as_root(site, f"{APP}-activate --previous")
+    assert code == 0, said
+    assert f"release {live} (current) is missing from this server" in said, said
+    assert "through nginx /healthz answered 503" in said and "nothing is live yet" not in said, said
+    assert f"activate: release {earlier} is live" in said, said
+    assert http_get(site.url + "/")[0] == 200 and live_release(site) == earlier
+
+    said = repaired_by_the_deploy_run_again(site, live, before)
+    assert f"release {live} is not on this server: building it" in said, said
+    assert f"release {live} serves on its own socket: switching to it" in said, said
+    assert "still serving" not in said, said

@@ -312,6 +312,8 @@ def test_a_release_that_leaves_debug_on_is_refused_naming_the_app_env_line(guest
             guest.up()
         message = failed.value.stderr
         assert "step 'DEBUG': the release's settings leave DEBUG on" in message, message[-2000:]
+        # What serves is said from a request made then, never assumed (issue 34, item 7).
+        assert f"{before} is still serving (through nginx /healthz just answered 200)" in message, message[-2000:]
         assert "DEBUG is True in the release's settings (zeroconf.settings.production)" in message, message[-2000:]
         assert "zeroconf/settings/production.py:5" in message, message[-2000:]
         assert "pulumi config set --path app.env.DJANGO_DEBUG False" in message, message[-2000:]

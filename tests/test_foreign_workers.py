@@ -416,6 +416,7 @@ def test_a_process_that_cannot_start_fails_the_up_and_the_web_keeps_serving(gues
     # A program the release does not have (a typo): it cannot start at all.
     message = up_refused_with_process(guest, "broken", "celeryy -A shop worker")
     assert f"{NAME}-broken.service did not start" in message and "celeryy" in message, message[-3000:]
+    assert "the web: " in message and "through nginx /healthz just answered 200" in message, message[-3000:]
     assert http_get(guest.url + "/healthz")[0] == 200
     job_done(guest, "beside-a-broken-process", "v2")
 

@@ -47,6 +47,16 @@ def test_the_program_exports_what_the_verbs_read():
     assert stack.host_key == run.outputs["sshHostKey"] and stack.host_key.startswith("ssh-ed25519 ")
 
 
+def test_the_repair_status_names_replaces_the_program_s_own_deploy_step():
+    """`status` names, for damage made by hand, `pulumi up --replace` of the deploy step: the URN must be the one the
+    program declares (an unchanged `pulumi up` runs nothing; this runs the deploy alone again)."""
+    run = run_program({})
+    deploy = next(step for step in run.steps() if step.name == "photofeed-deploy")
+    assert shlex.split(remote.redeploy(LAYOUT, "dev")) == ["pulumi", "up", "--stack", "dev", "--replace", deploy.urn]
+    assert shlex.split(remote.redeploy(LAYOUT, "acme/djangoship/dev"))[-1] == deploy.urn
+    assert shlex.split(report.status(LAYOUT, "dev"))[-1] == remote.redeploy(LAYOUT, "dev")
+
+
 def test_the_layout_is_the_servers():
     plan = plan_for("debian-13-t2.micro")
     paths = Layout(plan.app).paths

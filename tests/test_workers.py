@@ -444,6 +444,16 @@ def test_processes_script_times_each_process_in_its_own_time_and_names_the_unit(
     assert subprocess.run([bash, "-n", "-c", script], check=False).returncode == 0
 
 
+def test_a_process_that_fails_says_what_the_web_answers_not_that_it_serves() -> None:
+    """No message claims the web serves unless a request just proved it (issue 34, item 7): a process that does not
+    start fails with what nginx answered then (site_now), never a bare "the web keeps serving"; the guest proof is
+    test_foreign_apps (a process that cannot start: the message names the 200 nginx answered)."""
+    script = heredoc(sent_scripts(run_program(WORKERS, state=MockState()))["configure-host"], "PROCESSES")
+    assert 'fail "did not start: ${failed[*]}; the web: $(site_now)"' in script
+    assert "site_now() {" in script and "site_answer() {" in script
+    assert "keeps serving" not in script
+
+
 def test_asgi_leaves_persistent_connections_to_the_app() -> None:
     """Under ASGI a request's sync code may run in any thread, and Django's persistent connections belong to a
     thread: the overlay must not turn them on there (it does for WSGI)."""
