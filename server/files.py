@@ -322,10 +322,9 @@ def _processes(plan: HostPlan) -> list[ServerFile]:
                     values=job | {"catch_up": True},
                 )
             )
-    if not one_server:
-        # Their list, as configure writes it on one server (there with the removal of those that left the config):
-        # what the operator's verbs read (status, move).
-        files.append(ServerFile(f"{paths.config_dir}/units", "systemd/units.list.j2"))
+    # Their list: what the operator's verbs read (status, move), and on one server what configure removes a unit that
+    # left the config by (scripts/configure/units-removed.sh.j2).
+    files.append(ServerFile(f"{paths.config_dir}/units", "systemd/units.list.j2"))
     return files
 
 
