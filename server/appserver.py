@@ -24,7 +24,7 @@ from functools import cached_property
 from config.envcontract import PG_SSLMODE
 from config.settings import Settings
 
-from .files import AFTER_BOOT, FIRST_BOOT, rendered
+from .files import AFTER_BOOT, FIRST_BOOT, enabled, rendered, server_files
 from .host import HostPlan, digest, plan_host, render
 from .release import Release
 
@@ -184,4 +184,5 @@ def release_context(
         "deb_arch": deb_arch(arch),
         "origin_header": ORIGIN_HEADER,
         "vpc_cidr": vpc_cidr,
+        "enabled_at_boot": enabled(server_files(plan)),  # linked by the boot script
     }
