@@ -4,9 +4,15 @@ arrives, and what it notifies when it changes — the units it restarts or reloa
 
 One list drives every way a file reaches a server: the first-boot document of either profile (`FIRST_BOOT`), and
 after it (`AFTER_BOOT`) the single server's configure step — which installs each file where it differs and runs
-what the changed ones notify — or an app server's files archive (server/appserver.py). A file whose content or
-path only the server knows (a secret from the configure step's stdin, PostgreSQL's cluster folder, PgBouncer's
-version) is declared too, with the configure include that writes it: what it notifies stays declared here.
+what the changed ones notify — or an app server's files archive (server/appserver.py). A file whose content only
+the server knows (a secret from the configure step's stdin, PgBouncer's version) is declared too, with the configure
+include that writes it: what it notifies stays declared here. PostgreSQL's settings, in the folder of the cluster the
+server has, are written by scripts/configure/server-side-files.sh.j2, and scripts/configure/postgresql.sh.j2 decides
+between a reload and a restart (PostgreSQL says which settings need one).
+
+A re-run installs nothing that is already there (same bytes, mode and owner) and restarts a unit only while one of
+the files that notify it is newer than its start: judged from the server, so a run that died half-way is completed
+by the next one, and a run with nothing new does nothing.
 """
 
 from __future__ import annotations
