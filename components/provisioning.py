@@ -29,18 +29,15 @@ from pulumi_command import remote
 
 from config.settings import Settings
 from server.envfile import single_server_env_file
+from server.files import configure_context
 from server.host import (
     HostPlan,
     as_root,
     build_id,
     digest,
     remote_script,
-    render,
-    render_configure_extras,
-    render_gunicorn_config,
     render_nginx_site,
     render_postgres_config,
-    render_python_modules,
     site_hosts,
 )
 from server.release import Release
@@ -128,25 +125,13 @@ class SiteProvisioner(pulumi.ComponentResource):
             return remote_script(
                 "configure-host",
                 plan,
+                **configure_context(plan, health_host=hosts[0]),
+                release_id=build_id(
+                    release.id, plan
+                ),  # the release this run comes with (scripts/configure/gunicorn.sh)
                 postgres_config=render_postgres_config(plan),
-                self_healing_dropin=render("systemd/self-healing.conf.j2", plan),
-                gunicorn_retry_dropin=render("systemd/gunicorn-retry.conf.j2", plan),
-                gunicorn_retry_timer=render("systemd/gunicorn-retry.timer.j2", plan),
-                gunicorn_retry_service=render("systemd/gunicorn-retry.service.j2", plan),
-                gunicorn_config=render_gunicorn_config(plan),
-                python_modules=render_python_modules(plan),
-                manage_script=render("scripts/manage.sh.j2", plan),
                 nginx_site_http=render_nginx_site(plan, https=False, hosts=hosts),
                 nginx_site_https=render_nginx_site(plan, https=True, hosts=hosts) if plan.tls else "",
-                activate_script=render("scripts/activate.sh.j2", plan, health_host=hosts[0]),
-                release_check_unit=render("systemd/release-check.service.j2", plan),
-                release_id=build_id(release.id, plan),  # the release this run comes with (section 6)
-                backup_script=render("backup/backup.sh.j2", plan),
-                restore_script=render("backup/restore.sh.j2", plan),
-                s3backup_script=render("backup/s3backup.py.j2", plan) if plan.backup_bucket else "",
-                backup_service=render("backup/backup.service.j2", plan),
-                backup_timer=render("backup/backup.timer.j2", plan),
-                **render_configure_extras(plan),
             )
 
         configure_text = args.public_ip.apply(configure_script)

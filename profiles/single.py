@@ -20,7 +20,8 @@ from components.securitygroup import WebSecurityGroup, WebSecurityGroupArgs
 from components.webserver import WebServer, WebServerArgs
 from config.memory import memory_budget
 from config.settings import Settings
-from server.host import encode_user_data, plan_host, render_user_data
+from server.files import render_user_data
+from server.host import encode_user_data, plan_host
 from server.release import Release
 
 

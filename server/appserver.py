@@ -6,7 +6,7 @@ The first-boot document (`cloud-init/scaled/user-data.yaml.j2`) carries what fet
 first-boot script and units. The rest — the single server's manage wrapper, deploy, activate and superuser code at
 the same paths (server/layout.py), the once-per-release gate for migrations, a thin manage wrapper that routes
 the deploy's `migrate` through that gate, the app's processes and schedules — is the server files' archive
-(`cloud-init/scaled/server-files.yaml.j2`, ServerFiles), named with its SHA-256 in the document.
+(ServerFiles), named with its SHA-256 in the document. Both come from server/files.py's list.
 Everything is byte-for-byte reproducible: the document is a launch template input, and a changed byte is a
 new launch template version, which rolls every app server.
 """
@@ -21,12 +21,11 @@ import tarfile
 from dataclasses import dataclass
 from functools import cached_property
 
-import yaml
-
 from config.envcontract import PG_SSLMODE
 from config.settings import Settings
 
-from .host import HostPlan, digest, plan_host, render, render_app_units, render_python_modules
+from .files import AFTER_BOOT, FIRST_BOOT, enabled, rendered, server_files
+from .host import HostPlan, digest, plan_host, render
 from .release import Release
 
 LIFECYCLE_HOOK = "release-installed"  # the Auto Scaling launch hook that the boot script completes
@@ -79,7 +78,7 @@ def deb_arch(arch: str) -> str:
 
 @dataclass(frozen=True)
 class ServerFiles:
-    """An app server's files beyond its user-data (scaled/server-files.yaml.j2), packed as one reproducible
+    """An app server's files beyond its user-data (server/files.py, AFTER_BOOT), packed as one reproducible
     .tar.gz in the artifacts bucket, named by its SHA-256: the user-data names the archive and its digest, so the
     launch template version still pins every byte, and EC2's 16 KiB bounds only what fetches it."""
 
@@ -122,16 +121,11 @@ def render_server_files(
     admin_user: str,
     admin_email: str,
 ) -> ServerFiles:
-    """What the boot script fetches first: write_files entries, composed by the same macro as the user-data's."""
-    listing = render(
-        "scaled/server-files.yaml.j2",
-        plan,
-        **release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr),
-        admin_user=admin_user,
-        admin_email=admin_email,
-    )
-    entries = yaml.safe_load(listing)
-    return ServerFiles({entry["path"]: (int(entry["permissions"], 8), entry["content"]) for entry in entries})
+    """What the boot script fetches first: the plan's files after the first boot (server/files.py)."""
+    context = release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr)
+    found = rendered(plan, AFTER_BOOT, **context, admin_user=admin_user, admin_email=admin_email)
+    # Each file's text ends in exactly one line break, as a literal block of cloud-init's write_files carries it.
+    return ServerFiles({file.path: (int(file.mode, 8), file.text.rstrip("\n") + "\n") for file in found})
 
 
 def render_scaled_user_data(
@@ -146,15 +140,13 @@ def render_scaled_user_data(
     admin_email: str,
 ) -> str:
     """The app servers' first-boot document, `#cloud-config`. Holds no secret at all."""
-    return render(
-        "scaled/user-data.yaml.j2",
-        plan,
-        **release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr),
-        server_files_key=server_files.key,
-        server_files_sha256=server_files.sha256,
-        admin_user=admin_user,
-        admin_email=admin_email,
-    )
+    context = release_context(plan, release, boot, arch=arch, vpc_cidr=vpc_cidr) | {
+        "server_files_key": server_files.key,
+        "server_files_sha256": server_files.sha256,
+        "admin_user": admin_user,
+        "admin_email": admin_email,
+    }
+    return render("scaled/user-data.yaml.j2", plan, **context, boot_files=rendered(plan, FIRST_BOOT, **context))
 
 
 def release_context(
@@ -174,8 +166,6 @@ def release_context(
         "git_url": release.git_url,
         "git_ref": release.git_ref,
         "git_commit": release.git_commit,
-        "python_modules": render_python_modules(plan),
-        "unit_files": render_app_units(plan),  # app.processes and app.schedules
         # The app answers the health path for any Host; "localhost" reaches nginx's default server.
         "health_host": "localhost",
         # the scaled profile's own
@@ -194,4 +184,5 @@ def release_context(
         "deb_arch": deb_arch(arch),
         "origin_header": ORIGIN_HEADER,
         "vpc_cidr": vpc_cidr,
+        "enabled_at_boot": enabled(server_files(plan)),  # linked by the boot script
     }

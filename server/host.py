@@ -19,13 +19,10 @@ from typing import Any
 import jinja2
 
 from catalog.offerings import IMAGES, INSTANCE_TYPES, default_workers, redis_maxmemory_mib, swap_mib
-from config import appmodules
 from config.appmodules import Modules, decide
 from config.apppython import PythonPlan, plan_python
-from config.envcontract import SETTINGS_OVERLAY
 from config.settings import Settings
 
-from . import shippedstatic
 from .layout import ServerPaths
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
@@ -74,7 +71,7 @@ _environment = jinja2.Environment(
 _environment.filters["shq"] = lambda value: shlex.quote(str(value))
 
 
-def _without_comment_lines(text: str) -> str:
+def without_comment_lines(text: str) -> str:
     """Whole-line `#` comments dropped (not `#!` lines nor shellcheck directives): for copies of scripts
     and modules inside a document that must stay within EC2's 16 KiB of user-data. Only for text whose
     lines starting with `#` are comments (shell and Python, no here-documents holding such lines)."""
@@ -84,9 +81,6 @@ def _without_comment_lines(text: str) -> str:
         if not line.lstrip().startswith("#") or line.startswith("#!") or "shellcheck" in line
     ]
     return "".join(kept)
-
-
-_environment.filters["without_comment_lines"] = _without_comment_lines
 
 
 @dataclass(frozen=True)
@@ -323,11 +317,6 @@ def render(template: str, plan: HostPlan, **extra: object) -> str:
     return _environment.get_template(template).render(context)
 
 
-def render_user_data(plan: HostPlan) -> str:
-    """The first-boot document, `#cloud-config`. Holds no secret at all."""
-    return render("user-data.yaml.j2", plan)
-
-
 def encode_user_data(document: str) -> tuple[str, bool]:
     """(base64 text, gzipped?) for EC2's `user_data_base64`: plain while it fits, gzip (mtime 0) beyond."""
     raw = document.encode()
@@ -356,59 +345,6 @@ def build_id(release_id: str, plan: HostPlan) -> str:
     return digest(release_id, repr(build))[:12]
 
 
-def render_python_modules(plan: HostPlan) -> dict[str, str]:
-    """The settings overlay, the WSGI wrapper, config/appmodules.py and server/shippedstatic.py (file name → text),
-    installed in plan.python_dir: the deploy's check says with appmodules where a release's settings leave DEBUG on,
-    and for a git source whose modules are not set the deploy runs it to find them (the overlay and the wrapper read
-    its answer); with shippedstatic the check decides where the release's static files come from."""
-    modules = {
-        f"{module}.py": render(f"python/{module}.py.j2", plan) for module in (SETTINGS_OVERLAY, plan.server_module)
-    }
-    modules[f"{APP_MODULES}.py"] = Path(appmodules.__file__).read_text()
-    modules[f"{SHIPPED_STATIC}.py"] = Path(shippedstatic.__file__).read_text()
-    return modules
-
-
-def render_app_units(plan: HostPlan) -> dict[str, str]:
-    """The systemd units of app.processes and app.schedules (file name → text), installed by configure."""
-    units = {}
-    for name, command in plan.processes:
-        units[f"{plan.app}-{name}.service"] = render(
-            "systemd/process.service.j2", plan, name=name, exec_start=command, command=_as_written(command, plan)
-        )
-    for name, schedule, command in plan.schedules:
-        job = {"name": name, "schedule": schedule, "exec_start": command, "command": _as_written(command, plan)}
-        units[f"{plan.app}-{name}.service"] = render("systemd/schedule.service.j2", plan, **job, catch_up=False)
-        units[f"{plan.app}-{name}.timer"] = render("systemd/schedule.timer.j2", plan, **job)
-        if plan.app_server:
-            # The catch-up of a run missed while no server ran the job, started by the boot without waiting for
-            # it: a long job must not hold the boot past its lifecycle hook, and it runs as hardened as the timer's.
-            units[f"{plan.app}-{name}-catch-up.service"] = render(
-                "systemd/schedule.service.j2", plan, **job, catch_up=True
-            )
-    return units
-
-
-def _as_written(exec_line: str, plan: HostPlan) -> str:
-    """The command as the config wrote it, for the units' comments."""
-    python = f"{plan.current_dir}/venv/bin/python {plan.current_dir}/manage.py "
-    return exec_line.replace(python, "manage.py ").replace(f"{plan.current_dir}/venv/bin/", "")
-
-
-def render_configure_extras(plan: HostPlan) -> dict[str, object]:
-    """What configure-host installs beside the web: for processes, schedules and Redis (issue 14), and the
-    metadata block (the instance's credentials stay root's)."""
-    return {
-        "metadata_block_rules": render("nftables/metadata-block.nft.j2", plan),
-        "metadata_block_unit": render("systemd/metadata-block.service.j2", plan),
-        "metadata_block_dropin": render("systemd/nftables-metadata-block.conf.j2", plan),
-        "processes_script": render("scripts/processes.sh.j2", plan),
-        "unit_files": render_app_units(plan),
-        "redis_config": render("redis/redis.conf.j2", plan) if plan.redis else "",
-        "redis_dropin": render("redis/redis-server.conf.j2", plan) if plan.redis else "",
-    }
-
-
 def render_gunicorn_config(plan: HostPlan) -> str:
     return render("gunicorn/gunicorn.conf.py.j2", plan)
 
@@ -418,7 +354,7 @@ def render_postgres_config(plan: HostPlan) -> str:
 
 
 def render_pgbouncer_config(plan: HostPlan) -> str:
-    """PgBouncer's settings (no secret in them); configure-host includes this same render."""
+    """PgBouncer's settings (no secret in them), as the configure step installs them (server/files.py)."""
     return render("pgbouncer/pgbouncer.ini.j2", plan)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DATA_DIR = "/data"  # the data volume's mount point (single server)
+SYSTEMD_DIR = "/etc/systemd/system"  # where the server's own units and drop-ins go
 
 
 @dataclass(frozen=True)

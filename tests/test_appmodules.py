@@ -17,7 +17,8 @@ import pytest
 from config.appmodules import CHOSEN_FILE, Undecided, debug_refusal, decide
 from config.settings import load_settings
 from harness.mockrun import run_program
-from server.host import APP_MODULES, plan_host, render_python_modules
+from server.files import render_python_modules
+from server.host import APP_MODULES, plan_host
 
 ROOT = Path(__file__).resolve().parent.parent
 

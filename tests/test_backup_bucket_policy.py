@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from types import ModuleType
 import boto3
 import pytest
 from moto import mock_aws
+from rendered.helpers import installed
 
 from harness.mockrun import ProgramRun, run_program
 from harness.s3access import S3Request, evaluate, record
@@ -70,12 +70,9 @@ def declared(program) -> Declared:
     )
 
 
-def _installed(program: ProgramRun, heredoc: str) -> str:
-    """A file the configure step writes from a here-document, as the program sends it."""
-    script = shlex.split(program.named("photofeed-configure").inputs["create"])[4]
-    found = re.search(rf"<<'{heredoc}'\n(.*?){heredoc}\n", script, re.S)
-    assert found, heredoc
-    return found.group(1)
+def _installed(program: ProgramRun, path: str) -> str:
+    """A file the configure step installs, as the program sends it."""
+    return installed(shlex.split(program.named("photofeed-configure").inputs["create"])[4], path)
 
 
 @dataclass
@@ -94,12 +91,12 @@ def uploader(program, tmp_path, monkeypatch):
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(name, value)
     script = tmp_path / "s3backup.py"
-    script.write_text(_installed(program, "BACKUP_UPLOADER"))
+    script.write_text(_installed(program, "/usr/local/lib/photofeed/s3backup.py"))
     spec = importlib.util.spec_from_file_location("s3backup_under_test", script)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    settings = dict(line.split("=", 1) for line in _installed(program, "BACKUP_CONF").splitlines())
+    settings = dict(line.split("=", 1) for line in _installed(program, "/etc/photofeed/backup.conf").splitlines())
     assert settings["BUCKET"] == BUCKET and "ENDPOINT_URL" not in settings
     monkeypatch.setattr(module, "settings", lambda: settings)
     requests: list[list[S3Request]] = []

@@ -31,6 +31,7 @@ from site_helpers import (
 )
 
 from harness.localsite import http_get, local_site
+from harness.replay import run_step
 
 pytestmark = pytest.mark.localboot
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,6 +196,22 @@ def test_gunicorn_master_killed_serves_again_by_itself(site):
 def test_second_up_with_no_change_runs_nothing(site):
     steps = site.up()
     assert [step.name for step in steps if step.ran] == []
+
+
+def test_configure_run_again_writes_and_restarts_nothing(site):
+    """configure runs with every release: on the server it configured, it finds each of server/files.py's files as
+    declared and each unit newer than the files that notify it, so it writes no file and starts, restarts or reloads no
+    unit but nginx (its site is reloaded with each run, a reload that keeps the master and its start time)."""
+    units = (
+        "nginx.service pgbouncer.service gunicorn.service photofeed-metadata-block.service "
+        '$(pg_lsclusters --no-header | awk \'{print "postgresql@" $1 "-" $2 ".service"}\')'
+    )
+    started = f"systemctl show -p Id -p ActiveEnterTimestampMonotonic -p NeedDaemonReload {units}"
+    before = sh(site, started)
+    result = run_step(site.run.named(f"{APP}-configure"), site.guest, print)
+    assert result.stdout.splitlines()[-1] == "configure: done", result.stdout
+    assert not re.search(r"restart|reload", result.stdout), result.stdout
+    assert sh(site, started) == before
 
 
 def test_reboot_keeps_site_and_data(site):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from rendered.helpers import installed
 
 from harness.mockrun import MockState, ProgramRun, run_program
 
@@ -251,7 +251,7 @@ def test_the_build_loads_the_metadata_block_before_the_build_user_runs_anything(
     same rules, and fails rather than run a package's code while the instance's credentials are in reach."""
     steps = {step.name: step for step in default_run.steps()}
     configure = shlex.split(steps["photofeed-configure"].inputs["create"])[4]
-    rules = re.search(r"<<'METADATA_BLOCK'\n(.*?)METADATA_BLOCK\n", configure, re.S).group(1)
+    rules = installed(configure, "/etc/photofeed/metadata-block.nft")
     assert "meta skuid != 0 ip daddr 169.254.169.254 counter reject" in rules
     assert "meta skuid != 0 ip6 daddr fd00:ec2::254 counter reject" in rules
     for name in ("photofeed-build", "photofeed-deploy"):

@@ -53,7 +53,7 @@ from server.appserver import (
     release_lock_key,
     scaled_plan,
 )
-from server.host import _without_comment_lines, render
+from server.host import render, without_comment_lines
 from server.layout import ServerPaths
 from server.release import Release
 
@@ -1240,7 +1240,7 @@ def test_app_servers_reuse_the_single_servers_templates() -> None:
         ("/etc/systemd/system/gunicorn.socket", "systemd/gunicorn.socket.j2"),
         ("/usr/local/sbin/photofeed-firstboot", "scripts/firstboot.sh.j2"),
     ):
-        assert files[path] == _without_comment_lines(render(template, plan)), path
+        assert files[path] == without_comment_lines(render(template, plan)), path
     # In the server files' archive as they are, comments and all.
     for path, template in (
         ("/usr/local/lib/photofeed/manage", "scripts/manage.sh.j2"),
@@ -1248,11 +1248,11 @@ def test_app_servers_reuse_the_single_servers_templates() -> None:
         ("/etc/systemd/system/photofeed-release-check@.service", "systemd/release-check.service.j2"),
     ):
         assert files[path] == render(template, plan), path
-    assert files["/etc/photofeed/metadata-block.nft"] == _without_comment_lines(
+    assert files["/etc/photofeed/metadata-block.nft"] == without_comment_lines(
         render("nftables/metadata-block.nft.j2", plan)
     )
     # nftables.service's flush of the ruleset is followed by the block there too.
-    assert files["/etc/systemd/system/nftables.service.d/photofeed-metadata-block.conf"] == _without_comment_lines(
+    assert files["/etc/systemd/system/nftables.service.d/photofeed-metadata-block.conf"] == without_comment_lines(
         render("systemd/nftables-metadata-block.conf.j2", plan)
     )
 

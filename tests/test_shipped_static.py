@@ -14,7 +14,8 @@ from pathlib import Path
 
 from config.settings import load_settings
 from harness.mockrun import run_program
-from server.host import SHIPPED_STATIC, plan_host, render_python_modules
+from server.files import render_python_modules
+from server.host import SHIPPED_STATIC, plan_host
 from server.shippedstatic import plan_static
 
 MANIFEST = "staticfiles.json"  # ManifestStaticFilesStorage's, and WhiteNoise's

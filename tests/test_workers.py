@@ -19,7 +19,7 @@ from rendered.helpers import (
     assert_nginx_accepts,
     certificate,
     check_shell,
-    heredoc,
+    installed,
     need,
     run,
     sent_scripts,
@@ -33,7 +33,8 @@ from config.oncalendar import CalendarError, check_calendar
 from config.settings import load_settings
 from config.table import ConfigError
 from harness.mockrun import MockState, run_program
-from server.host import plan_host, render_app_units, render_gunicorn_config, render_nginx_site, site_hosts
+from server.files import render_app_units
+from server.host import plan_host, render_gunicorn_config, render_nginx_site, site_hosts
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "photofeed")
 WORKERS_APP = {
@@ -387,9 +388,9 @@ def test_scripts_pass_shellcheck(workers_run, tmp_path: Path) -> None:
     texts = {
         "configure-host": scripts["configure-host"],
         "deploy": scripts["deploy"],
-        "processes": heredoc(scripts["configure-host"], "PROCESSES"),
-        "activate": heredoc(scripts["configure-host"], "ACTIVATE"),
-        "restore": heredoc(scripts["configure-host"], "RESTORE"),
+        "processes": installed(scripts["configure-host"], "/usr/local/sbin/photofeed-processes"),
+        "activate": installed(scripts["configure-host"], "/usr/local/sbin/photofeed-activate"),
+        "restore": installed(scripts["configure-host"], "/usr/local/sbin/photofeed-restore"),
     }
     for name, text in texts.items():
         (tmp_path / name).mkdir()
@@ -436,7 +437,9 @@ def test_a_change_to_the_processes_re_runs_the_deploy_and_nothing_else_when_unch
 def test_processes_script_times_each_process_in_its_own_time_and_names_the_unit() -> None:
     """Started: 10 s into the process's own time (its age less its waits for a CPU), judged from systemd's MainPID,
     NRestarts and ActiveState; the guest proof is test_foreign_workers (a slowly failing import is refused)."""
-    script = heredoc(sent_scripts(run_program(WORKERS, state=MockState()))["configure-host"], "PROCESSES")
+    script = installed(
+        sent_scripts(run_program(WORKERS, state=MockState()))["configure-host"], "/usr/local/sbin/photofeed-processes"
+    )
     assert "units=(photofeed-alerts.service photofeed-worker.service)" in script
     assert '"$own" -lt $((10 * 1000))' in script and "/schedstat" in script
     assert "-p ActiveState -p NRestarts -p MainPID" in script and 'journalctl -u "$unit" -n 30' in script
@@ -447,8 +450,10 @@ def test_processes_script_times_each_process_in_its_own_time_and_names_the_unit(
 def test_a_process_that_fails_says_what_the_web_answers_not_that_it_serves() -> None:
     """No message claims the web serves unless a request just proved it (issue 34, item 7): a process that does not
     start fails with what nginx answered then (site_now), never a bare "the web keeps serving"; the guest proof is
-    test_foreign_apps (a process that cannot start: the message names the 200 nginx answered)."""
-    script = heredoc(sent_scripts(run_program(WORKERS, state=MockState()))["configure-host"], "PROCESSES")
+    test_foreign_workers (a process that cannot start: the message names the 200 nginx answered)."""
+    script = installed(
+        sent_scripts(run_program(WORKERS, state=MockState()))["configure-host"], "/usr/local/sbin/photofeed-processes"
+    )
     assert 'fail "did not start: ${failed[*]}; the web: $(site_now)"' in script
     assert "site_now() {" in script and "site_answer() {" in script
     assert "keeps serving" not in script
@@ -457,7 +462,7 @@ def test_a_process_that_fails_says_what_the_web_answers_not_that_it_serves() -> 
 def test_asgi_leaves_persistent_connections_to_the_app() -> None:
     """Under ASGI a request's sync code may run in any thread, and Django's persistent connections belong to a
     thread: the overlay must not turn them on there (it does for WSGI)."""
-    from server.host import render_python_modules
+    from server.files import render_python_modules
 
     asgi = render_python_modules(plan_host(settings_for(WORKERS)))
     assert "djangoship_asgi.py" in asgi and 'CONN_MAX_AGE"] = ' not in asgi["djangoship_settings.py"]

@@ -27,6 +27,7 @@ import yaml
 from conftest import skip_or_fail
 
 from config.settings import load_settings
+from server.files import render_user_data
 from server.host import (
     USER_DATA_LIMIT,
     HostPlan,
@@ -37,7 +38,6 @@ from server.host import (
     render_gunicorn_config,
     render_nginx_site,
     render_postgres_config,
-    render_user_data,
     site_hosts,
 )
 
@@ -165,6 +165,25 @@ def heredoc(script: str, tag: str, index: int = 0) -> str:
     bodies = [body for name, body in heredocs(script) if name == tag]
     assert len(bodies) > index, f"no here-document {tag!r} #{index} in the script"
     return bodies[index]
+
+
+# configure-host's loop over server/files.py's list: `install_file PATH MODE OWNER GROUP <<'SERVER_FILE'`.
+INSTALLED = re.compile(
+    r"^install_file (?P<path>/\S+) (?P<args>\d{4} \S+ \S+) <<'SERVER_FILE'\n(?P<body>.*?)^SERVER_FILE$",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+def installed_files(script: str) -> dict[str, tuple[str, str]]:
+    """path → ("MODE OWNER GROUP", text) of every file the configure script installs from the list."""
+    return {m["path"]: (m["args"], m["body"]) for m in INSTALLED.finditer(script)}
+
+
+def installed(script: str, path: str) -> str:
+    """The text of one file the configure script installs from the list, by its path."""
+    files = installed_files(script)
+    assert path in files, f"the script installs no {path} (it installs {sorted(files)})"
+    return files[path][1]
 
 
 # A small nginx configuration parser: enough to assert on directives by structure rather than by grep.

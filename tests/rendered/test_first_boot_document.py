@@ -20,9 +20,9 @@ from config.settings import load_settings
 from rendered.helpers import CONFIGS, need, plan_for, run, user_data_doc, user_data_for, written_files
 from server.host import (
     USER_DATA_LIMIT,
-    _without_comment_lines,
     encode_user_data,
     render,
+    without_comment_lines,
 )
 
 SCHEMA_KEYS_SCRIPT = r"""
@@ -145,7 +145,7 @@ def test_user_data_properties(config_id: str) -> None:
         ("/etc/systemd/system/gunicorn.service", "systemd/gunicorn.service.j2"),
         (f"/usr/local/sbin/{plan.app}-firstboot", "scripts/firstboot.sh.j2"),
     ):
-        assert files[path]["content"] == _without_comment_lines(render(template, plan)), path
+        assert files[path]["content"] == without_comment_lines(render(template, plan)), path
     assert files[f"/etc/{plan.app}/placeholder.conf"]["content"] == render("nginx/placeholder.conf.j2", plan)
 
 

@@ -10,10 +10,10 @@ import pytest
 from catalog.offerings import default_workers
 from config.settings import load_settings
 from rendered.helpers import CONFIGS, plan_for
+from server.files import render_python_modules
 from server.host import (
     render_gunicorn_config,
     render_postgres_config,
-    render_python_modules,
 )
 
 

@@ -9,7 +9,8 @@ from rendered.helpers import (
     CONFIGS,
     PUBLIC_IP,
     Sent,
-    heredoc,
+    installed,
+    installed_files,
     location,
     main_server,
     parse_ini,
@@ -84,15 +85,19 @@ def test_env_contract_points_at_the_pooler_when_on() -> None:
 
 def test_configure_host_installs_the_pooler_only_when_on(sent: dict[str, Sent]) -> None:
     script = sent["http"].scripts["configure-host"]
-    assert heredoc(script, "PGBOUNCER_INI") == render_pgbouncer_config(plan_for("debian-13-t2.micro"))
+    ini = render_pgbouncer_config(plan_for("debian-13-t2.micro"))
+    assert installed(script, "/etc/pgbouncer/pgbouncer.ini") == ini
     # The auth file: root:postgres 0640, from a variable through bash builtins — no secret on a command line.
     assert (
         'install_file /etc/pgbouncer/userlist.txt 0640 root postgres < <(printf \'"%s" "%s"\\n\' '
         "'photofeed' \"${db_password//"
     ) in script
-    assert "install_file /etc/pgbouncer/pgbouncer.ini 0640 root postgres " in script
+    assert installed_files(script)["/etc/pgbouncer/pgbouncer.ini"][0] == "0640 root postgres"
     off = sent["nopooler"].scripts["configure-host"]
-    assert "PGBOUNCER_INI" not in off and "systemctl disable --now pgbouncer.service" in off
+    assert (
+        "/etc/pgbouncer/pgbouncer.ini" not in installed_files(off)
+        and "systemctl disable --now pgbouncer.service" in off
+    )
     assert "pgbouncer" in user_data_doc("debian-13-t2.micro")["packages"]
 
 

@@ -23,6 +23,8 @@ from rendered.helpers import (
     check_shell,
     heredoc,
     heredocs,
+    installed,
+    installed_files,
     plan_for,
     run_sent,
     site_for,
@@ -32,12 +34,14 @@ from rendered.helpers import (
     user_data_for,
     written_files,
 )
+from server.files import AFTER_BOOT, configure_context, render_python_modules
+from server.files import server_files as declared_files
 from server.host import (
     TEMPLATES,
     render,
     render_gunicorn_config,
     render_postgres_config,
-    render_python_modules,
+    site_hosts,
 )
 
 SENT_SCRIPTS = {
@@ -55,19 +59,19 @@ SENT_SCRIPTS = {
     "deploy-archive-https": ("https", "deploy"),
     "deploy-git": ("git", "deploy"),
     "deploy-foreign": ("foreign", "deploy"),
-    "activate-foreign": ("foreign", "configure-host:ACTIVATE"),
+    "activate-foreign": ("foreign", "configure-host:/usr/local/sbin/photofeed-activate"),
     "configure-host-foreign": ("foreign", "configure-host"),
-    "manage-foreign": ("foreign", "configure-host:MANAGE"),
+    "manage-foreign": ("foreign", "configure-host:/usr/local/bin/photofeed-manage"),
     "create-superuser": ("http", "create-superuser"),
-    "manage": ("http", "configure-host:MANAGE"),
-    "manage-platzi": ("platzi", "configure-host:MANAGE"),
-    "letsencrypt-renewal-hook": ("https", "configure-host:HOOK"),
-    "activate-http": ("http", "configure-host:ACTIVATE"),
-    "activate-https": ("https", "configure-host:ACTIVATE"),
-    "backup-local": ("http", "configure-host:BACKUP"),
-    "backup-s3": ("backups", "configure-host:BACKUP"),
-    "restore-local": ("http", "configure-host:RESTORE"),
-    "restore-s3": ("backups", "configure-host:RESTORE"),
+    "manage": ("http", "configure-host:/usr/local/bin/photofeed-manage"),
+    "manage-platzi": ("platzi", "configure-host:/usr/local/bin/platzi-manage"),
+    "letsencrypt-renewal-hook": ("https", "configure-host:/etc/letsencrypt/renewal-hooks/deploy/reload-nginx"),
+    "activate-http": ("http", "configure-host:/usr/local/sbin/photofeed-activate"),
+    "activate-https": ("https", "configure-host:/usr/local/sbin/photofeed-activate"),
+    "backup-local": ("http", "configure-host:/usr/local/sbin/photofeed-backup"),
+    "backup-s3": ("backups", "configure-host:/usr/local/sbin/photofeed-backup"),
+    "restore-local": ("http", "configure-host:/usr/local/sbin/photofeed-restore"),
+    "restore-s3": ("backups", "configure-host:/usr/local/sbin/photofeed-restore"),
     "configure-host-backups": ("backups", "configure-host"),
 }
 
@@ -105,9 +109,9 @@ def test_foreign_build_steps_are_in_the_deploy(sent: dict[str, Sent]) -> None:
         "step 'migrate' failed (error above); the schema is as it was and $(site_now)",
     ):
         assert step in deploy, step
-    activate = script_from(sent, "foreign", "configure-host:ACTIVATE")
+    activate = script_from(sent, "foreign", "configure-host:/usr/local/sbin/photofeed-activate")
     assert 'status_of "$socket" /health/ ' in activate and "-lt 300 ]" in activate
-    assert "-lt 500 ]" in script_from(sent, "http", "configure-host:ACTIVATE")
+    assert "-lt 500 ]" in script_from(sent, "http", "configure-host:/usr/local/sbin/photofeed-activate")
 
 
 @pytest.mark.parametrize("config_id", CONFIGS)
@@ -169,18 +173,18 @@ def test_settings_overlay_takes_the_app_as_it_is_and_sets_what_the_deployment_ow
 
 
 def test_s3_backup_helper_is_python(sent: dict[str, Sent]) -> None:
-    script = script_from(sent, "backups", "configure-host:BACKUP_UPLOADER")
+    script = script_from(sent, "backups", "configure-host:/usr/local/lib/photofeed/s3backup.py")
     compile(script, "s3backup.py", "exec")
     assert "photofeed-backups-example" not in script or "s3://" in script
-    conf = script_from(sent, "backups", "configure-host:BACKUP_CONF")
+    conf = script_from(sent, "backups", "configure-host:/etc/photofeed/backup.conf")
     assert conf == "BUCKET=photofeed-backups-example\nREGION=us-east-1\n"
 
 
-@pytest.mark.parametrize("unit", ["BACKUP_SERVICE", "BACKUP_TIMER"])
+@pytest.mark.parametrize("unit", ["photofeed-backup.service", "photofeed-backup.timer"])
 def test_backup_units_are_well_formed(unit: str, sent: dict[str, Sent]) -> None:
-    text = script_from(sent, "http", f"configure-host:{unit}")
+    text = script_from(sent, "http", f"configure-host:/etc/systemd/system/{unit}")
     sections = unit_sections(text)
-    if unit == "BACKUP_TIMER":
+    if unit.endswith(".timer"):
         assert unit_value(sections, "Timer", "OnCalendar") == "*-*-* 03:30:00"
         assert unit_value(sections, "Timer", "Persistent") == "true"
     else:
@@ -188,9 +192,10 @@ def test_backup_units_are_well_formed(unit: str, sent: dict[str, Sent]) -> None:
 
 
 def script_from(sent: dict[str, Sent], program: str, where: str) -> str:
-    step, _, tag = where.partition(":")
+    """A step's script, or (`step:/path`) a file it installs from server/files.py's list."""
+    step, _, path = where.partition(":")
     script = sent[program].scripts[step]
-    return heredoc(script, tag) if tag else script
+    return installed(script, path) if path else script
 
 
 @pytest.mark.parametrize("script_id", SENT_SCRIPTS)
@@ -214,21 +219,30 @@ def test_shellcheck_catches_a_broken_script(sent: dict[str, Sent], tmp_path: Pat
 
 
 def test_sent_scripts_install_exactly_the_rendered_files(sent: dict[str, Sent]) -> None:
-    """The here-documents of configure-host are the pure renders (so validating renders validates what is
-    sent), each ends in a newline (else its delimiter would not end it) and none contains a delimiter."""
+    """configure-host installs exactly server/files.py's files after the first boot, each as declared (mode, owner,
+    group) and as the pure render (so validating renders validates what is sent); its other here-documents are the
+    renders too. Each here-document ends in a newline (else its delimiter would not end it) and none contains a
+    delimiter."""
     for program, config_id in PROGRAM_CONFIGS:
         plan = plan_for(config_id)
         script = sent[program].scripts["configure-host"]
+        declared = [file for file in declared_files(plan) if file.stage == AFTER_BOOT]
+        context = configure_context(plan, health_host=site_hosts(plan, PUBLIC_IP)[0])
+        expected = {r.path: (f"{r.mode} {r.file.owner} {r.file.group}", r.text) for r in context["files"]}
+        assert installed_files(script) == expected
+        # What the server writes itself, with the declaration's mode and owner.
+        for file in declared:
+            if file.written_by:
+                args = f"{file.path} {file.mode} {file.owner} {file.group}"
+                assert re.search(rf"^\s*install_file {re.escape(args)}( |$)", script, re.MULTILINE), file.path
         assert heredoc(script, "PG_CONF") == render_postgres_config(plan)
-        assert heredoc(script, "GUNICORN_CONF") == render_gunicorn_config(plan)
-        assert heredoc(script, "MANAGE") == render("scripts/manage.sh.j2", plan)
+        assert installed(script, f"{plan.config_dir}/gunicorn.conf.py") == render_gunicorn_config(plan)
+        assert installed(script, plan.paths.manage) == render("scripts/manage.sh.j2", plan)
         assert heredoc(script, "NGINX_SITE", 0) == site_for(config_id, https=False)
         if plan.tls:
             assert heredoc(script, "NGINX_SITE", 1) == site_for(config_id, https=True)
         for tag, body in heredocs(script):
-            assert body.endswith("\n") and f"\n{tag}\n" not in "\n" + body, tag
-        # gunicorn is started with the settings file that configure-host installs.
-        assert f"install_file {plan.config_dir}/gunicorn.conf.py " in script
+            assert (body == "" or body.endswith("\n")) and f"\n{tag}\n" not in "\n" + body, tag
         assert f"install_file {plan.env_file} 0640 root {plan.app} " in script
 
 
@@ -358,7 +372,7 @@ def units_acted_on_before_a_reload(script: str) -> list[str]:
             continue
         if tag := re.search(r"<<'(\w+)'", line):
             heredoc_end = tag[1]
-        if not line or line.startswith("#"):
+        if not line or line.startswith(("#", "install_file ")):  # a comment; a file installed, not run
             continue
         if RELOAD.search(line):
             pending = False
@@ -378,7 +392,7 @@ def test_no_script_acts_on_a_unit_between_a_link_and_the_reload(sent: dict[str, 
     texts |= document_parts("scaled-workers", user_data_document(scaled))
     scripts = {name: text for name, text in texts.items() if text.startswith("#!/bin/bash")}
     assert {"redis:configure-host", "scaled-workers:/usr/local/sbin/photofeed-boot"} <= set(scripts)
-    assert any("enable_at_boot photofeed-worker.service" in text for text in scripts.values())
+    assert any(re.search(r"^enable_at_boot .*\bphotofeed-worker\.service\b", text, re.M) for text in scripts.values())
     found = {name: lines for name, text in scripts.items() if (lines := units_acted_on_before_a_reload(text))}
     assert found == {}, found
 
