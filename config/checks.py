@@ -212,9 +212,9 @@ def git_url_or_local_folder(source: str, given: Given) -> str:
             given.fail("a git URL as git reads it (https://, http://, git://, ssh:// in lower case, or git@host:path)")
         return source
     folder = (PROJECT_ROOT / source).resolve()
-    if not (folder / "manage.py").is_file():
+    if not folder.is_dir():
         given.fail("a git URL (https://, ssh://, git@host:) or a local folder with manage.py", source)
-    return str(folder)
+    return str(folder)  # manage.py is looked for in it by app.directory's check
 
 
 def carries_credentials(url: str) -> bool:
@@ -230,6 +230,53 @@ def carries_credentials(url: str) -> bool:
     if url.startswith("ssh://"):
         return password is not None
     return "@" in parts.netloc or bool(re.search(r"(?i)(token|password|secret|key)=", parts.query))
+
+
+_FOLDER = re.compile(r"[\w.-]+(/[\w.-]+)*")
+_LOOKED_DEEP = 3  # folders below the top searched for manage.py, to name app.directory's value in a problem
+
+
+def project_folder(directory: str, given: Given) -> str:
+    """The Django project's folder inside the source (Render's root directory, Dokku's build-dir): relative, no
+    `..`, returned without `./` or a trailing `/`. A local folder's must hold manage.py, through no link leading
+    out of the source: checked at preview. A git source's is checked by its deploy (the files are only there)."""
+    parts = [part for part in directory.strip().split("/") if part not in ("", ".")]
+    normalised = "/".join(parts)
+    if directory.startswith("/") or ".." in parts or (normalised and not _FOLDER.fullmatch(normalised)):
+        given.fail("a folder inside the source such as backend or src/shop (relative, without ..)", directory)
+        return directory
+    source = given.value_of("app.source")
+    if GIT_URL.match(source):
+        return normalised
+    top = Path(source)
+    folder = top / normalised
+    if not (folder / "manage.py").is_file() or not (folder / "manage.py").resolve().is_relative_to(top.resolve()):
+        found = _manage_folders(top)
+        hint = (
+            f"; manage.py is in {', '.join(found)}: pulumi config set --path app.directory {found[0]}" if found else ""
+        )
+        if normalised:
+            given.fail(f"a folder of app.source holding manage.py{hint}", directory)
+        else:
+            allowed = "a git URL (https://, ssh://, git@host:) or a local folder with manage.py"
+            given.fail(f"{allowed} (at its top, or in app.directory){hint}", source, key="app.source")
+    return normalised
+
+
+def project_and_top(source: str, directory: str) -> list[Path]:
+    """Where a local source's dependency and Python files are looked for: the project's folder, then the top."""
+    return [Path(source, directory), Path(source)] if directory else [Path(source)]
+
+
+def _manage_folders(top: Path) -> list[str]:
+    """The folders below `top` (a few levels deep, not in dependency or build folders) that hold a manage.py."""
+    found = []
+    for depth in range(1, _LOOKED_DEEP + 1):
+        for path in sorted(top.glob("/".join(["*"] * depth) + "/manage.py")):
+            relative = path.parent.relative_to(top)
+            if not any(part.startswith(".") or part in ("node_modules", "venv") for part in relative.parts):
+                found.append(relative.as_posix())
+    return found
 
 
 def only_with_ssh_source(host_key: str, given: Given) -> str:
@@ -318,12 +365,13 @@ def manage_command(command: str, given: Given) -> str:
 
 
 def python_available(python: str, given: Given) -> str:
-    """The Python the app needs (this key, else what the app's files say) must be the image's or one that uv
-    can install: decided at preview. A git source is read only on the server: there, only this key counts."""
+    """The Python the app needs (this key, else what the app's files say, in its folder or at the source's top) must
+    be the image's or one that uv can install: decided at preview. A git source is read only on the server: there,
+    only this key counts."""
     source, image = given.value_of("app.source"), given.value_of("image")
-    folder = None if GIT_URL.match(source) else Path(source)
+    folders = [] if GIT_URL.match(source) else project_and_top(source, given.value_of("app.directory"))
     try:
-        plan_python(folder, python, image, IMAGES[image].python)
+        plan_python(folders, python, image, IMAGES[image].python)
     except ValueError as error:
         given.fail(str(error), python or source, key="app.python" if python else "app.source")
     return python
@@ -338,7 +386,7 @@ def modules_found(asgi_module: str, given: Given) -> str:
     if GIT_URL.match(source) or (settings_module and (wsgi_module or asgi_module)):
         return asgi_module
     try:
-        decide(Path(source), settings_module, wsgi_module, asgi_module)
+        decide(Path(source, given.value_of("app.directory")), settings_module, wsgi_module, asgi_module)
     except Undecided as error:
         given.fail(str(error), settings_module if error.key.endswith("settingsModule") else wsgi_module, key=error.key)
     return asgi_module

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from catalog.offerings import CACHE_NODE_TYPES, IMAGES, INSTANCE_TYPES
@@ -55,6 +56,8 @@ from .checks import (
     pairs_with_public_key,
     path_inside_app,
     priced_when_scaled,
+    project_and_top,
+    project_folder,
     python_available,
     reachable_over_ssh,
     s3_bucket_name,
@@ -83,8 +86,15 @@ class AppSettings:
 
     source: str = key(
         "examples/photofeed",
-        "A git URL or a local folder (relative to this project) with manage.py at its top.",
+        "A git URL or a local folder (relative to this project): the repository, manage.py at its top or in "
+        "app.directory.",
         git_url_or_local_folder,  # made absolute
+    )
+    directory: str = key(
+        "",
+        "The Django project's folder inside the source (manage.py's), e.g. backend; empty = the source's top. "
+        "Dependencies are looked for there, then at the top; only that folder is released.",
+        project_folder,  # normalised; a local folder's must hold manage.py (at preview)
     )
     ref: str = key(
         "",
@@ -124,7 +134,8 @@ class AppSettings:
     )
     requirements: str = key(
         "",
-        "A pip requirements file inside the app; empty = detected: uv.lock, poetry.lock, or a requirements file.",
+        "A pip requirements file, in app.directory or else at the source's top; empty = detected there: uv.lock, "
+        "poetry.lock, or a requirements file.",
         optional(path_inside_app),
     )
     env_prefix: str = key(
@@ -182,6 +193,16 @@ class AppSettings:
     @property
     def source_is_git(self) -> bool:
         return bool(GIT_URL.match(self.source))
+
+    @property
+    def project_folder(self) -> Path | None:
+        """A local source's Django project (the folder app.directory names in it); None for git (on the server)."""
+        return None if self.source_is_git else Path(self.source, self.directory)
+
+    @property
+    def python_folders(self) -> list[Path]:
+        """Where a local source says which Python it needs: its project's folder, then its top (none for git)."""
+        return [] if self.source_is_git else project_and_top(self.source, self.directory)
 
     @property
     def source_is_ssh(self) -> bool:

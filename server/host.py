@@ -92,6 +92,7 @@ class HostPlan:
     wsgi_module: str  # "" = decided by the deploy from a git source's files (config/appmodules.py)
     settings_module: str  # as wsgi_module
     requirements: str  # "" = detected by the deploy (uv.lock, poetry.lock, a requirements file)
+    app_directory: str  # app.directory: the project's folder in the source ("" = its top), which the release is
     env_prefix: str
     memory_mib: int
     vcpus: int
@@ -233,6 +234,7 @@ def plan_host(settings: Settings) -> HostPlan:
             if not given
         ),
         requirements=settings.app.requirements,
+        app_directory=settings.app.directory,
         env_prefix=settings.app.env_prefix,
         app_health_path=settings.app.health_path,
         allow_debug=settings.app.allow_debug,
@@ -288,9 +290,8 @@ def exec_start(command: str, current_dir: str) -> str:
 
 def app_python(settings: Settings) -> PythonPlan:
     """The app's Python, as config validation decided it at preview (config/checks.py, python_available)."""
-    source = settings.app.source
-    folder = None if settings.app.source_is_git else Path(source)
-    return plan_python(folder, settings.app.python, settings.image, IMAGES[settings.image].python)
+    app = settings.app
+    return plan_python(app.python_folders, app.python, settings.image, IMAGES[settings.image].python)
 
 
 def app_modules(settings: Settings) -> Modules:
@@ -298,9 +299,9 @@ def app_modules(settings: Settings) -> Modules:
     modules_found): a local folder's from its files where the keys are empty; a git source's empty keys stay
     empty, for its deploy to decide from the files it fetched."""
     app = settings.app
-    if app.source_is_git or (app.settings_module and (app.wsgi_module or app.asgi_module)):
+    if app.project_folder is None or (app.settings_module and (app.wsgi_module or app.asgi_module)):
         return Modules(app.settings_module, app.wsgi_module)
-    return decide(Path(app.source), app.settings_module, app.wsgi_module, app.asgi_module)
+    return decide(app.project_folder, app.settings_module, app.wsgi_module, app.asgi_module)
 
 
 def pool_size(workers: int) -> int:
@@ -334,12 +335,14 @@ def render_nginx_site(plan: HostPlan, https: bool, hosts: list[str]) -> str:
 
 def build_id(release_id: str, plan: HostPlan) -> str:
     """The folder a release is built into (releases/<id>): the release itself, unless the way it is built
-    was configured (app.python, app.packages, app.requirements, app.releaseCommands). Then a change to that
-    alone builds anew beside the live release, as a code change does, instead of switching to the folder
-    built the old way."""
+    was configured (app.python, app.packages, app.requirements, app.releaseCommands, app.directory). Then a
+    change to that alone builds anew beside the live release, as a code change does, instead of switching to
+    the folder built the old way."""
     build: tuple[object, ...] = (plan.python_request, plan.packages, plan.requirements, plan.release_commands)
     if plan.asgi_module:  # its virtualenv holds uvicorn's worker: switching to ASGI builds anew
         build += (plan.asgi_module, plan.asgi_packages)
+    if plan.app_directory:  # the same commit released from another folder of it
+        build += (plan.app_directory,)
     if build == ("", (), "", ()):
         return release_id
     return digest(release_id, repr(build))[:12]

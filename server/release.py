@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,21 @@ secrets.yml
 *.dump
 dump.rdb
 """
+# With app.directory, what the archive keeps of the source beside that folder: the files at its top that the
+# project's dependencies and Python may be declared in (the deploy looks for them there after the project's folder,
+# and so does config/apppython.py). A frontend, docs or scripts beside the project are not shipped, and a change
+# to them alone is no new release.
+TOP_FILES = """
+/pyproject.toml
+/uv.lock
+/poetry.lock
+/Pipfile
+/Pipfile.lock
+/requirements*.txt
+/requirements/
+/.python-version
+/runtime.txt
+"""
 PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 BUILD_DIR = Path(__file__).resolve().parent.parent / ".build" / "releases"
 
@@ -116,9 +132,21 @@ def _ignored(relative: str, rules: list[tuple[str, pathspec.GitIgnoreSpec]]) -> 
     return verdict
 
 
-def _included(folder: Path) -> list[Path]:
+def _outside_the_project(directory: str) -> Callable[[str], bool]:
+    """Whether a path of the source (a folder's ending in /) is left out with app.directory: neither in that folder,
+    nor on the way to it, nor one of TOP_FILES."""
+    if not directory:
+        return lambda relative: False
+    inside, top_files = f"{directory}/", _spec(TOP_FILES)
+    return lambda relative: (
+        not (relative.startswith(inside) or inside.startswith(relative) or top_files.match_file(relative))
+    )
+
+
+def _included(folder: Path, directory: str = "") -> list[Path]:
     """The files to ship, sorted: not ignored (DEFAULT_IGNORE, the .gitignore files, .deployignore), regular
-    files (no symlinks), holding no private key."""
+    files (no symlinks), holding no private key; with app.directory, only that folder and TOP_FILES."""
+    outside = _outside_the_project(directory)
     rules = [("", _spec(DEFAULT_IGNORE))]
     deploy_ignore = folder / ".deployignore"
     last = [("", _spec(deploy_ignore.read_text()))] if deploy_ignore.is_file() else []
@@ -128,18 +156,27 @@ def _included(folder: Path) -> list[Path]:
         prefix = "" if here == "." else here + "/"
         if ".gitignore" in names and not (Path(top) / ".gitignore").is_symlink():
             rules.append((prefix, _spec((Path(top) / ".gitignore").read_text())))
-        dirs[:] = sorted(d for d in dirs if not _ignored(f"{prefix}{d}/", rules + last))
+        dirs[:] = sorted(
+            d for d in dirs if not outside(f"{prefix}{d}/") and not _ignored(f"{prefix}{d}/", rules + last)
+        )
         for name in names:
             path = Path(top) / name
-            if path.is_symlink() or not path.is_file() or _ignored(prefix + name, rules + last):
+            if (
+                outside(prefix + name)
+                or path.is_symlink()
+                or not path.is_file()
+                or _ignored(prefix + name, rules + last)
+            ):
                 continue
             files.append(path)
     return sorted(files, key=lambda path: path.relative_to(folder).as_posix())
 
 
-def shipped(folder: Path) -> list[str]:
+def shipped(folder: Path, directory: str = "") -> list[str]:
     """What the archive of this folder holds (relative paths): for the tests and the curious."""
-    return [path.relative_to(folder).as_posix() for path in _included(folder) if not _holds_private_key(path)]
+    return [
+        path.relative_to(folder).as_posix() for path in _included(folder, directory) if not _holds_private_key(path)
+    ]
 
 
 def _holds_private_key(path: Path) -> bool:
@@ -147,12 +184,13 @@ def _holds_private_key(path: Path) -> bool:
         return bool(PRIVATE_KEY.search(stream.read(1 << 20)))
 
 
-def archive_bytes(folder: Path) -> bytes:
+def archive_bytes(folder: Path, directory: str = "") -> bytes:
     """A .tar.gz of the folder with sorted entries, fixed owners, times and modes: reproducible. Modes give
-    others nothing: on the server the app's group reads the code (cloud-init/scripts/deploy.sh.j2)."""
+    others nothing: on the server the app's group reads the code (cloud-init/scripts/deploy.sh.j2). With
+    app.directory the paths stay the source's (backend/manage.py): the deploy releases that folder."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in _included(folder):
+        for path in _included(folder, directory):
             data = path.read_bytes()
             if PRIVATE_KEY.search(data):
                 continue
@@ -169,8 +207,8 @@ def archive_bytes(folder: Path) -> bytes:
     return compressed.getvalue()
 
 
-def local_release(folder: Path, build_dir: Path = BUILD_DIR) -> Release:
-    data = archive_bytes(folder)
+def local_release(folder: Path, directory: str = "", build_dir: Path = BUILD_DIR) -> Release:
+    data = archive_bytes(folder, directory)
     release_id = hashlib.sha256(data).hexdigest()[:12]
     build_dir.mkdir(parents=True, exist_ok=True)
     archive = build_dir / f"{release_id}.tar.gz"

@@ -21,16 +21,19 @@ the admin), so one set of checks covers them all:
   (`STATIC_ROOT = BASE_DIR / "static"`: hashed names and `staticfiles.json`, the admin's files included) for a host
   that runs no node; `ManifestStaticFilesStorage` (issue 33, item 5). Its developers' collectstatic runs where a
   Django is (`commits_collected_static`: the test does it on the guest, the test host has no Django).
+- `monorepo` — a product in one repository: the Django project in `backend/` beside `frontend/` and `docs/`, a
+  poetry project (`pyproject.toml` + `poetry.lock`) and `runtime.txt` (`python-3.13.1`) at the top (issue 33,
+  items 1 and 6).
 
 The uv project's `uv.lock` is a committed fixture (tests/fixtures/uvshop): `uv lock` needs a Python 3.13
 interpreter and uv on the test host, neither of which CI has, and a fixed lock keeps the release id and
-the installed versions the same on every run.
+the installed versions the same on every run. So is the poetry project's `poetry.lock` (tests/fixtures/monorepo,
+made by `poetry lock` with poetry 2.5.1, the deploy's own).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,12 +61,17 @@ class ForeignApp:
     commits_collected_static: bool = False
 
     @property
+    def project(self) -> Path:
+        """The Django project's folder: the source's top, or the folder app.directory names."""
+        return self.folder / self.config.get("directory", "")
+
+    @property
     def template(self) -> Path:
-        return self.folder / self.label / "templates" / self.label / "list.html"
+        return self.project / self.label / "templates" / self.label / "list.html"
 
     @property
     def views(self) -> Path:
-        return self.folder / self.label / "views.py"
+        return self.project / self.label / "views.py"
 
     def change_page(self, marker: str) -> None:
         """A one-line change: the list page's release marker."""
@@ -75,7 +83,7 @@ class ForeignApp:
         views = self.views.read_text()
         good, bad = "    pass  # front page\n", '    return redirect("/accounts/login/?next=/")  # front page\n'
         self.views.write_text(views.replace(good, bad) if broken else views.replace(bad, good))
-        login = self.folder / "templates" / "registration" / "login.html"
+        login = self.project / "templates" / "registration" / "login.html"
         tag = "{% url 'no-such-view' %}"
         text = login.read_text()
         login.write_text(text.replace("<h1>", tag + "<h1>", 1) if broken else text.replace(tag, ""))
@@ -108,6 +116,11 @@ def _write(folder: Path, files: dict[str, str]) -> None:
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(d(text) if text.startswith("\n") else text)
+
+
+def _fixtures(key: str, *names: str) -> dict[str, str]:
+    """Committed files of an app (tests/fixtures/<key>): its lock, and the project file it was made from."""
+    return {name: (FIXTURES / key / name).read_text() for name in names}
 
 
 MANAGE = """
@@ -583,9 +596,7 @@ def uvshop(folder: Path) -> ForeignApp:
             "files", redirect_front=False, head='<link rel="stylesheet" href="{% static \'css/project.css\' %}">'
         ),
     }
-    _write(folder, files)
-    for name in ("pyproject.toml", "uv.lock"):
-        shutil.copyfile(FIXTURES / "uvshop" / name, folder / name)
+    _write(folder, files | _fixtures("uvshop", "pyproject.toml", "uv.lock"))
     return ForeignApp(
         key="uvshop",
         folder=folder,
@@ -954,6 +965,93 @@ def prebuilt(folder: Path) -> ForeignApp:
     )
 
 
+def monorepo(folder: Path) -> ForeignApp:
+    """(g) A product kept in one repository (issue 33, items 1 and 6): the Django API and admin in `backend/`, a
+    Vite web client in `frontend/`, the handbook in `docs/`, scripts; a poetry project at the top (`pyproject.toml`
+    with `package-mode = false` and its Python as `^3.12` in `[tool.poetry.dependencies]`, `poetry.lock`) and
+    Heroku's `runtime.txt` pinned to the patch that was current when it was written. Twelve-factor settings in one
+    module (`DATABASE_URL` through dj-database-url, `DJANGO_*`), gunicorn among its dependencies. Deployed with
+    `app.directory` alone: its modules found in backend/, its dependencies at the top, its Python the image's."""
+    project = {
+        "manage.py": MANAGE.format(settings="tessera.settings"),
+        "tessera/__init__.py": "",
+        "tessera/wsgi.py": WSGI.format(settings="tessera.settings"),
+        "tessera/urls.py": _urls("albums"),
+        "tessera/settings.py": d("""
+            \"\"\"Tessera's settings: one module, configured by the environment.\"\"\"
+
+            import os
+            from pathlib import Path
+
+            import dj_database_url
+
+            BASE_DIR = Path(__file__).resolve().parent.parent  # backend/
+
+            SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-local-only")
+            DEBUG = os.environ.get("DJANGO_DEBUG", "false").lower() == "true"
+            ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
+            WSGI_APPLICATION = "tessera.wsgi.application"
+            DATABASES = {
+                "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600)
+            }
+            """)
+        + d(_common("albums", "tessera.urls"))
+        + d("""
+            STATIC_URL = "static/"
+            STATIC_ROOT = BASE_DIR / "staticfiles"
+            MEDIA_URL = "media/"
+            MEDIA_ROOT = BASE_DIR / "media"
+            """),
+        "albums/static/albums/site.css": "main { max-width: 60em; }\n/* monorepo stylesheet */\n",
+        **_feature(
+            "albums", redirect_front=False, head='<link rel="stylesheet" href="{% static \'albums/site.css\' %}">'
+        ),
+    }
+    files = {f"backend/{name}": text for name, text in project.items()}
+    files |= {
+        "README.md": """
+            # Tessera
+
+            Photo albums for teams. `backend/` is the Django API and admin, `frontend/` the web client, `docs/` the
+            handbook. `poetry install` at the top, then `cd backend && python manage.py runserver`; `cd frontend &&
+            npm ci && npm run dev`.
+            """,
+        ".gitignore": "__pycache__/\n.venv/\nnode_modules/\nfrontend/dist/\nbackend/db.sqlite3\nbackend/staticfiles/\n",
+        "runtime.txt": "python-3.13.1\n",
+        "frontend/package.json": d("""
+            {
+              "name": "tessera-web",
+              "private": true,
+              "type": "module",
+              "scripts": {"dev": "vite", "build": "vite build"},
+              "devDependencies": {"vite": "^7.1.0"}
+            }
+            """),
+        "frontend/index.html": '<!doctype html><html><body><div id="app"></div>'
+        '<script type="module" src="/src/main.js"></script></body></html>\n',
+        "frontend/src/main.js": d("""
+            const response = await fetch("/uploads/");
+            document.querySelector("#app").innerHTML = await response.text();
+            """),
+        "frontend/vite.config.js": d("""
+            export default { server: { proxy: { "/uploads": "http://localhost:8000" } } };
+            """),
+        "docs/index.md": "# Tessera handbook\n\nRunning it locally, deploying it, the API.\n",
+        "scripts/bootstrap.sh": "#!/bin/sh\nset -e\npoetry install\n(cd frontend && npm ci)\n",
+    }
+    _write(folder, files | _fixtures("monorepo", "pyproject.toml", "poetry.lock"))
+    return ForeignApp(
+        key="monorepo",
+        folder=folder,
+        config={"directory": "backend"},
+        label="albums",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/albums/site.css",
+        stylesheet_text="monorepo stylesheet",
+    )
+
+
 def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
     """zeroconf's production settings with DEBUG on by default, as many settings files have it."""
     path = app.folder / "zeroconf" / "settings" / "production.py"
@@ -963,7 +1061,7 @@ def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
 
 
 BUILDERS = {"classic": classic, "oss": oss, "ldapsite": ldapsite, "uvshop": uvshop, "workers": workers}
-BUILDERS |= {"zeroconf": zeroconf, "prebuilt": prebuilt}
+BUILDERS |= {"zeroconf": zeroconf, "prebuilt": prebuilt, "monorepo": monorepo}
 
 
 def build(key: str, folder: Path) -> ForeignApp:

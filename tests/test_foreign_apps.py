@@ -41,7 +41,7 @@ from harness.localsite import RequestLoop, http_get, local_site
 from harness.replay import StepFailed, StepResult
 
 pytestmark = pytest.mark.localboot
-ORDER = ["classic", "uvshop", "oss", "ldapsite", "zeroconf", "prebuilt"]
+ORDER = ["classic", "uvshop", "oss", "ldapsite", "zeroconf", "prebuilt", "monorepo"]
 FIRST_BOOT = "workers"  # cookiecutter-django's shape with Celery: Redis, a Celery worker, psycopg[c]
 
 
@@ -144,9 +144,10 @@ def test_deployed_by_config_alone_with_the_dependencies_it_declares(guest, app):
     log = app.deploy_log
     expected = {"classic": "requirements/prod.txt (pip)", "uvshop": "uv.lock (uv)", "oss": "requirements.txt (pip)"}
     expected["ldapsite"] = expected["zeroconf"] = expected["prebuilt"] = "requirements.txt (pip)"
+    expected["monorepo"] = "poetry.lock (poetry)"  # at the repository's top, beside backend/
     assert f"dependencies: {expected[app.key]}" in log, log[-3000:]
-    # gunicorn is the deployer's: added only where the app has none (the classic project pins its own).
-    assert ("has no gunicorn: adding gunicorn" in log) == (app.key != "classic"), log[-3000:]
+    # gunicorn is the deployer's: added only where the app has none (the classic project and the monorepo pin theirs).
+    assert ("has no gunicorn: adding gunicorn" in log) == (app.key not in ("classic", "monorepo")), log[-3000:]
     if app.key == "ldapsite":
         assert "installing system packages (app.packages): " in log and "libldap-dev" in log, log[-3000:]
         assert "installing build tools and retrying" not in log, "app.packages must be enough to build python-ldap"
@@ -171,6 +172,30 @@ def test_deployed_by_config_alone_with_the_dependencies_it_declares(guest, app):
         sh(guest, f"grep -qxF {shlex.quote(wsgi_line)} {python}/djangoship_wsgi.py")
         status, _, page = http_get(guest.url + "/no-such-page/")
         assert status == 404 and b"URLconf" not in page, page[:300]
+    if app.key == "monorepo":
+        monorepo_released_from_its_folder(guest, app)
+
+
+def monorepo_released_from_its_folder(guest, app: ForeignApp) -> None:
+    """Issue 33, items 1 and 6: `app.directory` alone. The release is backend/ (manage.py at its top, nothing of
+    the frontend, the docs or the top's files); its dependencies were installed by poetry from the lock at the
+    repository's top (the main group: not the dev group's pytest); runtime.txt's `python-3.13.1` was read as 3.13,
+    so the image's python3 runs it and no CPython was downloaded for it. A change to the docs or the frontend alone
+    is no new release: `pulumi up` runs nothing."""
+    current = f"/srv/{NAME}/current"
+    sh(guest, f"test -f {current}/manage.py && test -f {current}/tessera/settings.py")
+    for outside in ("backend", "frontend", "docs", "scripts", "pyproject.toml", "poetry.lock", "runtime.txt"):
+        sh(guest, f"test ! -e {current}/{outside}")
+    venv_python = f"{current}/venv/bin/python"
+    assert sh(guest, f"{venv_python} --version") == sh(guest, "python3 --version"), "the image's python3"
+    sh(guest, f'test -z "$(ls -d /srv/{NAME}/tools/python-3.13* 2> /dev/null)"')
+    sh(guest, f"{venv_python} -c 'import dj_database_url, django, gunicorn'")
+    sh(guest, f"! {venv_python} -c 'import pytest' 2> /dev/null")
+    before = live_release(guest)
+    (app.folder / "docs" / "index.md").write_text("# Tessera handbook\n\nNow with a chapter on albums.\n")
+    (app.folder / "frontend" / "src" / "main.js").write_text("// the client, rewritten\n")
+    assert [step.name for step in guest.up() if step.ran] == []
+    assert live_release(guest) == before
 
 
 def test_pages_and_static_files_through_nginx(guest, app):

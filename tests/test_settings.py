@@ -114,7 +114,8 @@ def _app_folder(tmp_path: Path, **files: str) -> str:
         # A fresh cookiecutter-django project (2026-03 on) pins 3.14, which no offered image has: uv installs it.
         ("debian-13", {"pyproject_dot_toml": '[project]\nrequires-python = "==3.14.*"\n'}, "3.14", "requires-python"),
         ("ubuntu-24.04", {"_dot_python-version": "3.13\n"}, "3.13", ".python-version"),
-        ("debian-12", {"runtime_dot_txt": "python-3.12.4\n"}, "3.12.4", "runtime.txt"),
+        # runtime.txt's patch is not a pin: its users mean the minor (Heroku installs the newest patch of it).
+        ("debian-12", {"runtime_dot_txt": "python-3.12.4\n"}, "3.12", "runtime.txt: python-3.12.4, read as 3.12,"),
         ("debian-12", {}, "", "none stated"),
     ],
 )

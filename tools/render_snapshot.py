@@ -1,4 +1,4 @@
-"""Everything the program renders, for 33 configs of both profiles, as files: diff two snapshots to prove that a
+"""Everything the program renders, for 35 configs of both profiles, as files: diff two snapshots to prove that a
 restructuring changed nothing (`python -m tools.render_snapshot OUT` in each checkout, then `diff -r BEFORE AFTER`).
 
 Each config runs through `__main__.py` under Pulumi's mocks (harness/mockrun.py, as the tests run it) and gives a
@@ -60,7 +60,7 @@ def configs() -> dict[str, dict[str, Any]]:
     from rendered.helpers import CONFIGS, PROGRAMS
 
     shutil.rmtree(APPS, ignore_errors=True)
-    apps = {key: build(key, APPS / key) for key in ("classic", "oss", "ldapsite", "uvshop", "workers")}
+    apps = {key: build(key, APPS / key) for key in ("classic", "oss", "ldapsite", "uvshop", "workers", "monorepo")}
     private, public = fixed_key()
     workers_app = {
         "asgiModule": "photofeed.asgi",
@@ -114,6 +114,9 @@ def configs() -> dict[str, dict[str, Any]]:
         "workers-asgi-redis": {"redis": True, "app": workers_app},
         "foreign-workers": found["foreign-workers"]
         | {"appMinSize": 2, "appDesiredCapacity": 2, "app": found["foreign-workers"]["app"] | {"name": "shop"}},
+        "foreign-monorepo": {
+            "app": {"source": str(apps["monorepo"].folder), "name": "shop", **apps["monorepo"].config}
+        },
         "foreign-uvshop-debian-12": {
             "image": "debian-12",
             "app": {"source": str(apps["uvshop"].folder), "name": "shop", **apps["uvshop"].config, "python": ""},

@@ -62,6 +62,14 @@ PROGRAMS: dict[str, dict[str, Any]] = {
     "http": {},
     "https": CONFIGS["domain-https"],
     "git": {"app": {"source": "https://github.com/example/photofeed.git", "ref": "0123456789abcdef" * 2 + "01234567"}},
+    # A monorepo: the Django project in backend/, its dependencies looked for there, then at the repository's top.
+    "monorepo": {
+        "app": {
+            "source": "https://github.com/example/shop.git",
+            "ref": "0123456789abcdef" * 2 + "01234567",
+            "directory": "backend",
+        }
+    },
     "platzi": CONFIGS["platzi-prefix"],
     "backups": {"backupBucket": "photofeed-backups-example"},
     "nopooler": {"dbPooler": False},
