@@ -21,9 +21,9 @@ try:
         release = local_release(Path(settings.app.source))
 except (ConfigError, ValueError, OSError) as error:
     raise pulumi.RunError(str(error)) from None
-# Where app.settingsModule or app.wsgiModule is not set: what a local folder's files decided, why, and the line that
-# pins another (a git source's are decided by its deploy, which logs the same).
-for reason in app_modules(settings).reasons:
+# Where app.settingsModule or app.wsgiModule is not set: what a local folder's files (and its Procfile) decided, why,
+# and the line that pins another (a git source's are decided by its deploy, which logs the same).
+for reason in (*settings.app.procfile_notes, *app_modules(settings).reasons):
     pulumi.log.info(f"app: {reason}")
 
 # 2. The site: one server (default), or the scaled-out profile on AWS's managed services.
