@@ -373,3 +373,23 @@ def test_the_deploy_installs_a_pipenv_project_from_its_lock_only_without_a_requi
     assert '--require-hashes -r "$build_home/Pipfile.lock.txt"' in deploy
     # Root converts the lock with its own python3, isolated and without site: it reads JSON, nothing of the app.
     assert "python3 -I -S -c " in deploy[deploy.index('if [ "$kind" = pipenv ]') :]
+
+
+def test_a_git_source_s_procfile_is_said_not_read_by_its_deploy():
+    """Only a local folder is read at preview: a git source's deploy says that its Procfile is not read."""
+    settings = load_settings(
+        {"app": {"source": "https://example.com/shop.git", "ref": "a" * 40}}, project="p", stack="s"
+    )
+    assert settings.app.procfile_notes == () and settings.app.processes == {}
+    deploy = remote_script(
+        "deploy",
+        plan_host(settings),
+        release_id="r1",
+        archive_id="r1",
+        source_kind="git",
+        git_url="https://example.com/shop.git",
+        git_ref="",
+        git_commit="a" * 40,
+    )
+    said = deploy.index("the app's Procfile is not read for a git source: set the keys")
+    assert deploy.index('rm -rf "$build/.git"') < said < deploy.index('[ -f "$build/manage.py" ]')
