@@ -21,7 +21,7 @@ import pytest
 from config.procfile import parse
 from config.settings import ConfigError, load_settings
 from harness.mockrun import run_program
-from server.host import plan_host, remote_script, render, render_gunicorn_config
+from server.host import plan_host, render, render_gunicorn_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "tests" / "fixtures" / "heroku" / "Pipfile.lock"
@@ -352,20 +352,15 @@ def test_pip_installs_what_the_lock_hashes_and_refuses_what_it_does_not(tmp_path
     assert bad.returncode != 0 and "DO NOT MATCH THE HASHES" in bad.stderr, bad.stderr
 
 
+def sent(config: dict, step: str) -> str:
+    """The script a step of the program (under Pulumi's mocks) sends to the server."""
+    run = run_program(config)
+    app = load_settings(config, project="p", stack="s").app.name
+    return shlex.split(run.named(f"{app}-{step}").inputs["create"])[4]
+
+
 def test_the_deploy_installs_a_pipenv_project_from_its_lock_only_without_a_requirements_file():
-    deploy = remote_script(
-        "deploy",
-        plan_host(load_settings({}, project="p", stack="s")),
-        release_id="r1",
-        archive_id="r1",
-        source_kind="archive",
-        git_url="",
-        git_ref="",
-        git_commit="",
-        build_step=True,
-        build_only=True,
-        boot_timeout_seconds=600,
-    )
+    deploy = sent({}, "build")
     requirements_loop = deploy.index("for candidate in requirements/production.txt")
     pipenv = deploy.index("kind=pipenv manifest=Pipfile.lock")
     assert deploy.index("kind=poetry manifest=poetry.lock") < requirements_loop < pipenv
@@ -377,19 +372,10 @@ def test_the_deploy_installs_a_pipenv_project_from_its_lock_only_without_a_requi
 
 def test_a_git_source_s_procfile_is_said_not_read_by_its_deploy():
     """Only a local folder is read at preview: a git source's deploy says that its Procfile is not read."""
-    settings = load_settings(
-        {"app": {"source": "https://example.com/shop.git", "ref": "a" * 40}}, project="p", stack="s"
-    )
+    config = {"app": {"source": "https://example.com/shop.git", "ref": "a" * 40}}
+    settings = load_settings(config, project="p", stack="s")
     assert settings.app.procfile_notes == () and settings.app.processes == {}
-    deploy = remote_script(
-        "deploy",
-        plan_host(settings),
-        release_id="r1",
-        archive_id="r1",
-        source_kind="git",
-        git_url="https://example.com/shop.git",
-        git_ref="",
-        git_commit="a" * 40,
-    )
+    deploy = sent(config, "build")
     said = deploy.index("the app's Procfile is not read for a git source: set the keys")
+    assert deploy.rindex('if [ -f "$build/Procfile" ]; then', 0, said) > deploy.rindex("\n    fi\n", 0, said)
     assert deploy.index('rm -rf "$build/.git"') < said < deploy.index('[ -f "$build/manage.py" ]')
