@@ -139,32 +139,28 @@ def _words(line: Line) -> list[str]:
         )
 
     if "`" in line.text or "$(" in line.text:
-        return _raise(refuse("command substitution"))
+        raise refuse("command substitution")
     variable = re.search(r"\$\{?[A-Za-z_][A-Za-z0-9_]*[^\s]*", _PORT.sub("", line.text))
     if variable:
-        return _raise(refuse(f"`{variable.group(0)}` (only $PORT is known, and the deployer chooses where to listen)"))
+        raise refuse(f"`{variable.group(0)}` (only $PORT is known, and the deployer chooses where to listen)")
     lexer = shlex.shlex(line.text, posix=False, punctuation_chars=True)
     lexer.whitespace_split = True
     try:
         operators = [token for token in lexer if set(token) <= _OPERATORS]
         words = shlex.split(line.text)
     except ValueError as error:
-        return _raise(refuse(f"its quoting ({error})"))
+        raise refuse(f"its quoting ({error})") from None
     if operators:
-        return _raise(refuse(f"`{operators[0]}`"))
+        raise refuse(f"`{operators[0]}`")
     if words and "=" in words[0] and re.fullmatch(r"[A-Za-z_]\w*=.*", words[0]):
-        return _raise(refuse(f"setting {words[0].split('=')[0]} for one command (app.env sets the environment)"))
+        raise refuse(f"setting {words[0].split('=')[0]} for one command (app.env sets the environment)")
     if words and words[0] in _SHELL_BUILTINS:
-        return _raise(refuse(f"`{words[0]}`"))
+        raise refuse(f"`{words[0]}`")
     blank = next((word for word in words if not word or re.search(r"\s", word)), None)
     if blank is not None:
         # systemd's ExecStart and the manage wrapper take plain words: the quoting would be lost, not kept.
         raise ProcfileError(f"{line.where()}: the argument {blank!r} has blanks in it; {_instead(line)}")
     return words
-
-
-def _raise(error: ProcfileError) -> list[str]:
-    raise error
 
 
 def _instead(line: Line) -> str:
