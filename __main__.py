@@ -21,9 +21,10 @@ try:
         release = local_release(Path(settings.app.source), settings.app.directory)
 except (ConfigError, ValueError, OSError) as error:
     raise pulumi.RunError(str(error)) from None
-# Where app.settingsModule or app.wsgiModule is not set: what a local folder's files decided, why, and the line that
-# pins another (a git source's are decided by its deploy, which logs the same). The same for the app's Python.
-for reason in (*app_modules(settings).reasons, app_python(settings).reason):
+# Where app.settingsModule or app.wsgiModule is not set: what a local folder's files (and its Procfile) decided, why,
+# and the line that pins another (a git source's are decided by its deploy, which logs the same). The same for the
+# app's Python.
+for reason in (*settings.app.procfile_notes, *app_modules(settings).reasons, app_python(settings).reason):
     if reason:
         pulumi.log.info(f"app: {reason}")
 

@@ -5,16 +5,18 @@ value, possibly normalised. A check that needs another key names it with `given.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
+import shlex
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from catalog.offerings import DATABASE_PORTS, DB_INSTANCE_CLASSES, IMAGES, INSTANCE_TYPES, max_workers
 
-from . import envcontract
-from .appmodules import Undecided, decide
+from . import envcontract, procfile
+from .appmodules import Undecided, decide, module_file
 from .apppython import plan_python
 from .memory import memory_budget
 from .oncalendar import CalendarError, check_calendar
@@ -377,19 +379,161 @@ def python_available(python: str, given: Given) -> str:
     return python
 
 
-def modules_found(asgi_module: str, given: Given) -> str:
-    """Empty app.settingsModule or app.wsgiModule, with a local folder: its files must decide them at preview
-    (appmodules.py), or the preview fails naming the key to set. A git source is read only on the server: its
-    deploy decides, by the same rules, and fails naming the key."""
-    source, settings_module = given.value_of("app.source"), given.value_of("app.settingsModule")
-    wsgi_module = given.value_of("app.wsgiModule")
-    if GIT_URL.match(source) or (settings_module and (wsgi_module or asgi_module)):
-        return asgi_module
+def modules_found(app: Any, given: Given) -> Any:
+    """Empty app.settingsModule or app.wsgiModule, with a local folder: its files (and its Procfile's web line, filled
+    in above) must decide them at preview (appmodules.py), or the preview fails naming the key to set. A git source
+    is read only on the server: its deploy decides, by the same rules, and fails naming the key."""
+    if app.source_is_git or (app.settings_module and (app.wsgi_module or app.asgi_module)):
+        return app
     try:
-        decide(Path(source, given.value_of("app.directory")), settings_module, wsgi_module, asgi_module)
+        decide(Path(app.source, app.directory), app.settings_module, app.wsgi_module, app.asgi_module)
     except Undecided as error:
-        given.fail(str(error), settings_module if error.key.endswith("settingsModule") else wsgi_module, key=error.key)
-    return asgi_module
+        shown = app.settings_module if error.key.endswith("settingsModule") else app.wsgi_module
+        given.fail(str(error), shown, key=error.key)
+    return app
+
+
+def gunicorn_settings(options: dict[str, Any], given: Given) -> dict[str, str]:
+    """app.serverOptions: gunicorn settings the deploy lets an app choose (procfile.SERVER_OPTIONS), with their
+    bounds; written into gunicorn's config as Python values."""
+    accepted: dict[str, str] = {}
+    for name, value in sorted(options.items()):
+        key = f"app.serverOptions.{name}"
+        if name not in procfile.SERVER_OPTIONS:
+            given.fail(f"one of {', '.join(procfile.SERVER_OPTIONS)}", key=key)
+            continue
+        bounds = procfile.SERVER_OPTIONS[name]
+        text = str(value).strip().lower()
+        if bounds is None:
+            if text not in ("true", "false"):
+                given.fail("true or false", value, key=key)
+                continue
+            accepted[name] = text.capitalize()
+        elif not re.fullmatch(r"\d{1,7}", text) or not bounds[0] <= int(text) <= bounds[1]:
+            limits = {
+                "timeout": ": nginx waits 60 s for an answer",
+                "graceful_timeout": ": systemd gives gunicorn 30 s",
+            }
+            given.fail(f"a whole number from {bounds[0]} to {bounds[1]}{limits.get(name, '')}", value, key=key)
+        else:
+            accepted[name] = str(int(text))
+    return accepted
+
+
+def procfile_defaults(app: Any, given: Given) -> Any:
+    """A local folder's Procfile (procfile.py), read as defaults under the keys: its web line's module, workers and
+    options, its release line and its other lines fill in what the stack's config leaves unset, each with the
+    line the preview prints to pin or change it (`procfile_notes`). A line the deploy cannot run as written fails
+    the preview naming it. A git source is only fetched on the server: its Procfile is not read (docs/deploying.md)."""
+    if app.source_is_git or not app.procfile:
+        return app
+    try:
+        found = procfile.read(Path(app.source, app.directory))  # beside manage.py: the project's folder
+    except procfile.ProcfileError as error:
+        given.fail(str(error), key="app.procfile")
+        return app
+    if found is None:
+        return app
+    notes: list[str] = []
+    changes: dict[str, Any] = {}
+    web, workers = found.web, 0
+    used = [] if app.wsgi_module or app.asgi_module else ["web"]
+    used += [] if app.release_commands else ["release"]
+    used += [
+        line.name
+        for line, name, _ in found.refused
+        if line.name not in ("web", "release") and name not in app.processes
+    ]
+    for name in used:
+        if found.refusal(name):
+            given.fail(found.refusal(name), key="app.procfile")
+    if given.failed:
+        return app
+    if web is not None and not (app.wsgi_module or app.asgi_module):
+        key = "app.asgiModule" if web.asgi else "app.wsgiModule"
+        if module_file(Path(app.source, app.directory), web.module) is None:
+            given.fail(f"{web.line.where()}: {web.module} is not a module of the app", key="app.procfile")
+            return app
+        changes["asgi_module" if web.asgi else "wsgi_module"] = web.module
+        served = "ASGI, gunicorn with uvicorn's worker" if web.asgi else "WSGI, by the deployer's gunicorn"
+        notes.append(
+            f"{'ASGI' if web.asgi else 'WSGI'} module {web.module} ({served}; {web.line.where()}); to pin it, or "
+            f"serve another: pulumi config set --path {key} {web.module}"
+        )
+        if web.workers and not given.value_of("gunicornWorkers"):
+            instance_type = given.value_of("instanceType")
+            most = max_workers(instance_type)
+            if web.workers > most:
+                given.fail(
+                    f"{web.line.where()}: --workers {web.workers} is more than a {instance_type} holds (at most "
+                    f"{most}, ~60 MiB each): set gunicornWorkers (pulumi config set gunicornWorkers {most}), which "
+                    "wins over the Procfile",
+                    key="app.procfile",
+                )
+                return app
+            workers = web.workers
+            notes.append(
+                f"gunicorn workers {workers} (the Procfile's web line); to pin it, or change it: "
+                f"pulumi config set gunicornWorkers {workers}"
+            )
+        options = {**web.options, **app.server_options}
+        for name, value in sorted(web.options.items()):
+            if name not in app.server_options:
+                notes.append(
+                    f"gunicorn {name} = {value} (the Procfile's web line); to pin it, or change it: "
+                    f"pulumi config set --path app.serverOptions.{name} {value}"
+                )
+        changes["server_options"] = options
+        if web.left_out:
+            notes.append(
+                f"left out of the Procfile's web line: {', '.join(web.left_out)} — where the site listens and logs is "
+                "the deployer's (a socket behind nginx, the journal)"
+            )
+    elif web is not None or found.refusal("web"):
+        set_key = "app.wsgiModule" if app.wsgi_module else "app.asgiModule"
+        notes.append(f"the Procfile's web line is not used: {set_key} is set")
+    elif found.web_unread:
+        notes.append(
+            f"the Procfile's web line is not used: {found.web_unread}; gunicorn serves the module found in the app's "
+            "files (app.wsgiModule names another)"
+        )
+    if found.refusal("release") and app.release_commands:
+        notes.append("the Procfile's release line is not run: app.releaseCommands is set")
+    if found.release is not None:
+        line, command = found.release
+        if app.release_commands:
+            notes.append(f"{line.where()} is not run: app.releaseCommands is set")
+        elif not command:
+            notes.append(f"{line.where()} is not run twice: the deploy runs it for every release itself")
+        else:
+            as_key = Given(f"app.releaseCommands (from {line.where()})", False, given.accepted, given.problems)
+            checked = manage_command(command, as_key)
+            given.failed |= as_key.failed
+            if not given.failed:
+                changes["release_commands"] = [checked]
+                notes.append(
+                    f"release command manage.py {checked} ({line.where()}), after collectstatic and before "
+                    f"migrations; to pin it, or change it: pulumi config set --path 'app.releaseCommands[0]' {checked}"
+                )
+    processes = dict(app.processes)
+    for line, name, _ in found.refused:
+        if name in app.processes and line.name not in ("web", "release"):
+            notes.append(f"the Procfile's {line.name} line is not used: app.processes.{name} is set")
+    for line, name, command in found.processes:
+        if name in app.processes:
+            notes.append(f"{line.where()} is not used: app.processes.{name} is set")
+            continue
+        key = f"app.processes.{name} (from {line.where()})"
+        if _unit_name(name, given, key):
+            processes[name] = app_command(command, given, key)
+            notes.append(
+                f"process {name}: {processes[name]} ({line.where()}); to pin it, or change it: "
+                f"pulumi config set --path app.processes.{name} {shlex.quote(processes[name])}"
+            )
+    if given.failed:
+        return app
+    changes["processes"] = processes
+    return dataclasses.replace(app, **changes, procfile_workers=workers, procfile_notes=tuple(notes))
 
 
 # --- beyond the web process: processes, schedules, Redis, ASGI (issue 14) ----------------------------------------
@@ -486,7 +630,7 @@ def fits_in_memory(app: Any, given: Given) -> Any:
         return app
     budget = memory_budget(
         given.value_of("instanceType"),
-        workers=given.value_of("gunicornWorkers"),
+        workers=given.value_of("gunicornWorkers") or app.procfile_workers,
         processes=len(app.processes),
         redis=given.value_of("redis"),
         asgi=bool(app.asgi_module),

@@ -40,6 +40,7 @@ from .checks import (
     deployable_and_served,
     fits_in_memory,
     git_url_or_local_folder,
+    gunicorn_settings,
     image_fits_instance_type,
     ipv4_network,
     manage_command,
@@ -56,6 +57,7 @@ from .checks import (
     pairs_with_public_key,
     path_inside_app,
     priced_when_scaled,
+    procfile_defaults,
     project_and_top,
     project_folder,
     python_available,
@@ -124,7 +126,8 @@ class AppSettings:
     )
     wsgi_module: str = key(
         "",
-        "The WSGI module (`application` inside it); empty = the settings' WSGI_APPLICATION.",
+        "The WSGI module (`application` inside it); empty = the Procfile's web line, else the settings' "
+        "WSGI_APPLICATION.",
         optional(matches(PY_MODULE, "a dotted Python module such as mysite.wsgi")),
     )
     allow_debug: bool = key(
@@ -135,7 +138,7 @@ class AppSettings:
     requirements: str = key(
         "",
         "A pip requirements file, in app.directory or else at the source's top; empty = detected there: uv.lock, "
-        "poetry.lock, or a requirements file.",
+        "poetry.lock, a requirements file, or Pipfile.lock (hashes checked).",
         optional(path_inside_app),
     )
     env_prefix: str = key(
@@ -167,20 +170,32 @@ class AppSettings:
     )
     release_commands: list[str] = key(
         [],
-        "manage.py commands run for each new release after collectstatic, before migrations (e.g. compress).",
+        "manage.py commands run for each new release after collectstatic, before migrations (e.g. compress); "
+        "empty = the Procfile's release line.",
         each(manage_command),
     )
     asgi_module: str = key(
         "",
         "serve the app as ASGI from this module (`application` inside it; uvicorn's worker in gunicorn, "
-        "websockets through nginx); empty = WSGI.",
+        "websockets through nginx); empty = WSGI, unless the Procfile's web line runs an ASGI server.",
         optional(matches(PY_MODULE, "a dotted Python module such as mysite.asgi")),
-        modules_found,  # app.settingsModule and app.wsgiModule, read from a local folder's files at preview
+    )
+    procfile: bool = key(
+        True,
+        "read the app's Procfile (a local folder's) as defaults under the keys: web → app.wsgiModule/asgiModule, "
+        "gunicornWorkers, app.serverOptions; release → app.releaseCommands; other lines → app.processes.",
+    )
+    server_options: dict[str, str] = key(
+        {},
+        "gunicorn settings, name → value: timeout (≤ 60), graceful_timeout (≤ 25), keepalive, threads, "
+        "max_requests, max_requests_jitter, preload_app; each wins over the Procfile's web line.",
+        gunicorn_settings,
     )
     processes: dict[str, str] = key(
         {},
         "long-running processes beside the web, name → command (`manage.py CMD …` or a program from "
-        "the app's virtualenv, e.g. celery -A proj worker); each a systemd service <name>-<process>.",
+        "the app's virtualenv, e.g. celery -A proj worker); each a systemd service <name>-<process>; the "
+        "Procfile's other lines add theirs.",
         app_processes,
     )
     schedules: dict[str, dict[str, str]] = key(
@@ -189,6 +204,10 @@ class AppSettings:
         "systemd timers, Persistent=true.",
         app_schedules,
     )
+
+    # Not config: what procfile_defaults took from a local folder's Procfile (config/checks.py).
+    procfile_workers: int = 0  # the web line's --workers, when gunicornWorkers is not set
+    procfile_notes: tuple[str, ...] = ()  # what it implies, each with the line that pins it (printed at preview)
 
     @property
     def source_is_git(self) -> bool:
@@ -365,6 +384,8 @@ class Settings:
     app: AppSettings = key(
         {},
         "The app to deploy, an object of the app.* keys (`--secret` when app.env holds secrets).",
+        procfile_defaults,  # a local folder's Procfile fills in the keys left unset
+        modules_found,  # app.settingsModule and app.wsgiModule, read from a local folder's files at preview
         fits_in_memory,  # its processes, with Redis, gunicorn and PostgreSQL, on instanceType
         secret="may",
     )

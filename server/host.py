@@ -157,6 +157,7 @@ class HostPlan:
     media_credentials_port: int = MEDIA_CREDENTIALS_PORT
     # Beyond the web process (issue 14; docs/deploying.md, "Processes, schedules, Redis, ASGI").
     asgi_module: str = ""  # app.asgiModule: gunicorn with uvicorn's worker, websockets through nginx
+    server_options: tuple[tuple[str, str], ...] = ()  # app.serverOptions with the Procfile web line's: gunicorn.conf.py
     asgi_packages: tuple[tuple[str, str], ...] = ASGI_PACKAGES
     processes: tuple[tuple[str, str], ...] = ()  # (name, ExecStart) of each app.processes entry
     schedules: tuple[tuple[str, str, str], ...] = ()  # (name, OnCalendar, ExecStart) of each app.schedules entry
@@ -213,7 +214,7 @@ def plan_host(settings: Settings) -> HostPlan:
     app = settings.app.name
     paths = ServerPaths.for_app(app)
     modules = app_modules(settings)
-    workers = settings.gunicorn_workers or default_workers(settings.instance_type)
+    workers = settings.gunicorn_workers or settings.app.procfile_workers or default_workers(settings.instance_type)
     pg = postgres_memory(size.memory_mib)
     # Room for every worker's connection (or PgBouncer's pool and its reserve), the deploy's migrate beside
     # them, and PostgreSQL's 3 superuser slots (backups, the operator), whatever gunicornWorkers says.
@@ -260,6 +261,7 @@ def plan_host(settings: Settings) -> HostPlan:
         db_pooler=settings.db_pooler,
         pool_size=pool,
         asgi_module=settings.app.asgi_module,
+        server_options=tuple(sorted(settings.app.server_options.items())),
         processes=tuple(
             (name, exec_start(command, paths.current_dir)) for name, command in sorted(settings.app.processes.items())
         ),

@@ -24,11 +24,13 @@ the admin), so one set of checks covers them all:
 - `monorepo` — a product in one repository: the Django project in `backend/` beside `frontend/` and `docs/`, a
   poetry project (`pyproject.toml` + `poetry.lock`) and `runtime.txt` (`python-3.13.1`) at the top (issue 33,
   items 1 and 6).
+- `heroku`   — Heroku's shape: a `Procfile` (release, web with gunicorn's options, a worker), pipenv's `Pipfile` and
+  `Pipfile.lock` only, dj-database-url, whitenoise; deployed with `app.source` alone (issue 33, item 3).
 
-The uv project's `uv.lock` is a committed fixture (tests/fixtures/uvshop): `uv lock` needs a Python 3.13
-interpreter and uv on the test host, neither of which CI has, and a fixed lock keeps the release id and
-the installed versions the same on every run. So is the poetry project's `poetry.lock` (tests/fixtures/monorepo,
-made by `poetry lock` with poetry 2.5.1, the deploy's own).
+The uv project's `uv.lock`, the monorepo's `poetry.lock` (made by `poetry lock` with poetry 2.5.1, the deploy's
+own) and the Heroku-shaped one's `Pipfile.lock` are committed fixtures (tests/fixtures/): `uv lock` needs a Python
+3.13 interpreter and uv on the test host, `pipenv lock` pipenv, neither of which CI has, and a fixed lock keeps the
+release id and the installed versions the same on every run.
 """
 
 from __future__ import annotations
@@ -1052,6 +1054,122 @@ def monorepo(folder: Path) -> ForeignApp:
     )
 
 
+def heroku(folder: Path) -> ForeignApp:
+    """(g) A Heroku-shaped project (issue 33, item 3), as Heroku's Python getting-started guide has it: a `Procfile`
+    (`release: python manage.py migrate`, `web: gunicorn gettingstarted.wsgi --log-file -` with gunicorn's tuning
+    options, a `worker:` line running a management command that works for ever), pipenv's `Pipfile` and
+    `Pipfile.lock` and no requirements file, `DATABASE_URL` through dj-database-url, whitenoise. Deployed with
+    `app.source` alone: the Procfile says how it runs, the lock what it needs (a committed fixture, locked by pipenv
+    itself: tests/fixtures/heroku)."""
+    files = {
+        "manage.py": MANAGE.format(settings="gettingstarted.settings"),
+        "Procfile": (
+            "release: python manage.py migrate\n"
+            "web: gunicorn gettingstarted.wsgi --log-file - --max-requests 1000 --max-requests-jitter 100\n"
+            "worker: python manage.py process_queue\n"
+        ),
+        "gettingstarted/__init__.py": "",
+        "gettingstarted/wsgi.py": WSGI.format(settings="gettingstarted.settings"),
+        "gettingstarted/urls.py": _urls("hello"),
+        "gettingstarted/settings.py": d("""
+            import os
+            from pathlib import Path
+
+            import dj_database_url
+
+            BASE_DIR = Path(__file__).resolve().parent.parent
+            SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-local-only")
+            DEBUG = os.environ.get("DJANGO_DEBUG", "False") == "True"
+            # Heroku's router in front: any host reaches the dynos.
+            ALLOWED_HOSTS = ["*"]
+            SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+            """)
+        + d(
+            _common(
+                "hello",
+                "gettingstarted.urls",
+                extra_middleware='\n        "whitenoise.middleware.WhiteNoiseMiddleware",',
+            )
+        )
+        + d("""
+            WSGI_APPLICATION = "gettingstarted.wsgi.application"
+            DATABASES = {
+                "default": dj_database_url.config(
+                    default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600, conn_health_checks=True
+                )
+            }
+            STATIC_ROOT = BASE_DIR / "staticfiles"
+            STATIC_URL = "static/"
+            STORAGES = {
+                "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+                "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+            }
+            MEDIA_URL = "media/"
+            """),
+        "hello/static/hello/site.css": "body { line-height: 1.4; }\n/* heroku stylesheet */\n",
+        "hello/work.py": """
+            from django.db import models
+
+
+            class Beat(models.Model):
+                pid = models.IntegerField()
+                created = models.DateTimeField(auto_now_add=True)
+            """,
+        "hello/migrations/0002_beat.py": """
+            from django.db import migrations, models
+
+
+            class Migration(migrations.Migration):
+                dependencies = [("hello", "0001_initial")]
+                operations = [
+                    migrations.CreateModel(
+                        name="Beat",
+                        fields=[
+                            ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)),
+                            ("pid", models.IntegerField()),
+                            ("created", models.DateTimeField(auto_now_add=True)),
+                        ],
+                    ),
+                ]
+            """,
+        "hello/management/__init__.py": "",
+        "hello/management/commands/__init__.py": "",
+        "hello/management/commands/process_queue.py": """
+            import os
+            import time
+
+            from django.core.management.base import BaseCommand
+
+            from hello.models import Beat
+
+
+            class Command(BaseCommand):
+                help = "The worker dyno: works for ever (here a row a second)."
+
+                def handle(self, *args, **options):
+                    while True:
+                        Beat.objects.create(pid=os.getpid())
+                        time.sleep(1)
+            """,
+        **_feature(
+            "hello", redirect_front=False, head='<link rel="stylesheet" href="{% static \'hello/site.css\' %}">'
+        ),
+    }
+    files = {name: d(text) if text.startswith("\n") else text for name, text in files.items()}
+    files["hello/models.py"] += "\n\nfrom .work import Beat  # noqa: E402, F401\n"
+    _write(folder, files | _fixtures("heroku", "Pipfile", "Pipfile.lock"))
+    return ForeignApp(
+        key="heroku",
+        folder=folder,
+        config={},  # app.source alone: the Procfile and the lock say the rest
+        label="hello",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/hello/site.css",
+        stylesheet_text="heroku stylesheet",
+    )
+
+
 def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
     """zeroconf's production settings with DEBUG on by default, as many settings files have it."""
     path = app.folder / "zeroconf" / "settings" / "production.py"
@@ -1061,7 +1179,7 @@ def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
 
 
 BUILDERS = {"classic": classic, "oss": oss, "ldapsite": ldapsite, "uvshop": uvshop, "workers": workers}
-BUILDERS |= {"zeroconf": zeroconf, "prebuilt": prebuilt, "monorepo": monorepo}
+BUILDERS |= {"zeroconf": zeroconf, "prebuilt": prebuilt, "monorepo": monorepo, "heroku": heroku}
 
 
 def build(key: str, folder: Path) -> ForeignApp:

@@ -8,9 +8,11 @@ configure's Redis install and the build's build tools (psycopg-c has no wheel) m
 each project then: deployed with nothing but config, pages through nginx with their static files, the admin
 login, an upload stored on the data volume and served, a one-line change deployed with no failed request,
 and a release whose front page raises refused by the activation gate while the previous release keeps serving.
-`zeroconf` is given `app.source` alone; a release of it that leaves DEBUG on is refused. The last, `prebuilt`,
-commits the output of its collectstatic (issue 33, item 5): those files are served as it ships them, and with
-`DJANGOSHIP_KEEP=static` from its own STATIC_ROOT.
+`zeroconf` is given `app.source` alone; a release of it that leaves DEBUG on is refused. `prebuilt` commits the
+output of its collectstatic (issue 33, item 5): those files are served as it ships them, and with
+`DJANGOSHIP_KEEP=static` from its own STATIC_ROOT. `monorepo` keeps its project in `backend/` (`app.directory`),
+a poetry project and `runtime.txt` at the top. `heroku` (Heroku's shape: a Procfile, pipenv's lock) is given
+`app.source` alone too: its Procfile says how it runs, its lock what it installs, hash-checked.
 The `workers` project beyond the web process has a guest of its own: tests/test_foreign_workers.py.
 """
 
@@ -35,13 +37,14 @@ from site_helpers import (
     multipart,
     png_bytes,
     sh,
+    wait_for,
 )
 
 from harness.localsite import RequestLoop, http_get, local_site
 from harness.replay import StepFailed, StepResult
 
 pytestmark = pytest.mark.localboot
-ORDER = ["classic", "uvshop", "oss", "ldapsite", "zeroconf", "prebuilt", "monorepo"]
+ORDER = ["classic", "uvshop", "oss", "ldapsite", "zeroconf", "prebuilt", "monorepo", "heroku"]
 FIRST_BOOT = "workers"  # cookiecutter-django's shape with Celery: Redis, a Celery worker, psycopg[c]
 
 
@@ -145,9 +148,13 @@ def test_deployed_by_config_alone_with_the_dependencies_it_declares(guest, app):
     expected = {"classic": "requirements/prod.txt (pip)", "uvshop": "uv.lock (uv)", "oss": "requirements.txt (pip)"}
     expected["ldapsite"] = expected["zeroconf"] = expected["prebuilt"] = "requirements.txt (pip)"
     expected["monorepo"] = "poetry.lock (poetry)"  # at the repository's top, beside backend/
+    expected["heroku"] = "Pipfile.lock (pipenv)"
     assert f"dependencies: {expected[app.key]}" in log, log[-3000:]
-    # gunicorn is the deployer's: added only where the app has none (the classic project and the monorepo pin theirs).
-    assert ("has no gunicorn: adding gunicorn" in log) == (app.key not in ("classic", "monorepo")), log[-3000:]
+    # gunicorn is the deployer's: added only where the app has none (the classic, monorepo and Heroku projects pin
+    # theirs).
+    assert ("has no gunicorn: adding gunicorn" in log) == (app.key not in ("classic", "monorepo", "heroku")), log[
+        -3000:
+    ]
     if app.key == "ldapsite":
         assert "installing system packages (app.packages): " in log and "libldap-dev" in log, log[-3000:]
         assert "installing build tools and retrying" not in log, "app.packages must be enough to build python-ldap"
@@ -384,6 +391,58 @@ def test_static_kept_by_the_app_is_served_from_its_own_static_root(guest, app):
     finally:
         app.change_page("v2")
         guest.config = config
+
+
+def beats(site) -> int:
+    """The Heroku-shaped app's worker's rows so far."""
+    count = "from hello.models import Beat; print(Beat.objects.count())"
+    return int(sh(site, f"{NAME}-manage shell --verbosity 0 -c {shlex.quote(count)}").strip())
+
+
+@pytest.mark.parametrize("app", ["heroku"], indirect=True)
+def test_the_procfile_says_how_it_runs_and_the_pipfile_lock_what_it_needs(guest, app):
+    """Issue 33, item 3: with `app.source` alone, the Procfile's web line is what gunicorn serves with its tuning
+    options (where it listens and logs stays the deployer's), its `release: python manage.py migrate` is the deploy's
+    own migrate step and not run a second time, and its worker line runs as a process of its own on the live release;
+    the dependencies are exactly Pipfile.lock's."""
+    assert app.config == {}
+    log = app.deploy_log
+    assert "release command" not in log, log[-3000:]
+    conf = sh(guest, f"cat /etc/{NAME}/gunicorn.conf.py")
+    assert "max_requests = 1000\nmax_requests_jitter = 100\n" in conf, conf
+    wsgi_line = '_application = importlib.import_module("gettingstarted.wsgi").application'
+    sh(guest, f"grep -qxF {shlex.quote(wsgi_line)} /usr/local/lib/{NAME}/python/djangoship_wsgi.py")
+    sh(guest, f"systemctl is-active {NAME}-worker.service")
+    sh(guest, f"systemctl show -p ExecStart {NAME}-worker.service | grep -q 'manage.py process_queue'")
+    first = beats(guest)
+    wait_for("the worker's next row", lambda: beats(guest) > first, 30)
+    freeze = sh(guest, f"/srv/{NAME}/current/venv/bin/python -m pip freeze --all")
+    frozen = {line.lower().replace("_", "-") for line in freeze.split()}
+    lock = json.loads((app.folder / "Pipfile.lock").read_text())["default"]
+    for name, entry in lock.items():
+        assert f"{name}=={entry['version'].removeprefix('==')}" in frozen, (name, frozen)
+
+
+@pytest.mark.parametrize("app", ["heroku"], indirect=True)
+def test_a_pipfile_lock_whose_hash_does_not_match_is_refused(guest, app):
+    """The lock's hashes are checked: a Django file that is not the one locked (here, the lock's hashes of it
+    changed) fails the build, naming the package, and the live release keeps serving."""
+    before = live_release(guest)
+    path = app.folder / "Pipfile.lock"
+    locked = path.read_text()
+    lock = json.loads(locked)
+    lock["default"]["django"]["hashes"] = ["sha256:" + "0" * 64]
+    path.write_text(json.dumps(lock, indent=4) + "\n")
+    try:
+        with RequestLoop(guest.url + app.list_path) as loop, pytest.raises(StepFailed) as failed:
+            guest.up()
+    finally:
+        path.write_text(locked)
+    message = failed.value.stdout + failed.value.stderr
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in message and "django" in message.lower(), message[-3000:]
+    assert "step 'dependencies': Pipfile.lock (pipenv) could not be installed" in message, message[-3000:]
+    assert loop.failed == 0 and loop.ok > 0, (loop.ok, loop.errors[:5])
+    assert live_release(guest) == before
 
 
 def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_download(guest):
