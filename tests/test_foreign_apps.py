@@ -90,10 +90,14 @@ def test_first_boot_installs_redis_and_the_build_tools_side_by_side(guest):
     )
     assert "configure: installing Redis (redis: true)" in configure, configure[-3000:]
     # What needs building is asked of pip before anything is installed (issue 34 item 5): no failed attempt first.
-    assert "no wheel for this Python: psycopg-c==3.3.9 — installing build tools beside the rest" in build_log, build_log[
-        -3000:
-    ]
+    assert "no wheel for this Python: psycopg-c==3.3.9 — installing build tools beside the rest" in build_log, (
+        build_log[-3000:]
+    )
     assert "installing build tools and retrying" not in build_log, build_log[-3000:]
+    # The package caches stay on the data volume for the next release: the build user's alone, never root's.
+    assert sh(guest, "stat -c %U:%G:%a /data/build-cache").strip() == f"{NAME}-build:{NAME}-build:700"
+    assert sh(guest, "find /data/build-cache/pip -type f | head -n 1").strip(), "pip's cache is empty"
+    assert sh(guest, "find /data/build-cache ! -user foreign-build -print -quit").strip() == ""
     waited = [line for line in (configure + build_log).splitlines() if "apt: waiting" in line]
     print(f"\n[foreign] first boot's apt: {waited or 'no step waited for another'}")
     impl = sh(guest, f"/srv/{NAME}/current/venv/bin/python -c 'import psycopg; print(psycopg.pq.__impl__)'").strip()
