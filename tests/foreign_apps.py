@@ -332,6 +332,16 @@ DJANGO_DATABASE_AND_URLS = """
 """
 
 
+# A settings package's dev.py, as the tutorials and `wagtail start` have it: SQLite beside manage.py.
+DEV_SETTINGS = """
+    from .base import *  # noqa
+
+    DEBUG = True
+    SECRET_KEY = "dev"
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
+"""
+
+
 def classic(folder: Path) -> ForeignApp:
     """(a) The classic tutorials' project, exactly as the issue describes it."""
     settings = "mysite.settings.prod"
@@ -351,13 +361,7 @@ def classic(folder: Path) -> ForeignApp:
             MEDIA_URL = "media/"
             MEDIA_ROOT = BASE_DIR / "media"
             """),
-        "mysite/settings/dev.py": """
-            from .base import *  # noqa
-
-            DEBUG = True
-            SECRET_KEY = "dev"
-            DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
-            """,
+        "mysite/settings/dev.py": DEV_SETTINGS,
         "mysite/settings/prod.py": """
             import os
 
@@ -948,13 +952,7 @@ def wagtailsite(folder: Path) -> ForeignApp:
             WAGTAILADMIN_BASE_URL = "http://example.com"
             WAGTAILDOCS_EXTENSIONS = ["csv", "docx", "pdf", "txt", "xlsx"]
             """),
-        "mysite/settings/dev.py": """
-            from .base import *  # noqa
-
-            DEBUG = True
-            SECRET_KEY = "dev"
-            DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
-            """,
+        "mysite/settings/dev.py": DEV_SETTINGS,
         "mysite/settings/production.py": """
             import os
 
