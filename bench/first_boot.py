@@ -2,8 +2,10 @@
 
     sudo .venv/bin/python -m bench.first_boot [--guests 3]
     sudo .venv/bin/python -m bench.first_boot --compare REV     # REV (e.g. HEAD) vs the working tree, alternating
+    sudo .venv/bin/python -m bench.first_boot --app wagtailsite  # a Wagtail-sized app instead of the example
 
-Each guest boots the program's own user-data (the default settings) and replays its remote steps
+Each guest boots the program's own user-data (the default settings; with `--app`, one of the tests' real-shaped
+projects, tests/foreign_apps.py, as the app source, under the example's app name) and replays its remote steps
 (harness.localsite.local_site); the clock starts when systemd-nspawn starts the guest and stops at the first
 200 for / through nginx (polled every 0.2 s while the steps run). Independent steps run side by side, as
 Pulumi runs them (connect → boot → configure, beside connect → upload → build). Phases come from cloud-init's
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,10 +58,23 @@ def guest_float(guest, command: str) -> float | None:
         return None
 
 
-def measure_one(network, name: str) -> dict[str, float]:
+def app_config(app: str) -> dict:
+    """The stack's config for `--app`: {} for the example app, else the tests' project of that name (the same
+    project for both columns of --compare: the builder is this tree's), deployed under the example's name."""
+    if app == APP:
+        return {}
+    sys.path.append(str(HERE / "tests"))
+    from foreign_apps import build
+
+    project = build(app, Path(tempfile.mkdtemp(prefix=f"bench-{app}-")))
+    # The workers project's settings need Redis (REDIS_URL), as its test guest has it.
+    return {"app": {"source": str(project.folder), "name": APP, **project.config}, "redis": app == "workers"}
+
+
+def measure_one(network, name: str, app: str) -> dict[str, float]:
     from harness.localsite import local_site
 
-    with local_site(network, name) as site:
+    with local_site(network, name, app_config(app)) as site:
         guest = site.guest
         figures: dict[str, float] = {"first_200": site.first_boot_seconds}
         for step in site.steps:
@@ -107,7 +123,7 @@ def measure_one(network, name: str) -> dict[str, float]:
         return figures
 
 
-def measure(guests: int) -> list[dict[str, float]]:
+def measure(guests: int, app: str) -> list[dict[str, float]]:
     """One guest after the other: the program runs under Pulumi's mocks (process-global state), and a
     second guest booting at the same time would share the two CPUs and the mirror."""
     # Not bench.common.bench_network: with --compare this runs inside an older tree, whose bench/ may lack it.
@@ -117,7 +133,7 @@ def measure(guests: int) -> list[dict[str, float]]:
     results: list[dict[str, float]] = []
     with bridge_network(name, cidr) as network:
         for index in range(guests):
-            results.append(measure_one(network, f"fb{index + 1}"))
+            results.append(measure_one(network, f"fb{index + 1}", app))
             print(
                 f"[first boot] guest done: first 200 after {results[-1]['first_200']:.1f} s",
                 file=sys.stderr,
@@ -151,6 +167,7 @@ def table(columns: dict[str, list[dict[str, float]]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--guests", type=int, default=3)
+    parser.add_argument("--app", choices=(APP, "wagtailsite", "workers"), default=APP, help="the app deployed")
     parser.add_argument("--project", type=Path, default=HERE, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--compare", metavar="REV", help="also measure git revision REV, side by side")
@@ -158,7 +175,7 @@ def main() -> None:
     sys.path[:0] = [str(args.project), str(HERE)]
 
     if args.json:  # a child run in an exported tree
-        args.json.write_text(json.dumps(measure(args.guests)))
+        args.json.write_text(json.dumps(measure(args.guests, args.app)))
         return
 
     from bench.common import child_run, header, revision_tree
@@ -172,13 +189,16 @@ def main() -> None:
             # Alternating, one guest of each in turn: on a machine others share, load that comes and goes
             # falls on both columns alike, and the ratio between them stays meaningful.
             for _ in range(args.guests):
-                before += child_run(str(Path(__file__).resolve()), tree, "--guests", "1")
-                after += measure(1)
+                before += child_run(str(Path(__file__).resolve()), tree, "--guests", "1", "--app", args.app)
+                after += measure(1, args.app)
         columns[f"{rev} (before)"] = before
         columns["working tree"] = after
     else:
-        columns["working tree"] = measure(args.guests)
-    print(f"{args.guests} fresh guests per column, one at a time (alternating with --compare); default settings\n")
+        columns["working tree"] = measure(args.guests, args.app)
+    print(
+        f"{args.guests} fresh guests per column, one at a time (alternating with --compare); default settings, "
+        f"app: {args.app}\n"
+    )
     table(columns)
     if args.compare:
         pairs = [(b["first_200"], a["first_200"]) for b, a in zip(columns[f"{rev} (before)"], after, strict=True)]

@@ -354,6 +354,16 @@ DJANGO_DATABASE_AND_URLS = """
 """
 
 
+# A settings package's dev.py, as the tutorials and `wagtail start` have it: SQLite beside manage.py.
+DEV_SETTINGS = """
+    from .base import *  # noqa
+
+    DEBUG = True
+    SECRET_KEY = "dev"
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
+"""
+
+
 def classic(folder: Path) -> ForeignApp:
     """(a) The classic tutorials' project, exactly as the issue describes it."""
     settings = "mysite.settings.prod"
@@ -373,13 +383,7 @@ def classic(folder: Path) -> ForeignApp:
             MEDIA_URL = "media/"
             MEDIA_ROOT = BASE_DIR / "media"
             """),
-        "mysite/settings/dev.py": """
-            from .base import *  # noqa
-
-            DEBUG = True
-            SECRET_KEY = "dev"
-            DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
-            """,
+        "mysite/settings/dev.py": DEV_SETTINGS,
         "mysite/settings/prod.py": """
             import os
 
@@ -1170,6 +1174,101 @@ def heroku(folder: Path) -> ForeignApp:
     )
 
 
+WAGTAIL_APPS = [
+    "wagtail.contrib.forms",
+    "wagtail.contrib.redirects",
+    "wagtail.embeds",
+    "wagtail.sites",
+    "wagtail.users",
+    "wagtail.snippets",
+    "wagtail.documents",
+    "wagtail.images",
+    "wagtail.search",
+    "wagtail.admin",
+    "wagtail",
+    "modelcluster",
+    "taggit",
+]
+
+
+def wagtailsite(folder: Path) -> ForeignApp:
+    """(g) A Wagtail site as `wagtail start` lays it out (`mysite/settings/{base,dev,production}.py`, `DATABASE_URL`
+    through dj-database-url), with Wagtail's ~40 packages and its migrations, and psycopg2 as its docs once had it:
+    published for Linux as source only, so its first boot needs the build tools. For bench/first_boot.py (a
+    Wagtail-sized app, issue 34 item 5); the front page is the upload feature, the CMS's admin at /cms/."""
+    files = {
+        **_project("mysite", "uploads", manage="mysite.settings.dev", wsgi="mysite.settings.dev"),
+        "mysite/urls.py": d("""
+            from django.contrib import admin
+            from django.urls import include, path
+            from wagtail import urls as wagtail_urls
+            from wagtail.admin import urls as wagtailadmin_urls
+            from wagtail.documents import urls as wagtaildocs_urls
+
+            urlpatterns = [
+                path("admin/", admin.site.urls),
+                path("cms/", include(wagtailadmin_urls)),
+                path("documents/", include(wagtaildocs_urls)),
+                path("accounts/", include("django.contrib.auth.urls")),
+                path("pages/", include(wagtail_urls)),
+                path("", include("uploads.urls")),
+            ]
+            """),
+        "mysite/settings/__init__.py": "",
+        "mysite/settings/base.py": d("""
+            from pathlib import Path
+
+            BASE_DIR = Path(__file__).resolve().parent.parent.parent
+            """)
+        + d(
+            _common(
+                "uploads",
+                "mysite.urls",
+                extra_apps="".join(f'\n        "{app}",' for app in WAGTAIL_APPS),
+                extra_middleware='\n        "wagtail.contrib.redirects.middleware.RedirectMiddleware",',
+            )
+        )
+        + d("""
+            STATIC_URL = "/static/"
+            STATIC_ROOT = BASE_DIR / "static"
+            MEDIA_URL = "/media/"
+            MEDIA_ROOT = BASE_DIR / "media"
+            WAGTAIL_SITE_NAME = "mysite"
+            WAGTAILADMIN_BASE_URL = "http://example.com"
+            WAGTAILDOCS_EXTENSIONS = ["csv", "docx", "pdf", "txt", "xlsx"]
+            """),
+        "mysite/settings/dev.py": DEV_SETTINGS,
+        "mysite/settings/production.py": """
+            import os
+
+            import dj_database_url
+
+            from .base import *  # noqa
+
+            DEBUG = False
+            SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+            ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
+            DATABASES = {"default": dj_database_url.config(conn_max_age=600)}
+            """,
+        "uploads/static/uploads/site.css": "body { margin: 2em; }\n/* wagtailsite stylesheet */\n",
+        "requirements.txt": "Django==5.2.20\nwagtail==8.0.1\ndj-database-url==3.1.2\npsycopg2==2.9.13\n",
+        **_feature(
+            "uploads", redirect_front=False, head='<link rel="stylesheet" href="{% static \'uploads/site.css\' %}">'
+        ),
+    }
+    _write(folder, files)
+    return ForeignApp(
+        key="wagtailsite",
+        folder=folder,
+        config={"settingsModule": "mysite.settings.production", "wsgiModule": "mysite.wsgi"},
+        label="uploads",
+        list_path="/",
+        front_status=200,
+        stylesheet="/static/uploads/site.css",
+        stylesheet_text="wagtailsite stylesheet",
+    )
+
+
 def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
     """zeroconf's production settings with DEBUG on by default, as many settings files have it."""
     path = app.folder / "zeroconf" / "settings" / "production.py"
@@ -1180,6 +1279,7 @@ def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
 
 BUILDERS = {"classic": classic, "oss": oss, "ldapsite": ldapsite, "uvshop": uvshop, "workers": workers}
 BUILDERS |= {"zeroconf": zeroconf, "prebuilt": prebuilt, "monorepo": monorepo, "heroku": heroku}
+BUILDERS["wagtailsite"] = wagtailsite  # bench/first_boot.py's Wagtail-sized app; no test deploys it
 
 
 def build(key: str, folder: Path) -> ForeignApp:

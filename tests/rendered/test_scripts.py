@@ -4,7 +4,9 @@ the files the scripts install."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -414,3 +416,32 @@ def test_an_action_before_the_reload_is_found(script: str) -> None:
     assert units_acted_on_before_a_reload("#!/bin/bash\n" + reloaded) == [
         line for line in [script.strip()] if "--now" in line
     ]
+
+
+# --- the build's dependencies (issue 34 item 5) ----------------------------------------------------------------------
+
+
+def test_a_stand_in_for_a_requirement_without_a_wheel_is_a_wheel_pip_takes(tmp_path: Path) -> None:
+    """While the build tools install, pip resolves the app's requirements with an empty wheel standing in for each
+    one that has no wheel (scripts/lib/dependencies.sh.j2): pip must take it for that name and version, extras and
+    all, and it must bring nothing with it (no files, no requirements)."""
+    library = render("scripts/lib/dependencies.sh.j2", plan_for("debian-13-t2.micro"))
+    folder = tmp_path / "stand-ins"
+    script = f'log() {{ :; }}\nbuild_home={tmp_path}\nbuilder=nobody\n{library}\npython3 -I -c "$STAND_IN" "$@"\n'
+    subprocess.run(
+        ["bash", "-c", script, "stand-in", str(folder), "psycopg-c==3.3.9", "Foo.Bar[extra]==1.0"], check=True
+    )
+    report = tmp_path / "report.json"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--no-index"]
+        + ["--only-binary=:all:", "--find-links", str(folder), "--report", str(report), "--target", str(tmp_path / "t")]
+        + ["psycopg-c==3.3.9", "foo-bar==1.0"],
+        check=True,
+    )
+    chosen = {item["metadata"]["name"]: item for item in json.loads(report.read_text())["install"]}
+    assert {name: item["metadata"]["version"] for name, item in chosen.items()} == {
+        "psycopg-c": "3.3.9",
+        "Foo.Bar": "1.0",
+    }
+    assert all(not item["metadata"].get("requires_dist") for item in chosen.values())
+    assert all(item["download_info"]["url"].startswith(folder.as_uri() + "/") for item in chosen.values())
