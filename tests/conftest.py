@@ -51,11 +51,12 @@ def pytest_configure(config: pytest.Config) -> None:
 # mark's group to its scheduler by rewriting the test's node id, which pytest 9.2 no longer lets a plugin do, so
 # the marks are silently ignored there (pytest-dev/pytest-xdist#1386) and a guest module was split over workers.
 GROUPS: dict[str, str] = {
-    # Minutes measured in a run in lanes at 3d5f90d on a busy machine (load 15-20; a quiet one takes ~2/3 of them).
+    # Minutes measured in a run in lanes at 3d5f90d on a busy machine (load 15-20; a quiet one takes ~2/3 of them);
+    # test_foreign_apps' from then (22, five projects) plus three projects since (~2.5 each, estimated).
+    "test_foreign_apps.py": "foreign_apps",  # ~30
     "test_scaled_servers.py": "scaled_servers",  # 31
-    "test_foreign_apps.py": "foreign_apps",  # 22 (with test_foreign_workers' tests, 38: split for the lanes)
     "test_day2.py": "day2",  # 22
-    "test_foreign_workers.py": "foreign_workers",  # ~18
+    "test_foreign_workers.py": "foreign_workers",  # ~18 (with test_foreign_apps' tests until 3d5f90d)
     "test_scaled_workers.py": "scaled_workers",  # 17
     "test_scaled_move.py": "scaled_move",  # 8
     "test_faults.py": "faults",  # 5
