@@ -87,6 +87,9 @@ def dial(step: Registered, host: Host, timeout: float, log: Any) -> None:
         except StepFailed:
             raise
         except Exception as error:  # noqa: BLE001 — any dial error is retried, as the provider does
+            problem = getattr(host, "boot_problem", None)  # a local guest's console: a boot no wait mends
+            if problem is not None and (failed := problem()):
+                raise TimeoutError(f"could not connect to {host.ip}: {failed}") from error
             if time.monotonic() > deadline:
                 where = f"{connection['user']}@{host.ip}"
                 raise TimeoutError(f"could not connect as {where} within {timeout:.0f} s: {error}") from error

@@ -67,3 +67,33 @@ def test_another_host_key_fails_the_step_without_retrying(monkeypatch):
     with pytest.raises(replay.StepFailed, match="host key mismatch"):
         replay.dial(step(), ReachableHost(), timeout=60, log=lambda line: None)
     assert asked == [ReachableHost.ip]
+
+
+class GuestWhoseNetworkFailed:
+    """A local guest whose console shows a boot no wait mends (localboot.Guest.boot_problem)."""
+
+    ip = "192.0.2.11"
+
+    def run(self, cmd: str, **_: Any) -> None:
+        raise OSError("Unable to connect to port 22")
+
+    def boot_problem(self) -> str:
+        return "web1's boot failed: 'Failed to start networking.service' on its console (/tmp/web1.log)"
+
+
+def test_a_guest_whose_boot_failed_is_not_waited_on_for_the_steps_whole_time(monkeypatch):
+    monkeypatch.setattr(replay.time, "sleep", lambda seconds: pytest.fail("waited on a boot that failed"))
+    with pytest.raises(TimeoutError, match="Failed to start networking.service"):
+        replay.dial(step(), GuestWhoseNetworkFailed(), timeout=1800, log=lambda line: None)
+
+
+def test_the_console_s_failure_is_read_through_its_colours(tmp_path):
+    from localboot.guest import Guest
+
+    console = tmp_path / "web1.log"
+    console.write_text("[\x1b[0;1;31mFAILED\x1b[0m] Failed to start \x1b[0;1;39mnetworking.service\x1b[0m - Raise…\n")
+    guest = Guest.__new__(Guest)
+    guest.name, guest.console_log = "web1", console
+    assert "networking.service" in (guest.boot_problem() or "")
+    console.write_text("[  OK  ] Finished networking.service - Raise network interfaces.\n")
+    assert guest.boot_problem() is None
