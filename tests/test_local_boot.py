@@ -172,6 +172,16 @@ def test_app_runs_as_its_own_user(site):
 # --- resilience --------------------------------------------------------------------------------------------
 
 
+def test_gunicorns_retry_acts_only_once_gunicorn_has_given_up(site):
+    """The retry (OnFailure=, issue 34 item 3) is started by systemd ≥ 255 at every failure, also between the automatic
+    restarts of a crash loop still running: it must then do nothing (its ExecCondition), or it would reset the start
+    limit that ends the loop. Started by hand while gunicorn serves, it is skipped, and gunicorn is not touched."""
+    pid = sh(site, "systemctl show -p MainPID --value gunicorn.service").strip()
+    sh(site, f"systemctl start {APP}-gunicorn-retry.service")
+    assert sh(site, f"systemctl show -p Result --value {APP}-gunicorn-retry.service").strip() == "exec-condition"
+    assert sh(site, "systemctl show -p MainPID --value gunicorn.service").strip() == pid
+
+
 def test_gunicorn_master_killed_serves_again_by_itself(site):
     """systemd restarts gunicorn and the site serves again, with no one stepping in. The 90 s bound ends the test; it
     is not a timing claim (the seconds are printed; quiet, about 3 s)."""
