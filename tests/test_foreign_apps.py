@@ -204,11 +204,11 @@ def monorepo_released_from_its_folder(guest, app: ForeignApp) -> None:
     sh(guest, f'test -z "$(ls -d /srv/{NAME}/tools/python-3.13* 2> /dev/null)"')
     sh(guest, f"{venv_python} -c 'import dj_database_url, django, gunicorn'")
     sh(guest, f"! {venv_python} -c 'import pytest' 2> /dev/null")
-    before = live_release(guest)
+    before = live_release(guest, NAME)
     (app.folder / "docs" / "index.md").write_text("# Tessera handbook\n\nNow with a chapter on albums.\n")
     (app.folder / "frontend" / "src" / "main.js").write_text("// the client, rewritten\n")
     assert [step.name for step in guest.up() if step.ran] == []
-    assert live_release(guest) == before
+    assert live_release(guest, NAME) == before
 
 
 def test_pages_and_static_files_through_nginx(guest, app):
@@ -433,7 +433,7 @@ def test_the_procfile_says_how_it_runs_and_the_pipfile_lock_what_it_needs(guest,
 def test_a_pipfile_lock_whose_hash_does_not_match_is_refused(guest, app):
     """The lock's hashes are checked: a Django file that is not the one locked (here, the lock's hashes of it
     changed) fails the build, naming the package, and the live release keeps serving."""
-    before = live_release(guest)
+    before = live_release(guest, NAME)
     path = app.folder / "Pipfile.lock"
     locked = path.read_text()
     lock = json.loads(locked)
@@ -448,7 +448,7 @@ def test_a_pipfile_lock_whose_hash_does_not_match_is_refused(guest, app):
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in message and "django" in message.lower(), message[-3000:]
     assert "step 'dependencies': Pipfile.lock (pipenv) could not be installed" in message, message[-3000:]
     assert loop.failed == 0 and loop.ok > 0, (loop.ok, loop.errors[:5])
-    assert live_release(guest) == before
+    assert live_release(guest, NAME) == before
 
 
 def test_a_python_the_image_lacks_goes_to_uv_and_fails_clearly_without_its_download(guest):
