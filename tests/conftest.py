@@ -51,19 +51,19 @@ def pytest_configure(config: pytest.Config) -> None:
 # mark's group to its scheduler by rewriting the test's node id, which pytest 9.2 no longer lets a plugin do, so
 # the marks are silently ignored there (pytest-dev/pytest-xdist#1386) and a guest module was split over workers.
 GROUPS: dict[str, str] = {
-    # Minutes measured in a run in lanes at 3d5f90d on a busy machine (load 15-20; a quiet one takes ~2/3 of them);
-    # test_foreign_apps' from then (22, five projects) plus three projects since (~2.5 each, estimated).
-    "test_foreign_apps.py": "foreign_apps",  # ~30
-    "test_scaled_servers.py": "scaled_servers",  # 31
-    "test_day2.py": "day2",  # 22
-    "test_foreign_workers.py": "foreign_workers",  # ~18 (with test_foreign_apps' tests until 3d5f90d)
-    "test_scaled_workers.py": "scaled_workers",  # 17
-    "test_scaled_move.py": "scaled_move",  # 8
-    "test_faults.py": "faults",  # 5
-    "test_debian12.py": "debian12",  # 4.5
-    "test_local_boot.py": "default_site",  # 3 with test_performance: both check conftest.default_site's guest
+    # Minutes from the lanes' timeline of a fresh-clone run at a2ccb8d (test_foreign_apps': alone at 5844522, its eight
+    # projects): the longest first, so the lanes end together (tests/conftest.py's timeline says whether they did).
+    "test_scaled_servers.py": "scaled_servers",  # 16.6
+    "test_day2.py": "day2",  # 10.8
+    "test_foreign_apps.py": "foreign_apps",  # 9.5
+    "test_scaled_workers.py": "scaled_workers",  # 8.3
+    "test_foreign_workers.py": "foreign_workers",  # 7.3
+    "test_scaled_move.py": "scaled_move",  # 5.8
+    "test_faults.py": "faults",  # 4.7
+    "test_debian12.py": "debian12",  # 3.1
+    "test_local_boot.py": "default_site",  # 2.9 with test_performance: both check conftest.default_site's guest
     "test_performance.py": "default_site",
-    "test_operator_verbs.py": "operator_verbs",  # 2.5
+    "test_operator_verbs.py": "operator_verbs",  # 2.3
     "test_localboot_guest.py": "localboot_guest",  # 2, on a bridge of its own (lbrlab)
 }
 #: The group of the modules that use `default_site`.
