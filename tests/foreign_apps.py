@@ -35,11 +35,15 @@ release id and the installed versions the same on every run.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.localsite import local_site
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DJANGO = "Django==6.1.3"  # every app on the same Django: one guest's database serves them in turn
@@ -106,6 +110,22 @@ def stack_config(app: ForeignApp) -> dict:
     """The stack's config for `app`: its `app` object and the guest's image. Debian 13: its Python 3.13 is what
     Django 6 projects need."""
     return {"app": {"source": str(app.folder), "name": NAME, **app.config}, "keepReleases": 3, "image": "debian-13"}
+
+
+def foreign_workdir(tmp_path_factory: Any, name: str) -> Path:
+    """A module's folder for its projects, with the data volume its guest binds at /data."""
+    base = tmp_path_factory.mktemp(name)
+    (base / "data-volume").mkdir()
+    return base
+
+
+@contextlib.contextmanager
+def foreign_site(network: Any, workdir: Path, guest_name: str, first: ForeignApp) -> Iterator[Any]:
+    """The foreign stack's Debian 13 guest, first booted with project `first` and Redis, the data volume bound."""
+    config = {**stack_config(first), "redis": True}
+    binds = ((str(workdir / "data-volume"), "/data"),)
+    with local_site(network, guest_name, config, release="trixie", binds=binds) as site:
+        yield site
 
 
 def d(text: str) -> str:

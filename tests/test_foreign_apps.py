@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from foreign_apps import NAME, ForeignApp, build, leave_debug_on, stack_config
+from foreign_apps import NAME, ForeignApp, build, foreign_site, foreign_workdir, leave_debug_on, stack_config
 from site_helpers import (
     Browser,
     admin_login,
@@ -40,7 +40,7 @@ from site_helpers import (
     wait_for,
 )
 
-from harness.localsite import RequestLoop, http_get, local_site
+from harness.localsite import RequestLoop, http_get
 from harness.replay import StepFailed, StepResult
 
 pytestmark = pytest.mark.localboot
@@ -50,18 +50,14 @@ FIRST_BOOT = "workers"  # cookiecutter-django's shape with Celery: Redis, a Cele
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("foreign")
-    (base / "data-volume").mkdir()
-    return base
+    return foreign_workdir(tmp_path_factory, "foreign")
 
 
 @pytest.fixture(scope="module")
 def guest(network, workdir):
     """The guest, first booted with the `workers` project and Redis (cookiecutter-django's shape with Celery)."""
     first = build(FIRST_BOOT, workdir / FIRST_BOOT)
-    data = workdir / "data-volume"
-    config = {**stack_config(first), "redis": True}
-    with local_site(network, "foreign", config, release="trixie", binds=((str(data), "/data"),)) as site:
+    with foreign_site(network, workdir, "foreign", first) as site:
         print(f"\n[foreign] first boot with {first.key}: {site.first_boot_seconds:.1f} s")
         site.deployed = {first.key: first}  # type: ignore[attr-defined]
         site.first_boot_steps = site.steps  # type: ignore[attr-defined]

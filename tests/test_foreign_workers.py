@@ -25,13 +25,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from foreign_apps import NAME, PSYCOPG, PSYCOPG_C, ForeignApp, build, stack_config
+from foreign_apps import NAME, PSYCOPG, PSYCOPG_C, ForeignApp, build, foreign_site, foreign_workdir, stack_config
 from site_helpers import app_state, deploy_output, job_done, live_release, sh, units_acted_on_unread, wait_for
 
 from config.settings import load_settings
 from djangoship.remote import Layout
 from djangoship.report import status
-from harness.localsite import RequestLoop, http_get, local_site
+from harness.localsite import RequestLoop, http_get
 from harness.mockrun import Registered
 from harness.replay import StepFailed, run_step
 from server.host import plan_host, render
@@ -125,18 +125,13 @@ def workers_project(workdir: Path) -> ForeignApp:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("foreign-workers")
-    (base / "data-volume").mkdir()
-    return base
+    return foreign_workdir(tmp_path_factory, "foreign-workers")
 
 
 @pytest.fixture(scope="module")
 def guest(network, workdir):
     """The guest, first booted with the `workers` project and Redis."""
-    config = {**stack_config(workers_project(workdir)), "redis": True}
-    with local_site(
-        network, "workers", config, release="trixie", binds=((str(workdir / "data-volume"), "/data"),)
-    ) as site:
+    with foreign_site(network, workdir, "workers", workers_project(workdir)) as site:
         print(f"\n[foreign workers] first boot: {site.first_boot_seconds:.1f} s")
         yield site
 
