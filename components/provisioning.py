@@ -8,9 +8,11 @@ a first boot the dependencies download and install while cloud-init installs Pos
 release that changes its dependencies installs them while configure runs. The deploy then checks, migrates
 and switches.
 
-Each command is the whole script as its `create` text (visible in `pulumi preview --diff`), run as root.
-Secrets travel only on stdin, and only to a server proven by its host key: the connect step installs the
-program's own host key (components/keys.py says why), every later step pins it.
+Each command runs its whole script as root; the script travels on stdin, before any secret the script reads
+there (server/rootstep.py says why not in the command line), and is one of the command's triggers, so
+`pulumi preview --diff` shows what changed in it. Secrets travel only on stdin, and only to a server proven by
+its host key: the connect step installs the program's own host key (components/keys.py says why), every later
+step pins it.
 
 pulumi-command re-runs a command when any of its inputs changes and replaces it when its `triggers` change,
 so each input holds exactly what the step depends on: the instance id (a new server re-runs every step), and
@@ -32,7 +34,6 @@ from server.envfile import single_server_env_file
 from server.files import configure_context
 from server.host import (
     HostPlan,
-    as_root,
     build_id,
     digest,
     remote_script,
@@ -41,6 +42,7 @@ from server.host import (
     site_hosts,
 )
 from server.release import Release
+from server.rootstep import root_command, root_stdin
 
 from .keys import HostKey
 
@@ -93,32 +95,39 @@ class SiteProvisioner(pulumi.ComponentResource):
 
         def step(
             label: str,
-            create: pulumi.Input[str],
+            script: pulumi.Input[str],
+            script_name: str,
             triggers: list[pulumi.Input[str]],
             after: list[pulumi.Resource],
-            stdin: pulumi.Input[str] | None = None,
+            secret: pulumi.Input[str] | None = None,
             via: remote.ConnectionArgs = connection,
         ) -> remote.Command:
+            """A command that runs `script` as root under `script_name` (its $0), with `secret` on its stdin
+            (server/rootstep.py). The script's text is a trigger: `pulumi preview --diff` shows what changed in it,
+            secret stdin or not."""
+            text = pulumi.Output.from_input(script)
+            stdin = pulumi.Output.all(text, secret or "").apply(lambda parts: root_stdin(parts[0], parts[1]))
             return remote.Command(
                 f"{name}-{label}",
                 connection=via,
-                create=create,
+                create=text.apply(lambda script_text: root_command(script_text, script_name)),
                 stdin=stdin,
-                triggers=[args.instance_id, *triggers],
+                triggers=[args.instance_id, text, *triggers],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after, custom_timeouts=STEP_TIMEOUTS),
             )
 
         key_script = remote_script("install-host-key", plan)
         self.connect = step(
             "connect",
-            as_root(key_script, "install-host-key"),
-            [digest(key_script)],
+            key_script,
+            "install-host-key",
+            [],
             args.server_ready,
-            stdin=args.host_key.private_key,
+            secret=args.host_key.private_key,
             via=first_connection,
         )
         wait_script = remote_script("wait-for-boot", plan, boot_timeout_seconds=BOOT_TIMEOUT_SECONDS)
-        self.boot = step("boot", as_root(wait_script, "wait-for-boot"), [digest(wait_script)], [self.connect])
+        self.boot = step("boot", wait_script, "wait-for-boot", [], [self.connect])
 
         def configure_script(public_ip: str) -> str:
             hosts = site_hosts(plan, public_ip)
@@ -149,11 +158,12 @@ class SiteProvisioner(pulumi.ComponentResource):
         )
         self.configure = step(
             "configure",
-            configure_text.apply(lambda text: as_root(text, "configure-host")),
+            configure_text,
+            "configure-host",
             # With each new release too: the server converges to the program's files (see above).
-            [configure_text.apply(digest), build_id(release.id, plan)],
+            [build_id(release.id, plan)],
             [self.boot],
-            stdin=pulumi.Output.secret(env_file),
+            secret=pulumi.Output.secret(env_file),
         )
 
         build_after: list[pulumi.Resource] = [self.connect]
@@ -191,10 +201,11 @@ class SiteProvisioner(pulumi.ComponentResource):
         deploy_key = args.deploy_key if plan.git_ssh else None
         self.build = step(
             "build",
-            as_root(deploy_script(build_only=True), f"build-{release.id}"),
+            deploy_script(build_only=True),
+            f"build-{release.id}",
             [build_id(release.id, plan)],
             build_after,
-            stdin=deploy_key,
+            secret=deploy_key,
         )
         deploy_text = deploy_script(build_only=False)
         deploy_triggers: list[pulumi.Input[str]] = [build_id(release.id, plan)]
@@ -204,10 +215,11 @@ class SiteProvisioner(pulumi.ComponentResource):
             deploy_triggers.append(digest(repr(plan.processes)))
         self.deploy = step(
             "deploy",
-            as_root(deploy_text, f"deploy-{release.id}"),
+            deploy_text,
+            f"deploy-{release.id}",
             deploy_triggers,
             [self.configure, self.build],
-            stdin=deploy_key,
+            secret=deploy_key,
         )
 
         superuser_script = remote_script(
@@ -215,9 +227,10 @@ class SiteProvisioner(pulumi.ComponentResource):
         )
         self.superuser = step(
             "superuser",
-            as_root(superuser_script, "create-superuser"),
-            [digest(superuser_script)],
+            superuser_script,
+            "create-superuser",
+            [],
             [self.deploy],
-            stdin=args.admin_password,
+            secret=args.admin_password,
         )
         self.register_outputs({"releaseId": release.id})

@@ -14,6 +14,7 @@ import hashlib
 import json
 import runpy
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+
+from server.rootstep import SentStep, read_sent_step
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = PROJECT_ROOT / "__main__.py"
@@ -49,6 +52,11 @@ class Registered:
     protect: bool | None
     retain_on_delete: bool | None
     custom_timeouts: dict[str, str]
+
+    @property
+    def sent(self) -> SentStep:
+        """A remote command as the server receives it: its label, its script and what the script reads on stdin."""
+        return read_sent_step(self.inputs["create"], self.inputs["stdin"])
 
 
 # The resources that are remote steps: run over SSH, in dependency order (ProgramRun.steps).
@@ -274,24 +282,29 @@ class ProgramMocks(pulumi.runtime.Mocks):
 
 
 def fixed_test_key() -> tuple[str, str]:
-    """A stable key for unit tests (generated once per process): no network, no disk."""
+    """A stable key for unit tests (generated once per process): no network, no disk. Locked: the mocks create
+    a program's keys (login, host) on threads of their own, and two first calls at once made two keys."""
     global _test_key
-    if _test_key is None:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    with _test_key_lock:
+        if _test_key is None:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        ).decode()
-        public = (
-            key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-        )
-        _test_key = (private, public)
-    return _test_key
+            key = Ed25519PrivateKey.generate()
+            private = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            ).decode()
+            public = (
+                key.public_key()
+                .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+                .decode()
+            )
+            _test_key = (private, public)
+        return _test_key
 
 
 _test_key: tuple[str, str] | None = None
+_test_key_lock = threading.Lock()
 
 
 def _unwrap(value: Any) -> tuple[Any, bool]:

@@ -364,15 +364,8 @@ def render_pgbouncer_config(plan: HostPlan) -> str:
 
 
 def remote_script(name: str, plan: HostPlan, **extra: object) -> str:
-    """A script for one remote command, rendered; the command runs it as root with `bash -c`."""
+    """A script for one remote command, rendered; the command runs it as root (server/rootstep.py)."""
     return render(f"scripts/{name}.sh.j2", plan, **extra)
-
-
-def as_root(script: str, label: str) -> str:
-    """The command line pulumi-command sends: the whole script as one argument of `sudo bash -c`, so its
-    text is visible in `pulumi preview --diff` and nothing is left on the server's disk. Secrets never appear
-    here: they arrive on stdin. `label` becomes $0, naming the step in `ps` and in error messages."""
-    return f"sudo -n bash -c {shlex.quote(script)} {shlex.quote(label)}"
 
 
 def digest(*parts: str | bytes) -> str:

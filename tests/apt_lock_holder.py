@@ -3,7 +3,7 @@ apt, and let go of them one by one as the steps show they wait — used by tests
 
     python3 apt_lock_holder.py FIRST SECOND
 
-FIRST and SECOND are the labels the steps run under (`bash -c SCRIPT LABEL`, server/host.py `as_root`). The
+FIRST and SECOND are the labels the steps run under (their script's $0, server/rootstep.py). The
 locks are taken as apt and dpkg take them (fcntl record locks on the whole file): the package lists' lock
 (`apt-get update`) and dpkg's frontend lock (every install). Then, each line of stdout saying what happened:
 

@@ -4,7 +4,6 @@ checked here; the deploy on a server is tests/test_foreign_apps.py's `monorepo` 
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import pytest
@@ -175,7 +174,7 @@ def test_the_same_commit_from_another_folder_is_built_anew(tmp_path):
 
 
 def deploy_text(run, app: str) -> str:
-    return shlex.split(run.named(f"{app}-deploy").inputs["create"])[4]
+    return run.named(f"{app}-deploy").sent.script
 
 
 def test_the_preview_says_what_it_found_and_the_deploy_releases_the_folder(tmp_path, monkeypatch):

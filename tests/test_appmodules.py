@@ -6,7 +6,6 @@ server receives, and that a git source's overlay serves what the deploy found.""
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
 import textwrap
@@ -222,11 +221,11 @@ def test_debug_written_in_the_code_says_where(tmp_path):
 
 
 def configure_text(run, app: str) -> str:
-    return shlex.split(run.named(f"{app}-configure").inputs["create"])[4]
+    return run.named(f"{app}-configure").sent.script
 
 
 def deploy_text(run, app: str) -> str:
-    return shlex.split(run.named(f"{app}-deploy").inputs["create"])[4]
+    return run.named(f"{app}-deploy").sent.script
 
 
 def test_a_local_folder_alone_is_served_with_what_its_files_say_and_the_preview_says_so(tmp_path, monkeypatch):

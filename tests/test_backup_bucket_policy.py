@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -72,7 +71,7 @@ def declared(program) -> Declared:
 
 def _installed(program: ProgramRun, path: str) -> str:
     """A file the configure step installs, as the program sends it."""
-    return installed(shlex.split(program.named("photofeed-configure").inputs["create"])[4], path)
+    return installed(program.named("photofeed-configure").sent.script, path)
 
 
 @dataclass

@@ -463,8 +463,8 @@ HOLDER = Path(__file__).resolve().parent / "apt_lock_holder.py"
 
 
 def label(step: Registered) -> str:
-    """What the step runs under on the server: `sudo -n bash -c SCRIPT LABEL`."""
-    return shlex.split(step.inputs["create"])[-1]
+    """What the step runs under on the server: its script's $0 (server/rootstep.py)."""
+    return step.sent.label
 
 
 def holder_says(site, text: str, steps: list[Future]) -> str:

@@ -118,10 +118,10 @@ def test_single_server_gets_the_deploy_key_on_stdin_only():
     assert public.startswith("ssh-ed25519 ") and public.endswith(" djangoship-dev-shop")
     assert "deployKey" not in run.secret_outputs  # the public half is for the repository's settings page
     deploy = run.named("shop-deploy")
-    assert "stdin" in deploy.secret_inputs and deploy.inputs["stdin"] == fixed_test_key()[0]
-    create = deploy.inputs["create"]
-    assert "GIT_SSH_COMMAND=" in create and "-i /etc/shop/deploy-key" in create and "BatchMode=yes" in create
-    assert "StrictHostKeyChecking=accept-new" in create and "IdentityAgent=none" in create
+    assert "stdin" in deploy.secret_inputs and deploy.sent.rest == fixed_test_key()[0]
+    script = deploy.sent.script
+    assert "GIT_SSH_COMMAND=" in script and "-i /etc/shop/deploy-key" in script and "BatchMode=yes" in script
+    assert "StrictHostKeyChecking=accept-new" in script and "IdentityAgent=none" in script
     assert _plain_inputs_holding(run, _key_line()) == []
     instance = run.one("aws:ec2/instance:Instance")
     user_data = "\n".join(pack.user_data_layers(instance.inputs.get("userData") or instance.inputs["userDataBase64"]))
@@ -132,8 +132,8 @@ def test_a_public_https_source_has_no_deploy_key():
     run = _run("single", "https://github.com/acme/shop.git")
     assert "deployKey" not in run.outputs
     assert not [r for r in run.resources.values() if r.type == "djangoship:index:DeployKey"]
-    assert not run.named("shop-deploy").inputs.get("stdin")
-    assert "GIT_SSH_COMMAND" not in run.named("shop-deploy").inputs["create"]
+    assert not run.named("shop-deploy").sent.rest
+    assert "GIT_SSH_COMMAND" not in run.named("shop-deploy").sent.script
 
 
 def test_scaled_servers_read_the_deploy_key_from_a_securestring_never_user_data():
@@ -386,8 +386,7 @@ def _shellcheck(script: str, tmp_path: Path) -> None:
 def test_the_single_servers_deploy_script_passes_shellcheck(pinned, tmp_path):
     line = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
     run = run_program({"app": {"source": SSH_SOURCE, "ref": COMMIT, "gitHostKey": line if pinned else ""}})
-    create = run.named("shop-deploy").inputs["create"]
-    script = shlex.split(create)[4]  # sudo -n bash -c SCRIPT LABEL
+    script = run.named("shop-deploy").sent.script
     assert ("StrictHostKeyChecking=yes" in script) is pinned and (line in script) is pinned
     _shellcheck(script, tmp_path)
 

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import io
 import json
-import shlex
 import subprocess
 import sys
 import textwrap
@@ -169,7 +168,7 @@ def test_the_preview_prints_what_the_procfile_implies(tmp_path, monkeypatch):
     assert any(
         line.endswith("pulumi config set --path app.processes.worker 'celery -A proj worker -l info'") for line in said
     )
-    configure = shlex.split(run.named("shop-configure").inputs["create"])[4]
+    configure = run.named("shop-configure").sent.script
     assert "timeout = 45" in configure and "[Service]" in configure
     assert "ExecStart=/srv/shop/current/venv/bin/celery -A proj worker -l info" in configure
 
@@ -356,7 +355,7 @@ def sent(config: dict, step: str) -> str:
     """The script a step of the program (under Pulumi's mocks) sends to the server."""
     run = run_program(config)
     app = load_settings(config, project="p", stack="s").app.name
-    return shlex.split(run.named(f"{app}-{step}").inputs["create"])[4]
+    return run.named(f"{app}-{step}").sent.script
 
 
 def test_the_deploy_installs_a_pipenv_project_from_its_lock_only_without_a_requirements_file():

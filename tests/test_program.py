@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -231,7 +230,7 @@ def test_commands_run_in_order_the_build_beside_boot_and_configure(default_run):
         assert "delete" not in step.inputs, "destroy must not need the server alive"
         assert step.custom_timeouts["create"], step.name
     # The build is the deploy's own script up to the virtualenv: no database, no settings, no switch.
-    build, deploy = steps["photofeed-build"].inputs["create"], steps["photofeed-deploy"].inputs["create"]
+    build, deploy = steps["photofeed-build"].sent.script, steps["photofeed-deploy"].sent.script
     # It needs nothing cloud-init installs (an archive; a git source waits for git): pip comes from its wheel.
     packages = yaml.safe_load(default_run.one(INSTANCE).inputs["userData"])["packages"]
     assert "until_installed" not in build and "python3-venv" not in packages
@@ -250,12 +249,12 @@ def test_the_build_loads_the_metadata_block_before_the_build_user_runs_anything(
     """The build starts beside the first boot, before configure has loaded the block: it loads it itself, from the
     same rules, and fails rather than run a package's code while the instance's credentials are in reach."""
     steps = {step.name: step for step in default_run.steps()}
-    configure = shlex.split(steps["photofeed-configure"].inputs["create"])[4]
+    configure = steps["photofeed-configure"].sent.script
     rules = installed(configure, "/etc/photofeed/metadata-block.nft")
     assert "meta skuid != 0 ip daddr 169.254.169.254 counter reject" in rules
     assert "meta skuid != 0 ip6 daddr fd00:ec2::254 counter reject" in rules
     for name in ("photofeed-build", "photofeed-deploy"):
-        script = shlex.split(steps[name].inputs["create"])[4]
+        script = steps[name].sent.script
         loaded = script.index("nft -f - <<'METADATA_BLOCK' || fail")
         assert script[loaded:].split("\n", 1)[1].startswith(rules), name
         assert loaded < script.index("setpriv"), f"{name} runs the build user before it loads the block"
@@ -284,7 +283,7 @@ def test_git_source_deploys_without_upload(tmp_path):
         "shop-deploy",
         "shop-superuser",
     ]
-    deploy = shlex.split(run.named("shop-deploy").inputs["create"])[4]
+    deploy = run.named("shop-deploy").sent.script
     assert commit in deploy and run.outputs["releaseId"] == commit[:12]
 
 
@@ -294,8 +293,8 @@ def test_secrets_travel_on_stdin_only_and_stay_secret(default_run):
     secrets = all_secrets(state, run)
     configure, superuser = run.named("photofeed-configure"), run.named("photofeed-superuser")
     assert "stdin" in configure.secret_inputs and "stdin" in superuser.secret_inputs
-    assert state.passwords["photofeed-admin-password"] == superuser.inputs["stdin"]
-    env_file = configure.inputs["stdin"]
+    assert state.passwords["photofeed-admin-password"] == superuser.sent.rest
+    env_file = configure.sent.rest
     assert "DJANGO_SECRET_KEY='" in env_file and state.passwords["photofeed-db-password"] in env_file
     for step in run.steps():
         assert "connection" in step.secret_inputs  # it carries the private key
@@ -313,7 +312,7 @@ def test_every_step_after_the_first_connection_pins_the_servers_host_key(default
     assert host_key.type == "tls:index/privateKey:PrivateKey" and host_key.inputs["algorithm"] == "ED25519"
     connect, *later = default_run.steps()
     assert connect.name == "photofeed-connect" and "hostKey" not in connect.inputs["connection"]
-    assert connect.inputs["stdin"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert connect.sent.rest.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     assert "stdin" in connect.secret_inputs
     assert len(later) == 6
     for step in later:
@@ -408,8 +407,8 @@ def test_new_app_version_reruns_configure_upload_and_deploy(app_copy):
     lines = [
         text.splitlines()
         for text in (
-            before.named("photofeed-configure").inputs["create"],
-            after.named("photofeed-configure").inputs["create"],
+            before.named("photofeed-configure").sent.script,
+            after.named("photofeed-configure").sent.script,
         )
     ]
     assert [(old, new) for old, new in zip(*lines, strict=True) if old != new] == [
@@ -423,7 +422,7 @@ def test_env_change_reruns_only_configure():
     before = run_program({}, state=state)
     after = run_program({"app": {"env": {"DJANGO_CONN_MAX_AGE": "60"}}}, state=state)
     assert changed_steps(before, after) == ["photofeed-configure"]
-    assert "DJANGO_CONN_MAX_AGE='60'" in after.named("photofeed-configure").inputs["stdin"]
+    assert "DJANGO_CONN_MAX_AGE='60'" in after.named("photofeed-configure").sent.rest
 
 
 def test_admin_email_change_reruns_only_superuser():

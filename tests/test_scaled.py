@@ -360,7 +360,7 @@ def test_only_the_app_servers_role_can_decrypt_the_parameters(scaled: ProgramRun
 def test_env_contract_points_at_rds_in_the_same_form(scaled: ProgramRun, state: MockState) -> None:
     text = by_name(scaled, "photofeed-env").inputs["value"]
     env = dict(re.fullmatch(r"([A-Z_][A-Z0-9_]*)='([^']*)'", line).groups() for line in text.splitlines())  # type: ignore[union-attr]
-    single = run_program({}, state=MockState()).named("photofeed-configure").inputs["stdin"]
+    single = run_program({}, state=MockState()).named("photofeed-configure").sent.rest
     single_keys = {line.split("=", 1)[0] for line in single.splitlines()}
     assert single_keys <= set(env), "every variable of the single server's contract"
     host = "photofeed-db.c9akciq32.us-east-1.rds.amazonaws.com"

@@ -298,7 +298,7 @@ def env_names(text: str) -> set[str]:
 
 
 def test_reserved_names_are_exactly_what_the_deployer_writes():
-    single = run_program({}).named("photofeed-configure").inputs["stdin"]
+    single = run_program({}).named("photofeed-configure").sent.rest
     assert env_names(single) == reserved_names("DJANGO_", "single")
     scaled = run_program({"profile": "scaled"}).named("photofeed-env").inputs["value"]
     assert env_names(scaled) == reserved_names("DJANGO_", "scaled")

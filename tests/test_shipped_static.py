@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import json
-import shlex
 import stat
 from pathlib import Path
 
@@ -135,7 +134,7 @@ def test_the_check_step_decides_with_it_before_collectstatic():
     it says so; a refusal or a failure is the step's exit 4, named with its line."""
     modules = render_python_modules(plan_host(load_settings({}, project="djangoship", stack="dev")))
     ast.parse(modules[f"{SHIPPED_STATIC}.py"], feature_version=(3, 9))
-    deploy = shlex.split(run_program({}).named("photofeed-deploy").inputs["create"])[4]
+    deploy = run_program({}).named("photofeed-deploy").sent.script
     decided = deploy.index(f"from {SHIPPED_STATIC} import plan_static")
     served = deploy.index('served=os.environ["DJANGO_STATIC_ROOT"],')
     assert deploy.index("import djangoship_wsgi") < decided < served < deploy.index("print(static.says)")

@@ -405,19 +405,19 @@ def test_scripts_pass_shellcheck(workers_run, tmp_path: Path) -> None:
 
 def test_redis_password_only_on_stdin_and_in_the_env_contract(workers_run) -> None:
     configure = workers_run.named("photofeed-configure")
-    env = configure.inputs["stdin"]
+    env = configure.sent.rest
     url = re.search(r"^REDIS_URL='redis://:(\w{32})@127\.0\.0\.1:6379/0'$", env, re.MULTILINE)
     assert url and f"DJANGO_REDIS_URL='redis://:{url[1]}@127.0.0.1:6379/0'" in env
     assert {line.split("=", 1)[0] for line in env.splitlines()} == reserved_names("DJANGO_", "single", redis=True)
     password = url[1]
-    assert password not in configure.inputs["create"]
+    assert password not in configure.inputs["create"] + configure.sent.script + repr(configure.inputs["triggers"])
     assert all(password not in step.inputs.get("create", "") for step in workers_run.steps())
     assert password not in workers_run.one("aws:ec2/instance:Instance").inputs["userData"]
     assert workers_run.named("photofeed-redis-password").type == "random:index/randomPassword:RandomPassword"
     # Without redis: no password, no REDIS_URL, no Redis installed.
     plain = run_program({}, state=MockState())
-    assert "REDIS_URL" not in plain.named("photofeed-configure").inputs["stdin"]
-    assert "apt_install redis-server" not in plain.named("photofeed-configure").inputs["create"]
+    assert "REDIS_URL" not in plain.named("photofeed-configure").sent.rest
+    assert "apt_install redis-server" not in plain.named("photofeed-configure").sent.script
     assert not [step for step in plain.steps() if step.name.endswith("redis-password")]
 
 
@@ -431,7 +431,7 @@ def test_a_change_to_the_processes_re_runs_the_deploy_and_nothing_else_when_unch
     assert other.named("photofeed-deploy").inputs["triggers"] != first.named("photofeed-deploy").inputs["triggers"]
     # A site without processes keeps the deploy's triggers it always had.
     plain = run_program({}, state=MockState())
-    assert len(plain.named("photofeed-deploy").inputs["triggers"]) == 2
+    assert len(plain.named("photofeed-deploy").inputs["triggers"]) == 3  # the instance, the script, the release
 
 
 def test_processes_script_times_each_process_in_its_own_time_and_names_the_unit() -> None:

@@ -10,7 +10,6 @@ import dataclasses
 import http.server
 import json
 import re
-import shlex
 import shutil
 import socket
 import socketserver
@@ -317,11 +316,10 @@ def sent_scripts(program_run: Any) -> dict[str, str]:
     for step in program_run.steps():
         if step.type != "command:remote:Command":
             continue
-        argv = shlex.split(step.inputs["create"])
-        assert argv[:4] == ["sudo", "-n", "bash", "-c"] and len(argv) == 6, argv[:4]
-        label = re.sub(r"^(deploy|build)-[0-9a-f]{12}$", r"\1", argv[5])
+        sent = step.sent
+        label = re.sub(r"^(deploy|build)-[0-9a-f]{12}$", r"\1", sent.label)
         assert label not in scripts
-        scripts[label] = argv[4]
+        scripts[label] = sent.script
     expected = ["install-host-key", "wait-for-boot", "build", "configure-host", "deploy", "create-superuser"]
     assert sorted(scripts) == sorted(expected), list(scripts)
     return scripts

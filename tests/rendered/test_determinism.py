@@ -80,8 +80,11 @@ def test_secrets_travel_only_on_stdin(sent: dict[str, Sent]) -> None:
         secrets = [value for value in result.state.passwords.values() if value]
         assert len(secrets) >= 3, f"{name}: the mock generated no passwords: nothing would be checked"
         instance = result.run.one("aws:ec2/instance:Instance").inputs
-        public = [instance.get("userData") or "", *(s.inputs.get("create", "") for s in result.run.steps())]
-        stdin = "".join(s.inputs.get("stdin") or "" for s in result.run.steps())
+        commands = [s for s in result.run.steps() if s.type == "command:remote:Command"]
+        # What is plain: user-data, each command line, its script (on stdin before the secret) and its triggers.
+        public = [instance.get("userData") or ""]
+        public += [text for s in commands for text in (s.inputs["create"], s.sent.script, repr(s.inputs["triggers"]))]
+        stdin = "".join(s.sent.rest for s in commands)
         for secret in secrets:
             assert not any(secret in text for text in public), f"{name}: a secret is in user-data or a command line"
         assert any(secret in stdin for secret in secrets), f"{name}: no secret on stdin: the check is vacuous"
@@ -94,8 +97,12 @@ def test_two_program_runs_send_identical_bytes(sent: dict[str, Sent]) -> None:
     instance = "aws:ec2/instance:Instance"
     assert first.one(instance).inputs["userData"] == second.one(instance).inputs["userData"]
 
-    def steps(program_run: Any) -> list[tuple[str, Any, Any]]:
-        return [(s.name, s.inputs.get("create"), s.inputs.get("triggers")) for s in program_run.steps()]
+    def steps(program_run: Any) -> list[tuple[str, Any, Any, Any]]:
+        # The script on stdin, not the whole stdin: the secrets after it are each run's own.
+        return [
+            (s.name, s.inputs.get("create"), s.sent.script if "stdin" in s.inputs else None, s.inputs.get("triggers"))
+            for s in program_run.steps()
+        ]
 
     assert steps(first) == steps(second)
     assert len(steps(first)) == 7
