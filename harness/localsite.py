@@ -126,14 +126,23 @@ class FirstAnswer:
 
 
 class RequestLoop:
-    """`clients` threads GET `url` back to back until stopped (each bounded: `limit` s at most, 300 by default),
-    counting anything but `expect` (200; e.g. 302 for a page that redirects to a login) as failed, with the time
-    each failed request started (`failed_at`, monotonic). Used around `up` to show a deploy drops no request."""
+    """`clients` threads GET `url` until stopped (each bounded: `limit` s at most, 300 by default), each starting
+    a request every `interval` s at most (0: back to back), counting anything but `expect` (200; e.g. 302 for a
+    page that redirects to a login) as failed, with the time each failed request started (`failed_at`,
+    monotonic). Used around `up` to show a deploy drops no request."""
 
-    def __init__(self, url: str, clients: int = 1, expect: int = 200, fetch: Any = None, limit: float = 300):
+    def __init__(
+        self,
+        url: str,
+        clients: int = 1,
+        expect: int = 200,
+        fetch: Any = None,
+        limit: float = 300,
+        interval: float = 0.0,
+    ):
         self.url, self.ok, self.failed, self.errors = url, 0, 0, []
         self.failed_at: list[float] = []
-        self.expect, self.limit = expect, limit
+        self.expect, self.limit, self.interval = expect, limit, interval
         self.fetch = fetch or http_get  # e.g. a scaled site's, through its CloudFront stand-in
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -154,6 +163,7 @@ class RequestLoop:
                     self.failed += 1
                     self.errors.append(status)
                     self.failed_at.append(started)
+            self._stop.wait(started + self.interval - time.monotonic())
 
     def __enter__(self) -> RequestLoop:
         for thread in self._threads:

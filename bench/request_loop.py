@@ -1,0 +1,81 @@
+"""What the tests' request loop costs the deploy it watches: a one-line change's `up` with no loop, with clients
+sending back to back, and with clients paced, in turns on one guest.
+
+    sudo .venv/bin/python -m bench.request_loop [--rounds 3] [--clients 1] [--interval 0.05]
+
+The tests wrap every deploy and roll in a `RequestLoop` (harness/localsite.py) to show that no request fails.
+Back to back, each client keeps a CPU busy (the client, nginx, gunicorn, Django, PostgreSQL) on a machine whose
+two cores the deploy and two other guests' lanes also need. The modes take turns (A B C A B C …) on the same
+guest so that the machine's noise falls on all of them; printed: each round, each mode's median, and the ratios
+to the deploy with no loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--interval", type=float, default=0.05, help="paced: s between a client's request starts")
+    args = parser.parse_args()
+
+    from bench.common import APP, ROOT, header, median
+    from harness.localsite import RequestLoop, change_home_page, http_get, local_site
+    from localboot.network import bridge_network
+
+    header("bench/request_loop.py")
+    modes: dict[str, dict[str, Any] | None] = {
+        "no loop": None,
+        f"{args.clients} back to back": {"clients": args.clients},
+        f"{args.clients} paced {args.interval * 1000:.0f} ms": {"clients": args.clients, "interval": args.interval},
+    }
+    rows: dict[str, list[tuple[float, int]]] = {mode: [] for mode in modes}
+    with tempfile.TemporaryDirectory(prefix="request-loop-") as work:
+        app = Path(work) / APP
+        shutil.copytree(
+            ROOT / "examples" / APP,
+            app,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles"),
+        )
+        with bridge_network() as network, local_site(network, "benchrl", {"app": {"source": str(app)}}) as site:
+            for index in range(args.rounds):
+                for mode, loop_args in modes.items():
+                    marker = f"r{index}-{len(rows[mode])}-{mode.split()[0]}"
+                    change_home_page(app, marker)
+                    loop = RequestLoop(site.url + "/", **loop_args) if loop_args else None
+                    started = time.monotonic()
+                    if loop:
+                        with loop:
+                            site.up()
+                            took = time.monotonic() - started
+                    else:
+                        site.up()
+                        took = time.monotonic() - started
+                    assert f"release:{marker}".encode() in http_get(site.url + "/")[2], "the new release is not live"
+                    assert loop is None or loop.failed == 0, (mode, loop.errors[:3])
+                    requests = loop.ok if loop else 0
+                    rows[mode].append((took, requests))
+                    print(f"round {index + 1}, {mode}: up {took:.1f} s, {requests} requests", file=sys.stderr)
+    print(f"\n{args.rounds} rounds; the modes in turns on one guest\n")
+    base = median([took for took, _ in rows["no loop"]])
+    for mode, values in rows.items():
+        took = median([t for t, _ in values])
+        requests = median([float(r) for _, r in values])
+        print(f"{mode:>22}: median `up` {took:5.1f} s, {requests:6.0f} requests; ÷ no loop {took / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()
