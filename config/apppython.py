@@ -1,8 +1,9 @@
 """Which Python an app needs, read from the app the way its own tools read it, and decided at preview.
 
-An app says which Python it runs on in one of four places: `app.python` in the stack config, else its
-`pyproject.toml` (`requires-python`, what uv, pip and poetry enforce), `.python-version` (pyenv, uv) or
-`runtime.txt` (Heroku's), looked for in the project's folder (app.directory), then at the source's top. The
+An app says which Python it runs on in one of these places: `app.python` in the stack config, else its
+`pyproject.toml`'s `requires-python` (what uv, pip and poetry enforce), `.python-version` (pyenv, uv),
+`runtime.txt` (Heroku's), the `Pipfile`'s `[requires]` (pipenv's), or last poetry's own range
+(`[tool.poetry.dependencies] python`), looked for in the project's folder (app.directory), then at the source's top. The
 image's own Python is used when it fits (no download, security updates from the distribution); otherwise the
 deploy installs a CPython build managed by uv on the server. When neither can provide it, the preview fails and
 names where the requirement came from. Pure: files in, a plan out.
@@ -98,7 +99,7 @@ def app_python_spec(folders: Sequence[Path], configured: str) -> tuple[str, str]
 
 def _folder_python_spec(folder: Path) -> tuple[str, str, str]:
     """(specifier, the file that says it, a note on how it was read) for one folder; ("", "", "") if none does."""
-    pyproject = folder / "pyproject.toml"
+    pyproject, data = folder / "pyproject.toml", {}
     if pyproject.is_file():
         try:
             data = tomllib.loads(pyproject.read_text())
@@ -122,7 +123,50 @@ def _folder_python_spec(folder: Path) -> tuple[str, str, str]:
                 "runtime.txt",
                 f": python-{minor}{patch}, read as {minor}, any build of it" if patch else "",
             )
+    pipfile = folder / "Pipfile"
+    if pipfile.is_file():
+        try:
+            requires = tomllib.loads(pipfile.read_text()).get("requires", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"Pipfile of the app cannot be read: {error}") from error
+        for key in ("python_full_version", "python_version"):
+            value = str(requires.get(key, "")).strip()
+            if re.fullmatch(r"3\.\d+(\.\d+)?", value):
+                return _exact_or_minor(value), f"[requires] {key} in Pipfile", ""
+    # Last: poetry's range is what the project supports, the files above say what it is deployed on.
+    poetry = data.get("tool", {}).get("poetry", {}).get("dependencies", {}).get("python", "")
+    if isinstance(poetry, str) and poetry.strip() not in ("", "*"):
+        spec = _from_poetry(poetry)
+        note = f": {poetry.strip()}, read as {spec}" if poetry.strip()[0] in "^~" else ""
+        return spec, "tool.poetry.dependencies.python in pyproject.toml", note
     return "", "", ""
+
+
+def _from_poetry(constraint: str) -> str:
+    """Poetry's constraint on Python as a PEP 440 specifier set: `^3.10` is `>=3.10,<4.0`, `~3.10` is
+    `>=3.10,<3.11`, a bare `3.10` any 3.10 (`==3.10.*`); clauses joined by commas or blanks. Unions (`||`) are
+    refused."""
+    if "||" in constraint:
+        raise ValueError(f"cannot read the version requirement {constraint.strip()!r} (a union of ranges)")
+    clauses = []
+    for clause in re.split(r"[,\s]+", constraint.strip()):
+        if not clause:
+            continue
+        match = re.fullmatch(r"([\^~])(\d+(?:\.\d+)*)", clause)
+        if match:
+            operator, number = match.groups()
+            parts = _version(number)
+            # ^ allows up to the next major; ~ up to the next minor (the next major when only a major is given).
+            whole_major = operator == "^" or len(parts) == 1
+            upper = f"{parts[0] + 1}.0" if whole_major else f"{parts[0]}.{parts[1] + 1}"
+            clauses += [f">={number}", f"<{upper}"]
+        elif re.fullmatch(r"\d+(?:\.\d+)+", clause):
+            clauses.append(_exact_or_minor(clause))  # a minor alone means any build of it, as for Python's users
+        elif re.fullmatch(r"\d+(?:\.\d+)*\.\*", clause):
+            clauses.append(f"=={clause}")
+        else:
+            clauses.append(clause)
+    return ",".join(clauses)
 
 
 def plan_python(folders: Sequence[Path], configured: str, image: str, image_python: str) -> PythonPlan:

@@ -159,7 +159,8 @@ class AppSettings:
     )
     python: str = key(
         "",
-        "The Python the app needs, e.g. 3.14; empty = its requires-python, .python-version or runtime.txt.",
+        "The Python the app needs, e.g. 3.14; empty = what the app says (requires-python, "
+        ".python-version, runtime.txt, the Pipfile's [requires], poetry's python).",
         optional(matches(r"3\.\d{1,2}(\.\d{1,2})?", "a Python version such as 3.13 or 3.14.2")),
         python_available,  # the image's, or a uv-managed CPython; else a problem at preview
     )

@@ -117,6 +117,22 @@ def _app_folder(tmp_path: Path, **files: str) -> str:
         # runtime.txt's patch is not a pin: its users mean the minor (Heroku installs the newest patch of it).
         ("debian-12", {"runtime_dot_txt": "python-3.12.4\n"}, "3.12", "runtime.txt: python-3.12.4, read as 3.12,"),
         ("debian-12", {}, "", "none stated"),
+        # Poetry's own constraint (no [project] table): ^ and ~ read as poetry reads them.
+        (
+            "debian-12",
+            {"pyproject_dot_toml": '[tool.poetry.dependencies]\npython = "~3.13"\ndjango = "^5.2"\n'},
+            "3.13",
+            "tool.poetry.dependencies.python in pyproject.toml: ~3.13, read as >=3.13,<3.14",
+        ),
+        ("debian-13", {"pyproject_dot_toml": '[tool.poetry.dependencies]\npython = "^3.10"\n'}, "", "poetry"),
+        # A pipenv project's Pipfile: python_version a minor, python_full_version an exact build.
+        ("debian-12", {"Pipfile": '[requires]\npython_version = "3.12"\n'}, "3.12", "[requires] python_version"),
+        (
+            "debian-13",
+            {"Pipfile": '[requires]\npython_full_version = "3.12.7"\n'},
+            "3.12.7",
+            "[requires] python_full_version in Pipfile",
+        ),
     ],
 )
 def test_app_python_is_decided_at_preview(tmp_path, image, files, request_, source):
@@ -126,6 +142,12 @@ def test_app_python_is_decided_at_preview(tmp_path, image, files, request_, sour
     decided = app_python(settings)
     assert decided.request == request_
     assert source in decided.source
+
+
+def test_a_poetry_union_of_pythons_fails_the_preview_naming_it(tmp_path):
+    folder = _app_folder(tmp_path, pyproject_dot_toml='[tool.poetry.dependencies]\npython = "^3.9 || ^3.10"\n')
+    with pytest.raises(ConfigError, match=r"cannot read the version requirement '\^3.9 \|\| \^3.10' \(a union"):
+        load_settings({"app": {"source": folder}}, project="p", stack="s")
 
 
 def test_app_python_nothing_can_provide_is_an_error_at_preview(tmp_path):
