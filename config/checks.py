@@ -428,7 +428,10 @@ def procfile_defaults(app: Any, given: Given) -> Any:
     if app.source_is_git or not app.procfile:
         return app
     try:
-        found = procfile.read(Path(app.source, app.directory))  # beside manage.py: the project's folder
+        # Beside manage.py, else (a monorepo on Heroku) at the repository's top, pointing into the project's folder.
+        found = procfile.read(Path(app.source, app.directory))
+        if found is None and app.directory:
+            found = procfile.read(Path(app.source), app.directory)
     except procfile.ProcfileError as error:
         given.fail(str(error), key="app.procfile")
         return app

@@ -9,6 +9,10 @@ A Procfile has one `name: command` line per process type. Three kinds of line me
 - `release:` — the command run before a release goes live: a `manage.py` command becomes `app.releaseCommands`;
   one the deploy runs itself anyway (`migrate`, `collectstatic`, `check`) is not run twice.
 - any other line — a long-running process, the default of `app.processes.<name>`.
+A monorepo on Heroku keeps its Procfile at the repository's top and points into the project's folder
+(`gunicorn --chdir backend proj.wsgi`, `python backend/manage.py migrate`, `celery --workdir backend …`): read
+with that folder (`app.directory`), those say only what the deploy does anyway (it runs everything from the
+project's folder) and are taken as such; a web line serving from any other folder is refused, naming it.
 The lines are commands for a shell (Heroku runs them with `bash -c`), but the deploy runs each as one program with
 its arguments (systemd's ExecStart, the manage wrapper): what only a shell does (`&&`, pipes, redirections, `cd`,
 `$VAR` other than `$PORT`, `VAR=value` before the program) is refused, naming the line, not half-run.
@@ -71,6 +75,7 @@ class Web:
     workers: int = 0  # 0 = not said
     options: dict[str, str] = field(default_factory=dict)  # SERVER_OPTIONS → value as gunicorn's config file has it
     left_out: tuple[str, ...] = ()  # options the deployer's own setup replaces (where to listen, where to log)
+    folder: str = ""  # the folder it serves from (--chdir, --app-dir), relative to the Procfile's ("" = that one)
 
 
 @dataclass(frozen=True)
@@ -88,17 +93,24 @@ class Procfile:
         return next((why for line, unit, why in self.refused if name in (line.name, unit)), "")
 
 
-def read(folder: Path) -> Procfile | None:
-    """The folder's Procfile, or None when it has none."""
+def read(folder: Path, project: str = "") -> Procfile | None:
+    """The folder's Procfile, or None when it has none; `project`: the project's folder inside it ("" = itself)."""
     path = folder / FILE
     if not path.is_file() or not path.resolve().is_relative_to(folder.resolve()):
         return None
-    return parse(path.read_text(encoding="utf-8", errors="replace"))
+    return parse(path.read_text(encoding="utf-8", errors="replace"), project)
 
 
-def parse(text: str) -> Procfile:
+def _folder(text: str) -> str:
+    """A folder as a line may write it (`./backend/`), as app.directory does (`backend`)."""
+    return "/".join(part for part in text.split("/") if part not in ("", "."))
+
+
+def parse(text: str, project: str = "") -> Procfile:
     """Every line read. A line that is not `name: command` (or a name twice) raises ProcfileError: the file itself
-    is broken. A line that cannot be run as written is kept with the reason (`refused`)."""
+    is broken. A line that cannot be run as written is kept with the reason (`refused`). `project`: the folder of
+    the project (manage.py) inside the Procfile's, where the deploy runs every line ("" = the Procfile's own)."""
+    project = _folder(project)
     web: Web | None = None
     web_unread = ""
     release: tuple[Line, str] | None = None
@@ -117,9 +129,14 @@ def parse(text: str) -> Procfile:
             raise ProcfileError(f"{line.where()}: a second `{line.name}:` line (Heroku would run only one of them)")
         seen.add(line.name)
         try:
-            words = _words(line)
+            words = _in_project(_words(line), project)
             if line.name == "web":
                 web, web_unread = _web(line, words)
+                if web is not None and web.folder != project:
+                    raise ProcfileError(
+                        f"{line.where()}: it serves from {_named(web.folder)}, and the project (manage.py) is "
+                        f"{_named(project)} (app.directory); {_instead(line)}"
+                    )
             elif line.name == "release":
                 release = (line, _release(line, words))
             else:
@@ -161,6 +178,31 @@ def _words(line: Line) -> list[str]:
         # systemd's ExecStart and the manage wrapper take plain words: the quoting would be lost, not kept.
         raise ProcfileError(f"{line.where()}: the argument {blank!r} has blanks in it; {_instead(line)}")
     return words
+
+
+def _named(folder: str) -> str:
+    return f"the folder {folder}" if folder else "the Procfile's own folder"
+
+
+def _in_project(words: list[str], project: str) -> list[str]:
+    """The words as run from the project's folder: `backend/manage.py` is its manage.py, and a process's
+    `--workdir backend` (celery's) says only where the deploy runs it anyway. A web line's --chdir stays, for
+    _web to weigh."""
+    if not project:
+        return words
+    prefix = project + "/"
+    out: list[str] = []
+    rest = list(words)
+    while rest:
+        word = rest.pop(0)
+        if word == "--workdir" and rest and _folder(rest[0]) == project:
+            rest.pop(0)
+            continue
+        if word.startswith("--workdir=") and _folder(word.partition("=")[2]) == project:
+            continue
+        stripped = word.removeprefix("./")
+        out.append(stripped.removeprefix(prefix) if stripped == prefix + "manage.py" else word)
+    return out
 
 
 def _instead(line: Line) -> str:
@@ -237,9 +279,11 @@ _GUNICORN = {
     "--capture-output": "own-flag",
     "--enable-stdio-inheritance": "own-flag",
     "--reload": "own-flag",
+    "--chdir": "folder",
 }
 _UVICORN = {
     "--workers": "workers",
+    "--app-dir": "folder",
     "--host": "own",
     "--port": "own",
     "--uds": "own",
@@ -276,7 +320,7 @@ def _web(line: Line, words: list[str]) -> tuple[Web | None, str]:
         return None, f"it runs {words[0]}, not a server the deploy knows (gunicorn, uvicorn, daphne, waitress-serve)"
     known = _SERVERS[server]
     modules: list[str] = []
-    workers, worker_class = 0, ""
+    workers, worker_class, folder = 0, "", ""
     options: dict[str, str] = {}
     left_out: list[str] = []
     rest = words[1:]
@@ -310,6 +354,8 @@ def _web(line: Line, words: list[str]) -> tuple[Web | None, str]:
             workers = _number(line, name, value, 1, 64)
         elif kind == "class":
             worker_class = value
+        elif kind == "folder":
+            folder = _folder(value)
         else:
             low, high = SERVER_OPTIONS[kind] or (0, 0)
             options[kind] = str(_number(line, name, value, low, high))
@@ -327,7 +373,7 @@ def _web(line: Line, words: list[str]) -> tuple[Web | None, str]:
             f"--threads, or uvicorn's worker for ASGI); {_instead(line)}"
         )
     asgi = server in _ASGI_SERVERS or worker_class in _ASGI_WORKERS
-    return Web(line, server, module, asgi, workers, options, tuple(left_out)), ""
+    return Web(line, server, module, asgi, workers, options, tuple(left_out), folder), ""
 
 
 def _number(line: Line, name: str, value: str, low: int, high: int) -> int:

@@ -227,6 +227,48 @@ def test_a_refused_line_whose_key_is_set_is_not_used_and_not_refused(tmp_path):
     assert "worker line is not used: app.processes.worker is set" in notes
 
 
+MONOREPO_TOP = """
+    release: python backend/manage.py migrate
+    web: gunicorn --chdir backend proj.wsgi --log-file - --timeout 30
+    worker: celery --workdir backend -A proj worker -l info
+    mailer: ./backend/manage.py send_queued_mail --loop
+"""
+
+
+def monorepo(folder: Path, procfile: str) -> Path:
+    """Heroku's monorepo shape: the project in backend/, the Procfile at the repository's top pointing into it."""
+    heroku_app(folder / "backend", "web: unused\n")
+    (folder / "backend" / "Procfile").unlink()
+    (folder / "Procfile").write_text(textwrap.dedent(procfile).lstrip("\n"))
+    return folder
+
+
+def test_a_monorepos_procfile_at_the_top_is_read_as_run_from_the_project_folder(tmp_path):
+    settings = app_settings(monorepo(tmp_path / "shop", MONOREPO_TOP), directory="backend")
+    app = settings.app
+    assert app.wsgi_module == "proj.wsgi" and app.server_options == {"timeout": "30"}
+    # Run from backend/ (the release holds it alone): pointing there again would be backend/backend.
+    assert app.processes == {"worker": "celery -A proj worker -l info", "mailer": "manage.py send_queued_mail --loop"}
+    assert app.release_commands == [], "migrate is the deploy's own step"
+    assert "pulumi config set --path app.wsgiModule proj.wsgi" in "\n".join(app.procfile_notes)
+
+
+@pytest.mark.parametrize(
+    ("web", "why"),
+    [
+        ("gunicorn --chdir frontend proj.wsgi", "it serves from the folder frontend, and the project"),
+        ("gunicorn proj.wsgi", "it serves from the Procfile's own folder, and the project"),
+        ("uvicorn --app-dir ./web proj.asgi:application", "it serves from the folder web, and the project"),
+    ],
+)
+def test_a_web_line_serving_from_another_folder_than_the_projects_fails_the_preview(tmp_path, web, why):
+    said = problems(monorepo(tmp_path / "shop", f"web: {web}\n"), directory="backend")
+    assert why in said and "(manage.py) is the folder backend (app.directory)" in said, said
+    # Beside manage.py, the same line's folder must be that one.
+    said = problems(heroku_app(tmp_path / "flat", "web: gunicorn --chdir backend proj.wsgi\n"))
+    assert "it serves from the folder backend, and the project (manage.py) is the Procfile's own folder" in said
+
+
 def test_port_is_the_one_variable_a_web_line_may_name_and_it_is_the_deployers():
     parsed = parse("web: gunicorn proj.wsgi --bind 0.0.0.0:$PORT\n")
     assert parsed.web is not None and parsed.web.left_out == ("--bind 0.0.0.0:$PORT",)
