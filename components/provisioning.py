@@ -182,7 +182,7 @@ class SiteProvisioner(pulumi.ComponentResource):
 
         def deploy_script(build_only: bool) -> str:
             return remote_script(
-                "deploy",
+                "build" if build_only else "deploy",
                 plan,
                 release_id=build_id(release.id, plan),
                 archive_id=release.id,
@@ -190,10 +190,6 @@ class SiteProvisioner(pulumi.ComponentResource):
                 git_url=release.git_url,
                 git_ref=release.git_ref,
                 git_commit=release.git_commit,
-                # One server, one database: the deploy itself applies the migrations, all or nothing.
-                atomic_migrations=True,
-                build_step=True,  # the build step below runs it first with build_only
-                build_only=build_only,
                 boot_timeout_seconds=BOOT_TIMEOUT_SECONDS,
             )
 

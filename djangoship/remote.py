@@ -87,7 +87,7 @@ DEPLOY_STEP = "djangoship:index:SiteProvisioner$command:remote:Command::{app}-de
 def redeploy(layout: Layout, stack: str | None) -> str:
     """The command, for this machine, that runs the deploy step again with the same release: `pulumi up --replace` of
     that step (an unchanged `pulumi up` runs nothing). It checks what the last deploy left on the server and builds
-    again what was deleted by hand (cloud-init/scripts/deploy.sh.j2)."""
+    again what was deleted by hand (cloud-init/scripts/deploy/earlier-run.sh.j2)."""
     name = (stack or "STACK").rsplit("/", 1)[-1]  # a URN names the stack without its organisation
     urn = f"urn:pulumi:{name}::{PROJECT}::{DEPLOY_STEP.format(app=layout.app)}"
     return shlex.join(["pulumi", "up", *(["--stack", stack] if stack else []), "--replace", urn])

@@ -289,7 +289,7 @@ def _app_server(plan: HostPlan) -> list[ServerFile]:
     app, paths = plan.app, plan.paths
     return [
         ServerFile(paths.release_once, "scaled/release-once.sh.j2", "0755"),
-        ServerFile(paths.deploy, "scripts/deploy.sh.j2", "0755"),
+        ServerFile(paths.deploy, "scaled/deploy.sh.j2", "0755"),
         ServerFile(paths.superuser, "scaled/superuser.sh.j2", "0755"),
         ServerFile(paths.media_credentials, "scaled/media-credentials.py.j2", "0755"),
         ServerFile(

@@ -186,8 +186,9 @@ def _holds_private_key(path: Path) -> bool:
 
 def archive_bytes(folder: Path, directory: str = "") -> bytes:
     """A .tar.gz of the folder with sorted entries, fixed owners, times and modes: reproducible. Modes give
-    others nothing: on the server the app's group reads the code (cloud-init/scripts/deploy.sh.j2). With
-    app.directory the paths stay the source's (backend/manage.py): the deploy releases that folder."""
+    others nothing: on the server the app's group reads the code (cloud-init/scripts/deploy/fetch.sh.j2 and
+    prepare.sh.j2). With app.directory the paths stay the source's (backend/manage.py): the deploy releases that
+    folder."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in _included(folder, directory):

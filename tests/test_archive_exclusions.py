@@ -152,7 +152,6 @@ def test_the_server_leaves_the_code_to_root_and_the_apps_group():
         git_url="",
         git_ref="",
         git_commit="",
-        atomic_migrations=True,
     )
     assert 'chown -R root:photofeed "$build"' in script
     # …and before that, while its dependencies are installed, to the build user's group, never to others.

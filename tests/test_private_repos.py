@@ -301,7 +301,6 @@ def _fetch_lines(tmp: Path, port: int, commit: str, host_key_line: str = "") -> 
         git_url=source,
         git_ref="",
         git_commit=commit,
-        atomic_migrations=True,
     )
     lines = script.splitlines()
     save = lines.index(next(line for line in lines if line.startswith("(umask 077 && cat >")))
