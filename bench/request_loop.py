@@ -52,8 +52,8 @@ def main() -> None:
         )
         with bridge_network() as network, local_site(network, "benchrl", {"app": {"source": str(app)}}) as site:
             for index in range(args.rounds):
-                for mode, loop_args in modes.items():
-                    marker = f"r{index}-{len(rows[mode])}-{mode.split()[0]}"
+                for number, (mode, loop_args) in enumerate(modes.items()):
+                    marker = f"r{index}-m{number}"  # each up a new release
                     change_home_page(app, marker)
                     loop = RequestLoop(site.url + "/", **loop_args) if loop_args else None
                     started = time.monotonic()
