@@ -7,12 +7,14 @@ The tests wrap every deploy and roll in a `RequestLoop` (harness/localsite.py) t
 Back to back, each client keeps a CPU busy (the client, nginx, gunicorn, Django, PostgreSQL) on a machine whose
 two cores the deploy and two other guests' lanes also need. The modes take turns (A B C A B C …) on the same
 guest so that the machine's noise falls on all of them; printed: each round, each mode's median, and the ratios
-to the deploy with no loop.
+to the deploy with no loop. Then what each loop costs the machine by itself: the cores busy (/proc/stat) while it
+runs against the idle site, in turns again — what the other lanes of a test run lose while a loop watches a deploy.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -25,11 +27,21 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def busy_jiffies() -> int:
+    """The machine's CPU time so far, all cores, in clock ticks: everything but idle and iowait (/proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--interval", type=float, default=0.05, help="paced: s between a client's request starts")
+    parser.add_argument("--seconds", type=float, default=15, help="each mode's turn against the idle site")
     args = parser.parse_args()
 
     from bench.common import APP, ROOT, header, median
@@ -43,6 +55,7 @@ def main() -> None:
         f"{args.clients} paced {args.interval * 1000:.0f} ms": {"clients": args.clients, "interval": args.interval},
     }
     rows: dict[str, list[tuple[float, int]]] = {mode: [] for mode in modes}
+    cost: dict[str, list[float]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="request-loop-") as work:
         app = Path(work) / APP
         shutil.copytree(
@@ -69,12 +82,29 @@ def main() -> None:
                     requests = loop.ok if loop else 0
                     rows[mode].append((took, requests))
                     print(f"round {index + 1}, {mode}: up {took:.1f} s, {requests} requests", file=sys.stderr)
+            # What a loop costs the machine by itself: the cores busy while it runs against the idle site, the
+            # modes in turns again (the other lanes of a test run pay this while a loop watches a deploy).
+            for index in range(args.rounds):
+                for mode, loop_args in modes.items():
+                    before = busy_jiffies()
+                    if loop_args:
+                        with RequestLoop(site.url + "/", **loop_args):
+                            time.sleep(args.seconds)
+                    else:
+                        time.sleep(args.seconds)
+                    cores = (busy_jiffies() - before) / CLOCK_TICKS / args.seconds
+                    cost[mode].append(cores)
+                    print(f"round {index + 1}, {mode}, idle site: {cores:.2f} cores busy", file=sys.stderr)
     print(f"\n{args.rounds} rounds; the modes in turns on one guest\n")
     base = median([took for took, _ in rows["no loop"]])
     for mode, values in rows.items():
         took = median([t for t, _ in values])
         requests = median([float(r) for _, r in values])
         print(f"{mode:>22}: median `up` {took:5.1f} s, {requests:6.0f} requests; ÷ no loop {took / base:.2f}")
+    idle = median(cost["no loop"])
+    print(f"\nthe machine's busy cores, {args.seconds:.0f} s against the idle site (median of {args.rounds}):")
+    for mode, values in cost.items():
+        print(f"{mode:>22}: {median(values):.2f} cores; the loop's own {median(values) - idle:+.2f}")
 
 
 if __name__ == "__main__":
