@@ -8,13 +8,16 @@ Back to back, each client keeps a CPU busy (the client, nginx, gunicorn, Django,
 two cores the deploy and two other guests' lanes also need. The modes take turns (A B C A B C …) on the same
 guest so that the machine's noise falls on all of them; printed: each round, each mode's median, and the ratios
 to the deploy with no loop. Then what each loop costs the machine by itself: the cores busy (/proc/stat) while it
-runs against the idle site, in turns again — what the other lanes of a test run lose while a loop watches a deploy.
+runs against the idle site (the guest's processes and the clients', in CPU seconds, which the machine's other work
+moves less than it moves wall time), in turns again — what the other lanes of a test run lose while a loop watches
+a deploy.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -30,10 +33,34 @@ if str(HERE) not in sys.path:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def busy_jiffies() -> int:
-    """The machine's CPU time so far, all cores, in clock ticks: everything but idle and iowait (/proc/stat)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields) - fields[3] - fields[4]
+def cpu_seconds(root: int) -> float:
+    """CPU time so far of `root` and every process under it, with the children they reaped (/proc/PID/stat)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+    def under(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return sum(seconds for pid, seconds in times.items() if under(pid))
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -82,19 +109,22 @@ def main() -> None:
                     requests = loop.ok if loop else 0
                     rows[mode].append((took, requests))
                     print(f"round {index + 1}, {mode}: up {took:.1f} s, {requests} requests", file=sys.stderr)
-            # What a loop costs the machine by itself: the cores busy while it runs against the idle site, the
+            # What a loop costs the machine by itself: CPU while it runs against the idle site, the
             # modes in turns again (the other lanes of a test run pay this while a loop watches a deploy).
             for index in range(args.rounds):
                 for mode, loop_args in modes.items():
-                    before = busy_jiffies()
+                    # CPU time (not the machine's busy share, which other work on it moves): the guest's processes
+                    # (nginx, gunicorn, PostgreSQL answer the loop) and this process (the loop's clients).
+                    guest = site.guest._proc.pid  # noqa: SLF001 — the nspawn process, the guest's root
+                    before = cpu_seconds(guest) + own_cpu_seconds()
                     if loop_args:
                         with RequestLoop(site.url + "/", **loop_args):
                             time.sleep(args.seconds)
                     else:
                         time.sleep(args.seconds)
-                    cores = (busy_jiffies() - before) / CLOCK_TICKS / args.seconds
+                    cores = (cpu_seconds(guest) + own_cpu_seconds() - before) / args.seconds
                     cost[mode].append(cores)
-                    print(f"round {index + 1}, {mode}, idle site: {cores:.2f} cores busy", file=sys.stderr)
+                    print(f"round {index + 1}, {mode}, idle site: {cores:.2f} cores", file=sys.stderr)
     print(f"\n{args.rounds} rounds; the modes in turns on one guest\n")
     base = median([took for took, _ in rows["no loop"]])
     for mode, values in rows.items():
@@ -102,9 +132,10 @@ def main() -> None:
         requests = median([float(r) for _, r in values])
         print(f"{mode:>22}: median `up` {took:5.1f} s, {requests:6.0f} requests; ÷ no loop {took / base:.2f}")
     idle = median(cost["no loop"])
-    print(f"\nthe machine's busy cores, {args.seconds:.0f} s against the idle site (median of {args.rounds}):")
+    print(f"\nCPU of the guest and the clients, {args.seconds:.0f} s against the idle site (median of {args.rounds}):")
     for mode, values in cost.items():
-        print(f"{mode:>22}: {median(values):.2f} cores; the loop's own {median(values) - idle:+.2f}")
+        own = median(values) - idle
+        print(f"{mode:>22}: {median(values):.2f} cores; the loop's own {own:+.2f}")
 
 
 if __name__ == "__main__":
