@@ -4,7 +4,8 @@
 
 The example app is copied to a temporary folder (the app source), deployed on one guest, then its home
 page template gets a one-line change and `up` runs again (upload + deploy steps only: the virtualenv is
-reused) while `--clients` threads GET / back to back (each bounded to 300 s), counting anything but a 200.
+reused) while `--clients` threads GET / (as the tests do: paced since 2026-12-07, back to back before; each bounded
+to 300 s), counting anything but a 200.
 Repeated `--rounds` times on the same guest; median and every round printed. With `--compare REV`, git
 revision REV is measured the same way on a guest of its own, first, and the ratio of the medians printed.
 """
@@ -98,7 +99,7 @@ def main() -> None:
             rounds = ["--rounds", str(args.rounds), "--clients", str(args.clients)]
             columns[f"{rev} (before)"] = child_run(str(Path(__file__).resolve()), tree, *rounds)
     columns["working tree"] = measure(args.rounds, args.clients)
-    print(f"\n{args.clients} clients back to back during each `up`; {args.rounds} rounds per guest\n")
+    print(f"\n{args.clients} clients (harness.localsite.RequestLoop) during each `up`; {args.rounds} rounds per guest\n")
     medians = [summary(name, rows) for name, rows in columns.items()]
     if args.compare:
         print(f"after ÷ before, median `up`: {medians[1] / medians[0]:.2f}")

@@ -127,9 +127,14 @@ class FirstAnswer:
 
 class RequestLoop:
     """`clients` threads GET `url` until stopped (each bounded: `limit` s at most, 300 by default), each starting
-    a request every `interval` s at most (0: back to back), counting anything but `expect` (200; e.g. 302 for a
-    page that redirects to a login) as failed, with the time each failed request started (`failed_at`,
-    monotonic). Used around `up` to show a deploy drops no request."""
+    a request every `interval` s at most, counting anything but `expect` (200; e.g. 302 for a page that redirects
+    to a login) as failed, with the time each failed request started (`failed_at`, monotonic). Used around `up` to
+    show a deploy drops no request.
+
+    Paced, 50 ms by default (20 requests a second per client): a failure that lasts 50 ms or more cannot fall
+    between two requests. Back to back (`interval=0`), one client kept a whole core busy — the guest's nginx,
+    gunicorn and PostgreSQL and the client, 0.95 cores against 0.17 paced (bench/request_loop.py) — which the
+    deploy it watches and the other lanes of a test run then lacked."""
 
     def __init__(
         self,
@@ -138,7 +143,7 @@ class RequestLoop:
         expect: int = 200,
         fetch: Any = None,
         limit: float = 300,
-        interval: float = 0.0,
+        interval: float = 0.05,
     ):
         self.url, self.ok, self.failed, self.errors = url, 0, 0, []
         self.failed_at: list[float] = []
