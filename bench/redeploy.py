@@ -99,7 +99,9 @@ def main() -> None:
             rounds = ["--rounds", str(args.rounds), "--clients", str(args.clients)]
             columns[f"{rev} (before)"] = child_run(str(Path(__file__).resolve()), tree, *rounds)
     columns["working tree"] = measure(args.rounds, args.clients)
-    print(f"\n{args.clients} clients (harness.localsite.RequestLoop) during each `up`; {args.rounds} rounds per guest\n")
+    print(
+        f"\n{args.clients} clients (harness.localsite.RequestLoop) during each `up`; {args.rounds} rounds per guest\n"
+    )
     medians = [summary(name, rows) for name, rows in columns.items()]
     if args.compare:
         print(f"after ÷ before, median `up`: {medians[1] / medians[0]:.2f}")
