@@ -425,6 +425,25 @@ def test_env_change_reruns_only_configure():
     assert "DJANGO_CONN_MAX_AGE='60'" in after.named("photofeed-configure").sent.rest
 
 
+def test_app_files_change_reruns_only_configure_and_travel_secret_after_the_env_file():
+    """app.files, set without --secret: only on configure's stdin (secret), after the env file, each framed by its
+    size (server/appfiles.py); a change to them re-runs configure alone, as a change to app.env does."""
+    state = MockState()
+    before = run_program({}, state=state)
+    files = {"photofeed/configuration.py": "SECRET = 'file-secret-1'\n", "conf/.env": "TOKEN=file-secret-2"}
+    after = run_program({"app": {"files": files}}, state=state)
+    assert changed_steps(before, after) == ["photofeed-configure"]
+    configure = after.named("photofeed-configure")
+    assert "stdin" in configure.secret_inputs
+    env_file, marker, framed = configure.sent.rest.partition("\n# djangoship: app.files\n")
+    assert env_file + "\n" == before.named("photofeed-configure").sent.rest and marker
+    assert framed == "19 conf/.env\nTOKEN=file-secret-225 photofeed/configuration.py\nSECRET = 'file-secret-1'\n"
+    for step in after.steps():
+        plain = repr({name: value for name, value in step.inputs.items() if name != "stdin"})
+        assert "file-secret" not in plain + (step.sent.script if "stdin" in step.inputs else ""), step.name
+    assert "file-secret" not in repr(after.outputs)
+
+
 def test_admin_email_change_reruns_only_superuser():
     state = MockState()
     before = run_program({}, state=state)
