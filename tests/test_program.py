@@ -437,7 +437,7 @@ def test_app_files_change_reruns_only_configure_and_travel_secret_after_the_env_
     assert "stdin" in configure.secret_inputs
     env_file, marker, framed = configure.sent.rest.partition("\n# djangoship: app.files\n")
     assert env_file + "\n" == before.named("photofeed-configure").sent.rest and marker
-    assert framed == "19 conf/.env\nTOKEN=file-secret-225 photofeed/configuration.py\nSECRET = 'file-secret-1'\n"
+    assert framed == "2\n19 conf/.env\nTOKEN=file-secret-225 photofeed/configuration.py\nSECRET = 'file-secret-1'\n"
     for step in after.steps():
         plain = repr({name: value for name, value in step.inputs.items() if name != "stdin"})
         assert "file-secret" not in plain + (step.sent.script if "stdin" in step.inputs else ""), step.name
