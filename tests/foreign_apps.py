@@ -357,18 +357,18 @@ def _common(label: str, urls: str, extra_apps: str = "", extra_middleware: str =
     return COMMON_SETTINGS.format(label=label, urls=urls, extra_apps=extra_apps, extra_middleware=extra_middleware)
 
 
+# The database from the env contract's DJANGO_-prefixed names, as a Python dict's text.
+DJANGO_DATABASE = (
+    "{"
+    + ", ".join(
+        ['"ENGINE": "django.db.backends.postgresql"']
+        + [f'"{key}": os.environ["DJANGO_DB_{key}"]' for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")]
+    )
+    + "}"
+)
 # Settings read from the env contract's DJANGO_-prefixed database names (ldapsite, and more).
-DJANGO_DATABASE_AND_URLS = """
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ["DJANGO_DB_NAME"],
-            "USER": os.environ["DJANGO_DB_USER"],
-            "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
-            "HOST": os.environ["DJANGO_DB_HOST"],
-            "PORT": os.environ["DJANGO_DB_PORT"],
-        }
-    }
+DJANGO_DATABASE_AND_URLS = f"""
+    DATABASES = {{"default": {DJANGO_DATABASE}}}
     STATIC_URL = "static/"
     MEDIA_URL = "media/"
 """
@@ -652,14 +652,7 @@ WORKERS_CONFIGURATION = d("""
     import os
 
     ALLOWED_HOSTS = os.environ["DJANGO_ALLOWED_HOSTS"].split(",")
-    DATABASE = {{
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": os.environ["DJANGO_DB_NAME"],
-        "USER": os.environ["DJANGO_DB_USER"],
-        "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
-        "HOST": os.environ["DJANGO_DB_HOST"],
-        "PORT": os.environ["DJANGO_DB_PORT"],
-    }}
+    DATABASE = {database}
     REDIS = {{"url": os.environ["REDIS_URL"]}}
     SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
     MARK = "{mark}"
@@ -715,7 +708,7 @@ def workers(folder: Path) -> ForeignApp:
             """,
         # NetBox's shape: the operator's configuration.py, copied from the example the repository ships (it never
         # ships the real one); without it the settings say so and stop.
-        "shop/configuration_example.py": WORKERS_CONFIGURATION.format(mark="example"),
+        "shop/configuration_example.py": WORKERS_CONFIGURATION.format(mark="example", database=DJANGO_DATABASE),
         ".gitignore": "shop/configuration.py\n",
         "shop/settings.py": d("""
             from pathlib import Path
@@ -924,7 +917,9 @@ def workers(folder: Path) -> ForeignApp:
                 "housekeeping": {"schedule": "*-*-* 03:30:00", "command": "manage.py housekeeping"},
             },
             # Given by config (secret on the server whether set with --secret or not), never by the repository.
-            "files": {WORKERS_CONFIGURATION_PATH: WORKERS_CONFIGURATION.format(mark="file-v1")},
+            "files": {
+                WORKERS_CONFIGURATION_PATH: WORKERS_CONFIGURATION.format(mark="file-v1", database=DJANGO_DATABASE)
+            },
         },
         label="jobs",
         list_path="/",

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from foreign_apps import (
+    DJANGO_DATABASE,
     NAME,
     PSYCOPG,
     PSYCOPG_C,
@@ -267,7 +268,7 @@ def test_a_websocket_echo_through_nginx(guest, workers):
 
 def with_configuration(config: dict, mark: str, tail: str = "") -> dict:
     """The stack's config with the workers project's configuration.py marked `mark` (and `tail` appended)."""
-    files = {WORKERS_CONFIGURATION_PATH: WORKERS_CONFIGURATION.format(mark=mark) + tail}
+    files = {WORKERS_CONFIGURATION_PATH: WORKERS_CONFIGURATION.format(mark=mark, database=DJANGO_DATABASE) + tail}
     return {**config, "app": {**config["app"], "files": files}}
 
 
