@@ -10,6 +10,7 @@ import yaml
 from rendered.helpers import installed
 
 from harness.mockrun import MockState, ProgramRun, run_program
+from server.appfiles import read_configure_stdin
 
 INSTANCE = "aws:ec2/instance:Instance"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
@@ -294,7 +295,7 @@ def test_secrets_travel_on_stdin_only_and_stay_secret(default_run):
     configure, superuser = run.named("photofeed-configure"), run.named("photofeed-superuser")
     assert "stdin" in configure.secret_inputs and "stdin" in superuser.secret_inputs
     assert state.passwords["photofeed-admin-password"] == superuser.sent.rest
-    env_file = configure.sent.rest
+    env_file, _ = read_configure_stdin(configure.sent.rest)
     assert "DJANGO_SECRET_KEY='" in env_file and state.passwords["photofeed-db-password"] in env_file
     for step in run.steps():
         assert "connection" in step.secret_inputs  # it carries the private key
@@ -436,8 +437,9 @@ def test_app_files_change_reruns_only_configure_and_travel_secret_after_the_env_
     configure = after.named("photofeed-configure")
     assert "stdin" in configure.secret_inputs
     env_file, marker, framed = configure.sent.rest.partition("\n# djangoship: app.files\n")
-    assert env_file + "\n" == before.named("photofeed-configure").sent.rest and marker
+    assert before.named("photofeed-configure").sent.rest == env_file + marker + "0\n"
     assert framed == "2\n19 conf/.env\nTOKEN=file-secret-225 photofeed/configuration.py\nSECRET = 'file-secret-1'\n"
+    assert read_configure_stdin(configure.sent.rest) == (env_file + "\n", files)
     for step in after.steps():
         plain = repr({name: value for name, value in step.inputs.items() if name != "stdin"})
         assert "file-secret" not in plain + (step.sent.script if "stdin" in step.inputs else ""), step.name

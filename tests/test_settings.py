@@ -12,6 +12,7 @@ import yaml
 from config.envcontract import reserved_names
 from config.settings import APP_KEYS, KEYS, ConfigError, load_settings
 from harness.mockrun import run_program
+from server.appfiles import read_configure_stdin
 from server.host import app_python, plan_host
 from tools import configdoc
 
@@ -346,7 +347,7 @@ def env_names(text: str) -> set[str]:
 
 
 def test_reserved_names_are_exactly_what_the_deployer_writes():
-    single = run_program({}).named("photofeed-configure").sent.rest
+    single, _ = read_configure_stdin(run_program({}).named("photofeed-configure").sent.rest)
     assert env_names(single) == reserved_names("DJANGO_", "single")
     scaled = run_program({"profile": "scaled"}).named("photofeed-env").inputs["value"]
     assert env_names(scaled) == reserved_names("DJANGO_", "scaled")
