@@ -30,6 +30,7 @@ import pulumi
 from pulumi_command import remote
 
 from config.settings import Settings
+from server.appfiles import configure_stdin
 from server.envfile import single_server_env_file
 from server.files import configure_context
 from server.host import (
@@ -63,6 +64,7 @@ class SiteProvisionerArgs:
     db_password: pulumi.Output[str]
     admin_password: pulumi.Output[str]
     app_env: pulumi.Output[dict[str, str]]
+    app_files: pulumi.Output[dict[str, str]]  # secret always: path → content, after the env file on configure's stdin
     redis_password: pulumi.Output[str] | None  # `redis: true`: into REDIS_URL, on the configure step's stdin
     server_ready: list[pulumi.Resource]  # e.g. the EIP association: SSH to the address needs it
     deploy_key: pulumi.Output[str] | None = None  # secret: the deploy key's private half (ssh:// sources)
@@ -145,15 +147,18 @@ class SiteProvisioner(pulumi.ComponentResource):
 
         configure_text = args.public_ip.apply(configure_script)
         env_file = pulumi.Output.all(
-            args.secret_key, args.db_password, args.public_ip, args.app_env, args.redis_password or ""
+            args.secret_key, args.db_password, args.public_ip, args.app_env, args.redis_password or "", args.app_files
         ).apply(
-            lambda values: single_server_env_file(
-                plan,
-                secret_key=values[0],
-                db_password=values[1],
-                hosts=site_hosts(plan, values[2]),
-                extra=values[3],
-                redis_password=values[4],
+            lambda values: configure_stdin(
+                single_server_env_file(
+                    plan,
+                    secret_key=values[0],
+                    db_password=values[1],
+                    hosts=site_hosts(plan, values[2]),
+                    extra=values[3],
+                    redis_password=values[4],
+                ),
+                values[5],
             )
         )
         self.configure = step(

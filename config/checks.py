@@ -349,6 +349,53 @@ def app_environment(env: dict[str, Any], given: Given) -> dict[str, str]:
     return accepted
 
 
+# What the deployer itself puts at a release's top (server/host.py STATIC_LINK, deploy.sh.j2): no app file goes there.
+RELEASE_OWN_ENTRIES = frozenset({"venv", ".djangoship-static", ".complete", ".venv-key", "REVISION"})
+_APP_FILE_PART = re.compile(r"[\w][\w.-]{0,99}|\.[\w][\w.-]{0,98}")  # no `.`/`..`, no leading `-`
+APP_FILE_MAX_BYTES = 64 * 1024  # one file: a settings or secrets file, not data
+APP_FILES_MAX_BYTES = 256 * 1024  # all of them: they travel on the configure step's stdin
+# The scaled profile's app servers read the app's env from one SSM SecureString: 8 KiB at most (advanced tier),
+# the env file included. A configuration.py such as NetBox's example is larger on its own: app.files is not
+# carried there rather than carried for small files only.
+APP_FILES_SCALED_REFUSAL = (
+    "is not carried by profile scaled: its app servers get their secrets from one SSM SecureString parameter "
+    "(8 KiB at most, the env file included), too small for configuration files; set the values through app.env "
+    "(the settings can read os.environ) or use profile single"
+)
+
+
+def app_files(files: dict[str, Any], given: Given) -> dict[str, str]:
+    """Each path relative to the project's folder (app.directory), inside it, not one of the deployer's own; each
+    content a string of a sane size. A content is never shown, whether set with --secret or not."""
+    if files and given.value_of("profile") == "scaled":
+        given.problem(APP_FILES_SCALED_REFUSAL)
+        return {}
+    accepted: dict[str, str] = {}
+    for path, content in sorted(files.items()):
+        name = f'app.files["{path}"]' if len(path) <= 200 and path.isprintable() else "app.files (a path)"
+        parts = path.split("/")
+        if not all(_APP_FILE_PART.fullmatch(part) for part in parts) or len(parts) > 10:
+            given.fail(
+                "a relative path inside the project folder (app.directory), such as netbox/configuration.py: "
+                "letters, digits, _ . - in at most 10 parts split by /, no part . or .., not absolute",
+                key=name,
+            )
+        elif parts[0] in RELEASE_OWN_ENTRIES:
+            given.fail(f"a path outside the deployer's own {', '.join(sorted(RELEASE_OWN_ENTRIES))}", key=name)
+        elif not isinstance(content, str):
+            given.fail(
+                "the file's content as a string (pulumi config set --secret --path 'app.files[\"PATH\"]' < FILE)",
+                key=name,
+            )
+        elif len(content.encode()) > APP_FILE_MAX_BYTES:
+            given.fail(f"a file of at most {APP_FILE_MAX_BYTES // 1024} KiB", key=name)
+        else:
+            accepted[path] = content
+    if sum(len(content.encode()) for content in accepted.values()) > APP_FILES_MAX_BYTES:
+        given.fail(f"files of at most {APP_FILES_MAX_BYTES // 1024} KiB in all")
+    return accepted
+
+
 APT_PACKAGE = r"[a-z0-9][a-z0-9+.-]{1,62}"  # Debian policy's package names
 _MANAGE_COMMAND = re.compile(r"[a-z_][a-z0-9_]{0,60}")
 _MANAGE_ARGUMENT = re.compile(r"[\w=.,:/@-]{1,200}")  # no quotes, spaces or shell syntax

@@ -35,6 +35,7 @@ from .checks import (
     PY_MODULE,
     SSH_GIT_URL,
     app_environment,
+    app_files,
     app_processes,
     app_schedules,
     deployable_and_served,
@@ -151,6 +152,14 @@ class AppSettings:
         "Extra environment for the app; secret values with `pulumi config set --secret --path app.env.NAME …`.",
         app_environment,  # names the deployer does not write, values the env file can hold
         secret="may",
+    )
+    files: dict[str, str] = key(
+        {},
+        "Files the app reads beside its code (a configuration.py, a secrets file), path in app.directory → "
+        "content: `pulumi config set --secret --path 'app.files[\"PATH\"]' < FILE`; always kept secret; "
+        "single profile only.",
+        app_files,  # relative paths, not the deployer's own, sizes capped; refused with profile scaled
+        secret="always",
     )
     health_path: str = key(
         "",

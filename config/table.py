@@ -22,7 +22,9 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 Profile = Literal["both", "single", "scaled"]  # which profile reads the key
-Secret = Literal["no", "may", "must"]  # whether the key may (or must) be set with `pulumi config set --secret`
+# Whether the key may (or must) be set with `pulumi config set --secret`; "always": it may, and is handled as a
+# secret either way (never shown in a problem), for values that are secrets more often than not (app.files).
+Secret = Literal["no", "may", "must", "always"]
 Check = Callable[[Any, "Given"], Any]
 
 _ROW = "djangoship.key"  # where a field keeps its row, in the dataclass field's metadata
@@ -143,7 +145,8 @@ def _read(
         problems.append(f"{prefix}{name} is an unknown key (its value is not shown); known keys are {', '.join(names)}")
     values: dict[str, Any] = {}
     for row in known:
-        given = Given(prefix + row.name, secret or row.name in secret_keys, accepted, problems)
+        hidden = secret or row.name in secret_keys or row.secret == "always"
+        given = Given(prefix + row.name, hidden, accepted, problems)
         try:
             value = _check(row, raw.get(row.name, row.default), given, secret_keys)
         except _Rejected:

@@ -88,6 +88,8 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             admin_password=secrets.admin_password_value,
             redis_password=secrets.redis_password_value,
             app_env=app_env,
+            # Configuration files hold passwords more often than not: secret whether set with --secret or not.
+            app_files=pulumi.Output.secret(settings.app.files),
             server_ready=[server.eip_association, data_attachment],
             deploy_key=deploy_key.private_key if deploy_key else None,
         ),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from config.envcontract import SETTINGS_OVERLAY
 
+from .appfiles import APP_FILES_MARKER
 from .host import APP_MODULES, SHIPPED_STATIC, HostPlan, render, without_comment_lines
 from .layout import SYSTEMD_DIR
 
@@ -434,4 +435,5 @@ def configure_context(plan: HostPlan, **context: object) -> dict[str, object]:
         "enabled": enabled(declared),
         "reloaded": systemd_units(declared),
         "plain_restarts": [unit for unit in restart_files if unit not in own | set(plan.units)],
+        "app_files_marker": APP_FILES_MARKER,  # where app.files follow the env file on stdin (server/appfiles.py)
     }

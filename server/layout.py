@@ -28,6 +28,7 @@ class ServerPaths:
     python_dir: str  # the settings overlay and WSGI wrapper, on the app's PYTHONPATH
     config_dir: str
     env_file: str
+    app_files_dir: str  # app.files (configure writes them, root:<app> 0640); releases link them
     maintenance_flag: str  # while it exists nginx serves the maintenance page (djangoship/remote.py sets it)
     socket_path: str
     upload_dir: str
@@ -75,6 +76,7 @@ class ServerPaths:
             python_dir=f"{lib}/python",
             config_dir=config,
             env_file=f"{config}/env",
+            app_files_dir=f"{config}/files",
             maintenance_flag=f"{config}/maintenance",
             socket_path=f"/run/{app}/gunicorn.sock",
             upload_dir=f"/var/tmp/{app}-uploads",

@@ -357,18 +357,18 @@ def _common(label: str, urls: str, extra_apps: str = "", extra_middleware: str =
     return COMMON_SETTINGS.format(label=label, urls=urls, extra_apps=extra_apps, extra_middleware=extra_middleware)
 
 
-# Settings read from the env contract's DJANGO_-prefixed database names (ldapsite, workers).
-DJANGO_DATABASE_AND_URLS = """
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ["DJANGO_DB_NAME"],
-            "USER": os.environ["DJANGO_DB_USER"],
-            "PASSWORD": os.environ["DJANGO_DB_PASSWORD"],
-            "HOST": os.environ["DJANGO_DB_HOST"],
-            "PORT": os.environ["DJANGO_DB_PORT"],
-        }
-    }
+# The database from the env contract's DJANGO_-prefixed names, as a Python dict's text.
+DJANGO_DATABASE = (
+    "{"
+    + ", ".join(
+        ['"ENGINE": "django.db.backends.postgresql"']
+        + [f'"{key}": os.environ["DJANGO_DB_{key}"]' for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")]
+    )
+    + "}"
+)
+# Settings read from the env contract's DJANGO_-prefixed database names (ldapsite, and more).
+DJANGO_DATABASE_AND_URLS = f"""
+    DATABASES = {{"default": {DJANGO_DATABASE}}}
     STATIC_URL = "static/"
     MEDIA_URL = "media/"
 """
@@ -645,6 +645,20 @@ def uvshop(folder: Path) -> ForeignApp:
     )
 
 
+# The workers project's configuration.py (NetBox's shape: DATABASE, REDIS, SECRET_KEY, ALLOWED_HOSTS), here from the
+# deploy's own values in the process environment (the env contract); MARK tells the tests which file a process runs.
+WORKERS_CONFIGURATION_PATH = "shop/configuration.py"
+WORKERS_CONFIGURATION = d("""
+    import os
+
+    ALLOWED_HOSTS = os.environ["DJANGO_ALLOWED_HOSTS"].split(",")
+    DATABASE = {database}
+    REDIS = {{"url": os.environ["REDIS_URL"]}}
+    SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+    MARK = "{mark}"
+    """)
+
+
 def workers(folder: Path) -> ForeignApp:
     """(e) More than a web process (issue 14), shaped like cookiecutter-django's Celery set-up: a Celery worker
     (`shop/celery.py`, broker and results in Redis from REDIS_URL) consuming jobs a web request queues, a
@@ -692,20 +706,37 @@ def workers(folder: Path) -> ForeignApp:
                     return await echo(scope, receive, send)
                 return await django_application(scope, receive, send)
             """,
+        # NetBox's shape: the operator's configuration.py, copied from the example the repository ships (it never
+        # ships the real one); without it the settings say so and stop.
+        "shop/configuration_example.py": WORKERS_CONFIGURATION.format(mark="example", database=DJANGO_DATABASE),
+        ".gitignore": "shop/configuration.py\n",
         "shop/settings.py": d("""
-            import os
             from pathlib import Path
 
+            from django.core.exceptions import ImproperlyConfigured
+
+            try:
+                from shop import configuration
+            except ModuleNotFoundError as error:
+                if error.name != "shop.configuration":
+                    raise
+                raise ImproperlyConfigured(
+                    "shop/configuration.py not found: copy shop/configuration_example.py to it and fill it in"
+                ) from None
+
             BASE_DIR = Path(__file__).resolve().parent.parent
-            SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+            SECRET_KEY = configuration.SECRET_KEY
             DEBUG = False
-            ALLOWED_HOSTS = os.environ["DJANGO_ALLOWED_HOSTS"].split(",")
+            ALLOWED_HOSTS = configuration.ALLOWED_HOSTS
+            DATABASES = {"default": configuration.DATABASE}
+            STATIC_URL = "static/"
+            MEDIA_URL = "media/"
+            CONFIG_MARK = configuration.MARK
             """)
         + d(_common("jobs", "shop.urls"))
-        + d(DJANGO_DATABASE_AND_URLS)
         + d("""
-            CELERY_BROKER_URL = os.environ["REDIS_URL"]
-            CELERY_RESULT_BACKEND = os.environ["REDIS_URL"]
+            CELERY_BROKER_URL = configuration.REDIS["url"]
+            CELERY_RESULT_BACKEND = configuration.REDIS["url"]
             CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
             """),
         "jobs/version.py": 'VERSION = "v1"\n',
@@ -713,6 +744,7 @@ def workers(folder: Path) -> ForeignApp:
             import os
 
             from celery import shared_task
+            from django.conf import settings
 
             from .models import Job
             from .version import VERSION
@@ -720,7 +752,9 @@ def workers(folder: Path) -> ForeignApp:
 
             @shared_task
             def record(token):
-                Job.objects.create(token=token, version=VERSION, pid=os.getpid())
+                # A `mark-` job records the configuration file's mark the worker runs with, not the code's version.
+                version = settings.CONFIG_MARK if token.startswith("mark-") else VERSION
+                Job.objects.create(token=token, version=version, pid=os.getpid())
             """,
         "jobs/work.py": """
             from django.db import models
@@ -800,6 +834,24 @@ def workers(folder: Path) -> ForeignApp:
                         raise CommandError("this scheduled job fails on purpose")
                     Tick.objects.create(version=VERSION)
             """,
+        "jobs/management/commands/housekeeping.py": """
+            import datetime
+
+            from django.conf import settings
+            from django.core.management.base import BaseCommand
+            from django.utils import timezone
+
+            from jobs.models import Heartbeat
+
+
+            class Command(BaseCommand):
+                help = "Nightly housekeeping (NetBox's shape): rows older than 90 days go."
+
+                def handle(self, *args, **options):
+                    cutoff = timezone.now() - datetime.timedelta(days=90)
+                    removed, _ = Heartbeat.objects.filter(created__lt=cutoff).delete()
+                    self.stdout.write(f"housekeeping ({settings.CONFIG_MARK}): {removed} old heartbeats removed")
+            """,
         # A command whose import fails slowly (a module that loads for seconds, then is missing something): for the
         # start check of the processes, which must refuse it however long it took.
         "jobs/management/commands/slowstart.py": """
@@ -832,6 +884,7 @@ def workers(folder: Path) -> ForeignApp:
 
         def state(request):
             """What the worker, the listener and the schedule have written, for the tests."""
+            from django.conf import settings
             from django.db.models import Max
             from django.http import JsonResponse
 
@@ -845,6 +898,7 @@ def workers(folder: Path) -> ForeignApp:
                 "ticks": Tick.objects.count(),
                 "tick_versions": sorted(set(Tick.objects.values_list("version", flat=True))),
                 "last_tick": Tick.objects.aggregate(at=Max("created"))["at"],
+                "config_mark": settings.CONFIG_MARK,
             })
         ''')
     _write(folder, files)
@@ -860,6 +914,11 @@ def workers(folder: Path) -> ForeignApp:
                 "tick": {"schedule": "*:*:0/5", "command": "manage.py tick"},
                 # Every 20 s: its failed state lasts until the next run, for `systemctl --failed` to show it.
                 "failing": {"schedule": "*:*:0/20", "command": "manage.py tick --fail"},
+                "housekeeping": {"schedule": "*-*-* 03:30:00", "command": "manage.py housekeeping"},
+            },
+            # Given by config (secret on the server whether set with --secret or not), never by the repository.
+            "files": {
+                WORKERS_CONFIGURATION_PATH: WORKERS_CONFIGURATION.format(mark="file-v1", database=DJANGO_DATABASE)
             },
         },
         label="jobs",

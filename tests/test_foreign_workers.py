@@ -2,7 +2,9 @@
 (cookiecutter-django's shape with Celery, shapes from shared/REAL-APPS.md), deployed by config alone with Redis.
 
 A Celery worker fed through Redis by a web request, a `manage.py` command that runs for ever, schedules (one that
-writes a row every 5 s, one that fails), an ASGI websocket echo through nginx; then a release, kill -9, Redis's
+writes a row every 5 s, one that fails, a nightly housekeeping), an ASGI websocket echo through nginx; its settings
+read from a configuration.py the repository does not ship (NetBox's shape), given by app.files: a change to that file
+alone, and one the release refuses; then a release, kill -9, Redis's
 append-only file, a restore, a reboot, a process that cannot start, one removed from the config, root never running
 the app's dependencies; last, two steps that install packages at the same moment.
 
@@ -25,7 +27,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from foreign_apps import NAME, PSYCOPG, PSYCOPG_C, ForeignApp, build, foreign_site, foreign_workdir, stack_config
+from foreign_apps import (
+    DJANGO_DATABASE,
+    NAME,
+    PSYCOPG,
+    PSYCOPG_C,
+    WORKERS_CONFIGURATION,
+    WORKERS_CONFIGURATION_PATH,
+    ForeignApp,
+    build,
+    foreign_site,
+    foreign_workdir,
+    stack_config,
+)
 from site_helpers import app_state, deploy_output, job_done, live_release, sh, units_acted_on_unread, wait_for
 
 from config.settings import load_settings
@@ -250,6 +264,57 @@ def test_a_websocket_echo_through_nginx(guest, workers):
     # …and Django's pages through the same ASGI server.
     status, _, page = http_get(guest.url + "/")
     assert status == 200 and b"jobs uploads" in page
+
+
+def with_configuration(config: dict, mark: str, tail: str = "") -> dict:
+    """The stack's config with the workers project's configuration.py marked `mark` (and `tail` appended)."""
+    files = {WORKERS_CONFIGURATION_PATH: WORKERS_CONFIGURATION.format(mark=mark, database=DJANGO_DATABASE) + tail}
+    return {**config, "app": {**config["app"], "files": files}}
+
+
+CONFIGURATION_ON_SERVER = f"/etc/{NAME}/files/{WORKERS_CONFIGURATION_PATH}"
+
+
+def test_a_change_to_app_files_alone_reaches_the_app_its_worker_and_schedules(guest, workers):
+    release = live_release(guest, NAME)
+    # The file is root's, readable by the app's group alone; the release links it (and ships only the example).
+    assert sh(guest, f"stat -c '%a %U %G' {CONFIGURATION_ON_SERVER}").split() == ["640", "root", NAME]
+    linked = sh(guest, f"readlink /srv/{NAME}/current/{WORKERS_CONFIGURATION_PATH}").strip()
+    assert linked == CONFIGURATION_ON_SERVER
+    assert app_state(guest)["config_mark"] == "file-v1"
+    job_done(guest, "mark-first", "file-v1")
+    with RequestLoop(guest.url + "/") as loop:
+        steps = guest.up(with_configuration(guest.config, "file-v2"))
+        time.sleep(1)
+    # As a change to app.env: configure alone, the live release checked with it, then restarted; no new release.
+    assert [step.name for step in steps if step.ran] == [f"{NAME}-configure"]
+    assert loop.failed == 0 and loop.ok > 0, (loop.ok, loop.errors[:5])
+    assert live_release(guest, NAME) == release
+    assert app_state(guest)["config_mark"] == "file-v2"
+    job_done(guest, "mark-after-change", "file-v2")
+    # The nightly housekeeping (app.schedules) reads the same file.
+    sh(guest, f"systemctl start {NAME}-housekeeping.service")
+    journal = sh(guest, f"journalctl -u {NAME}-housekeeping.service --no-pager -o cat")
+    assert "housekeeping (file-v2): " in journal, journal[-2000:]
+
+
+def test_a_configuration_file_the_release_refuses_leaves_the_site_on_the_old_one(guest, workers):
+    config = guest.config
+    kept = sh(guest, f"sha256sum {CONFIGURATION_ON_SERVER}")
+    # A syntax error at the end (Python's error shows that line, as the app's own log: nothing else of the file).
+    broken = with_configuration(config, "file-v3", tail="SECRET_TAIL = (\n")
+    try:
+        with RequestLoop(guest.url + "/") as loop, pytest.raises(StepFailed) as failed:
+            guest.up(broken)
+    finally:
+        guest.config = config
+    message = failed.value.stdout + failed.value.stderr
+    assert "they were put back as they were" in message, message[-3000:]
+    assert "DJANGO_SECRET_KEY" not in message and "file-v3" not in message, message[-3000:]
+    assert loop.failed == 0 and loop.ok > 0, (loop.ok, loop.errors[:5])
+    assert sh(guest, f"sha256sum {CONFIGURATION_ON_SERVER}") == kept
+    assert app_state(guest)["config_mark"] == "file-v2"
+    job_done(guest, "mark-after-refusal", "file-v2")
 
 
 def test_after_a_release_every_process_runs_the_new_code(guest, workers):

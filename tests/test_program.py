@@ -10,6 +10,7 @@ import yaml
 from rendered.helpers import installed
 
 from harness.mockrun import MockState, ProgramRun, run_program
+from server.appfiles import read_configure_stdin
 
 INSTANCE = "aws:ec2/instance:Instance"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
@@ -294,7 +295,7 @@ def test_secrets_travel_on_stdin_only_and_stay_secret(default_run):
     configure, superuser = run.named("photofeed-configure"), run.named("photofeed-superuser")
     assert "stdin" in configure.secret_inputs and "stdin" in superuser.secret_inputs
     assert state.passwords["photofeed-admin-password"] == superuser.sent.rest
-    env_file = configure.sent.rest
+    env_file, _ = read_configure_stdin(configure.sent.rest)
     assert "DJANGO_SECRET_KEY='" in env_file and state.passwords["photofeed-db-password"] in env_file
     for step in run.steps():
         assert "connection" in step.secret_inputs  # it carries the private key
@@ -423,6 +424,26 @@ def test_env_change_reruns_only_configure():
     after = run_program({"app": {"env": {"DJANGO_CONN_MAX_AGE": "60"}}}, state=state)
     assert changed_steps(before, after) == ["photofeed-configure"]
     assert "DJANGO_CONN_MAX_AGE='60'" in after.named("photofeed-configure").sent.rest
+
+
+def test_app_files_change_reruns_only_configure_and_travel_secret_after_the_env_file():
+    """app.files, set without --secret: only on configure's stdin (secret), after the env file, each framed by its
+    size (server/appfiles.py); a change to them re-runs configure alone, as a change to app.env does."""
+    state = MockState()
+    before = run_program({}, state=state)
+    files = {"photofeed/configuration.py": "SECRET = 'file-secret-1'\n", "conf/.env": "TOKEN=file-secret-2"}
+    after = run_program({"app": {"files": files}}, state=state)
+    assert changed_steps(before, after) == ["photofeed-configure"]
+    configure = after.named("photofeed-configure")
+    assert "stdin" in configure.secret_inputs
+    env_file, marker, framed = configure.sent.rest.partition("\n# djangoship: app.files\n")
+    assert before.named("photofeed-configure").sent.rest == env_file + marker + "0\n"
+    assert framed == "2\n19 conf/.env\nTOKEN=file-secret-225 photofeed/configuration.py\nSECRET = 'file-secret-1'\n"
+    assert read_configure_stdin(configure.sent.rest) == (env_file + "\n", files)
+    for step in after.steps():
+        plain = repr({name: value for name, value in step.inputs.items() if name != "stdin"})
+        assert "file-secret" not in plain + (step.sent.script if "stdin" in step.inputs else ""), step.name
+    assert "file-secret" not in repr(after.outputs)
 
 
 def test_admin_email_change_reruns_only_superuser():

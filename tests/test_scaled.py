@@ -29,6 +29,7 @@ from catalog.scaledcost import monthly_cost_breakdown
 from components.scaled.cdn import ALL_VIEWER_AND_CLOUDFRONT_HEADERS, CACHING_DISABLED, CACHING_OPTIMIZED
 from harness.mockrun import MockState, ProgramRun, Registered, run_program
 from harness.serverfiles import BUCKET_OBJECT, app_server_files, server_files_archive, written_files
+from server.appfiles import read_configure_stdin
 from server.appserver import (
     GATE_ENV,
     RELEASE_TABLE,
@@ -334,7 +335,7 @@ def test_only_the_app_servers_role_can_decrypt_the_parameters(scaled: ProgramRun
 def test_env_contract_points_at_rds_in_the_same_form(scaled: ProgramRun, state: MockState) -> None:
     text = by_name(scaled, "photofeed-env").inputs["value"]
     env = dict(re.fullmatch(r"([A-Z_][A-Z0-9_]*)='([^']*)'", line).groups() for line in text.splitlines())  # type: ignore[union-attr]
-    single = run_program({}, state=MockState()).named("photofeed-configure").sent.rest
+    single, _ = read_configure_stdin(run_program({}, state=MockState()).named("photofeed-configure").sent.rest)
     single_keys = {line.split("=", 1)[0] for line in single.splitlines()}
     assert single_keys <= set(env), "every variable of the single server's contract"
     host = "photofeed-db.c9akciq32.us-east-1.rds.amazonaws.com"

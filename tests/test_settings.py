@@ -12,6 +12,7 @@ import yaml
 from config.envcontract import reserved_names
 from config.settings import APP_KEYS, KEYS, ConfigError, load_settings
 from harness.mockrun import run_program
+from server.appfiles import read_configure_stdin
 from server.host import app_python, plan_host
 from tools import configdoc
 
@@ -233,6 +234,18 @@ BROKEN_APP = '{"env": {"TOKEN": "' + KEY_MATERIAL + '"}'  # a brace short
         pytest.param({"app": {"name": KEY_MATERIAL}}, {"app"}, "app.name", id="secret-app-bad-value"),
         pytest.param({"domain": KEY_MATERIAL}, {"domain"}, "domain", id="secret-bad-value"),
         pytest.param({"sshPrivateKey": 42}, {"sshPrivateKey"}, "sshPrivateKey", id="secret-wrong-type"),
+        # app.files' contents are secrets whether set with --secret or not (issue 33, item 2).
+        pytest.param({"app": {"files": [KEY_MATERIAL]}}, set(), "app.files", id="files-not-a-map"),
+        pytest.param({"app": {"files": {"../x.py": KEY_MATERIAL}}}, set(), "app.files", id="files-parent-path"),
+        pytest.param({"app": {"files": {"/etc/x.py": KEY_MATERIAL}}}, set(), "app.files", id="files-absolute-path"),
+        pytest.param({"app": {"files": {"a/./x.py": KEY_MATERIAL}}}, set(), "app.files", id="files-dot-path"),
+        pytest.param({"app": {"files": {"venv/x.py": KEY_MATERIAL}}}, set(), "app.files", id="files-deployer-own"),
+        pytest.param({"app": {"files": {".djangoship-static/x": KEY_MATERIAL}}}, set(), "app.files", id="files-static"),
+        pytest.param({"app": {"files": {"x.py": 42}}}, set(), "app.files", id="files-not-a-string"),
+        pytest.param({"app": {"files": {"x.py": KEY_MATERIAL * 3000}}}, set(), "app.files", id="files-too-big"),
+        pytest.param(
+            {"profile": "scaled", "app": {"files": {"x.py": KEY_MATERIAL}}}, set(), "app.files", id="files-scaled"
+        ),
     ],
 )
 def test_problems_never_show_a_secret_an_unknown_key_or_malformed_json(config, secret_keys, key):
@@ -241,6 +254,20 @@ def test_problems_never_show_a_secret_an_unknown_key_or_malformed_json(config, s
     message = str(caught.value)
     assert KEY_MATERIAL.lower() not in message.lower() and "42" not in message, message
     assert re.search(rf"(^|\s){re.escape(key)}\b", message), message
+
+
+def test_app_files_name_the_path_and_why_and_are_kept_verbatim():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"app": {"files": {"../x.py": "a", "venv/y": "b"}}}, project="p", stack="s")
+    assert [problem.split(" (value")[0] for problem in caught.value.problems] == [
+        'app.files["../x.py"]',
+        'app.files["venv/y"]',
+    ]
+    assert "a relative path inside the project folder" in caught.value.problems[0]
+    with pytest.raises(ConfigError, match="app.files is not carried by profile scaled: .* SSM SecureString"):
+        load_settings({"profile": "scaled", "app": {"files": {"x.py": "a"}}}, project="p", stack="s")
+    files = {"netbox/configuration.py": "SECRET_KEY = 'x'\n\n", "conf/.env": " A=1"}
+    assert load_settings({"app": {"files": files}}, project="p", stack="s").app.files == files
 
 
 def test_a_misspelt_secret_key_fails_the_preview_without_its_value():
@@ -320,7 +347,7 @@ def env_names(text: str) -> set[str]:
 
 
 def test_reserved_names_are_exactly_what_the_deployer_writes():
-    single = run_program({}).named("photofeed-configure").sent.rest
+    single, _ = read_configure_stdin(run_program({}).named("photofeed-configure").sent.rest)
     assert env_names(single) == reserved_names("DJANGO_", "single")
     scaled = run_program({"profile": "scaled"}).named("photofeed-env").inputs["value"]
     assert env_names(scaled) == reserved_names("DJANGO_", "scaled")

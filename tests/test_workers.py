@@ -33,6 +33,7 @@ from config.oncalendar import CalendarError, check_calendar
 from config.settings import load_settings
 from config.table import ConfigError
 from harness.mockrun import MockState, run_program
+from server.appfiles import read_configure_stdin
 from server.files import render_app_units
 from server.host import plan_host, render_gunicorn_config, render_nginx_site, site_hosts
 
@@ -405,7 +406,7 @@ def test_scripts_pass_shellcheck(workers_run, tmp_path: Path) -> None:
 
 def test_redis_password_only_on_stdin_and_in_the_env_contract(workers_run) -> None:
     configure = workers_run.named("photofeed-configure")
-    env = configure.sent.rest
+    env, _ = read_configure_stdin(configure.sent.rest)
     url = re.search(r"^REDIS_URL='redis://:(\w{32})@127\.0\.0\.1:6379/0'$", env, re.MULTILINE)
     assert url and f"DJANGO_REDIS_URL='redis://:{url[1]}@127.0.0.1:6379/0'" in env
     assert {line.split("=", 1)[0] for line in env.splitlines()} == reserved_names("DJANGO_", "single", redis=True)

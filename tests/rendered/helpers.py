@@ -57,6 +57,7 @@ TLS_CONFIGS = [name for name, config in CONFIGS.items() if config.get("tlsEmail"
 
 # The program as `pulumi up` would evaluate it: local folder (archive) over HTTP, HTTPS, a git source
 # pinned to a full commit (resolved without any network access), and the seed tutorial's env prefix.
+APP_FILE_SECRET = "SECRET_KEY = 'app-file-secret-not-in-any-plain-input'\n"  # in PROGRAMS["foreign"]'s app.files
 PROGRAMS: dict[str, dict[str, Any]] = {
     "http": {},
     "https": CONFIGS["domain-https"],
@@ -82,6 +83,8 @@ PROGRAMS: dict[str, dict[str, Any]] = {
             "python": "3.14",
             "packages": ["libldap-dev", "gcc"],
             "releaseCommands": ["compress", "compilemessages --ignore=venv"],
+            # A product configured by a file (app.files), set without --secret: still a secret.
+            "files": {"shop/configuration.py": APP_FILE_SECRET, "conf/.env": "TOKEN=file-token\n"},
         },
     },
 }

@@ -78,6 +78,11 @@ def test_program_sends_the_rendered_documents(sent: dict[str, Sent]) -> None:
 def test_secrets_travel_only_on_stdin(sent: dict[str, Sent]) -> None:
     for name, result in sent.items():
         secrets = [value for value in result.state.passwords.values() if value]
+        # app.files, --secret or not: each line of each (a repr of the whole would escape its newlines).
+        secrets += [
+            line for text in PROGRAMS[name].get("app", {}).get("files", {}).values() for line in text.split("\n")
+        ]
+        secrets = [secret for secret in secrets if secret]
         assert len(secrets) >= 3, f"{name}: the mock generated no passwords: nothing would be checked"
         instance = result.run.one("aws:ec2/instance:Instance").inputs
         commands = [s for s in result.run.steps() if s.type == "command:remote:Command"]
