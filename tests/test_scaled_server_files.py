@@ -30,41 +30,9 @@ from server.appserver import (
 )
 from server.host import render, without_comment_lines
 
-ROOT = Path(__file__).resolve().parent.parent
 SCALED: dict[str, Any] = {"profile": "scaled"}
 DOMAIN = "shop.example.com"
-
-SG = "aws:ec2/securityGroup:SecurityGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
-GROUP = "aws:autoscaling/group:Group"
-RDS = "aws:rds/instance:Instance"
-BUCKET = "aws:s3/bucket:Bucket"
-PARAMETER = "aws:ssm/parameter:Parameter"
-DISTRIBUTION = "aws:cloudfront/distribution:Distribution"
-LISTENER = "aws:lb/listener:Listener"
-SUBNET = "aws:ec2/subnet:Subnet"
-# What the single-server profile declares and this one must not (and the reverse).
-SINGLE_ONLY = (
-    "aws:ec2/instance:Instance",
-    "aws:ec2/eipAssociation:EipAssociation",
-    "aws:ebs/volume:Volume",
-    "aws:ec2/volumeAttachment:VolumeAttachment",
-    "aws:ec2/keyPair:KeyPair",
-    "tls:index/privateKey:PrivateKey",
-    "command:remote:Command",
-    "command:remote:CopyToRemote",
-)
-SCALED_ONLY = (
-    "aws:ec2/vpc:Vpc",
-    "aws:ec2/natGateway:NatGateway",
-    "aws:lb/loadBalancer:LoadBalancer",
-    RDS,
-    LAUNCH_TEMPLATE,
-    GROUP,
-    DISTRIBUTION,
-    PARAMETER,
-    "aws:kms/key:Key",
-)
 
 
 def decode_user_data(encoded: str) -> str:
