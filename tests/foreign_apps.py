@@ -1364,3 +1364,18 @@ BUILDERS["wagtailsite"] = wagtailsite  # bench/first_boot.py's Wagtail-sized app
 def build(key: str, folder: Path) -> ForeignApp:
     folder.mkdir(parents=True, exist_ok=True)
     return BUILDERS[key](folder)
+
+
+def workers_for_app_servers(folder: Path) -> ForeignApp:
+    """The workers project as the scaled profile's app servers take it (test_scaled_workers, test_scaled_move):
+    psycopg's wheel (app servers get build tools only on demand, and those modules are about what runs and what
+    moves, not builds), and its configuration.py shipped with the code, reading the env contract as the one
+    app.files gives it does — the scaled profile does not carry app.files (its preview refuses them)."""
+    project = build("workers", folder)
+    requirements = project.folder / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace(PSYCOPG_C, PSYCOPG))
+    configuration = WORKERS_CONFIGURATION.format(mark="shipped", database=DJANGO_DATABASE)
+    (project.folder / WORKERS_CONFIGURATION_PATH).write_text(configuration)
+    (project.folder / ".gitignore").write_text("")  # it ships with the code here
+    project.config = {key: value for key, value in project.config.items() if key != "files"}
+    return project

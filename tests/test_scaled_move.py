@@ -12,7 +12,6 @@ table's rows, every upload's bytes, served through CloudFront — the source unc
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -25,15 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from foreign_apps import (
-    DJANGO_DATABASE,
-    PSYCOPG,
-    PSYCOPG_C,
-    WORKERS_CONFIGURATION,
-    WORKERS_CONFIGURATION_PATH,
-    ForeignApp,
-    build,
-)
+from foreign_apps import ForeignApp, workers_for_app_servers
 from site_helpers import Browser, multipart, png_bytes, sh, wait_for
 
 from harness.localsite import http_get, local_site, write_outputs
@@ -48,16 +39,7 @@ TABLES = ("jobs_job", "jobs_heartbeat", "jobs_tick", "jobs_upload", "auth_user",
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> ForeignApp:
-    project = build("workers", tmp_path_factory.mktemp("move") / "workers")
-    # psycopg's wheel: app servers get build tools only on demand, and this module is about data, not builds.
-    requirements = project.folder / "requirements.txt"
-    requirements.write_text(requirements.read_text().replace(PSYCOPG_C, PSYCOPG))
-    # The scaled profile does not carry app.files (its preview refuses them: docs/scaling-out.md): a project that
-    # moves ships its configuration.py with its code, reading the env contract as the one app.files gave it does.
-    configuration = project.folder / WORKERS_CONFIGURATION_PATH
-    configuration.write_text(WORKERS_CONFIGURATION.format(mark="shipped", database=DJANGO_DATABASE))
-    (project.folder / ".gitignore").write_text("")
-    return dataclasses.replace(project, config={k: v for k, v in project.config.items() if k != "files"})
+    return workers_for_app_servers(tmp_path_factory.mktemp("move") / "workers")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import socket
 import time
 
 import pytest
-from foreign_apps import PSYCOPG, PSYCOPG_C, ForeignApp, build
+from foreign_apps import ForeignApp, workers_for_app_servers
 from site_helpers import app_state, job_done, sh, wait_for
 
 from harness.localsite import RequestLoop
@@ -44,11 +44,7 @@ def config(app: ForeignApp) -> dict:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> ForeignApp:
-    project = build("workers", tmp_path_factory.mktemp("scaled-workers") / "workers")
-    # psycopg's wheel: app servers get build tools only on demand, and this module is about what runs, not builds.
-    requirements = project.folder / "requirements.txt"
-    requirements.write_text(requirements.read_text().replace(PSYCOPG_C, PSYCOPG))
-    return project
+    return workers_for_app_servers(tmp_path_factory.mktemp("scaled-workers") / "workers")
 
 
 @pytest.fixture(scope="module")
