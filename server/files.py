@@ -105,6 +105,7 @@ def server_files(plan: HostPlan) -> list[ServerFile]:
         # …and gunicorn gives up on a crash loop for a minute, not for ever (why: the drop-in's own comment).
         files += [
             ServerFile(dropin("gunicorn.service", "retry.conf"), "systemd/gunicorn-retry.conf.j2"),
+            ServerFile(unit_file(f"{app}-gunicorn-gave-up.service"), "systemd/gunicorn-gave-up.service.j2"),
             ServerFile(unit_file(f"{app}-gunicorn-retry.timer"), "systemd/gunicorn-retry.timer.j2"),
             ServerFile(unit_file(f"{app}-gunicorn-retry.service"), "systemd/gunicorn-retry.service.j2"),
         ]

@@ -173,12 +173,15 @@ def test_app_runs_as_its_own_user(site):
 
 
 def test_gunicorns_retry_acts_only_once_gunicorn_has_given_up(site):
-    """The retry (OnFailure=, issue 34 item 3) is started by systemd ≥ 255 at every failure, also between the automatic
-    restarts of a crash loop still running: it must then do nothing (its ExecCondition), or it would reset the start
-    limit that ends the loop. Started by hand while gunicorn serves, it is skipped, and gunicorn is not touched."""
+    """gunicorn's OnFailure= (issue 34 item 3) is started by systemd ≥ 255 at every failure, also between the automatic
+    restarts of a crash loop still running: it must then arm nothing (its ExecCondition), or the retry's minute would
+    run from the loop's first crash. The retry itself must do nothing unless gunicorn has given up, or it would reset
+    the start limit that ends a loop. Both started by hand while gunicorn serves: skipped, gunicorn not touched."""
     pid = sh(site, "systemctl show -p MainPID --value gunicorn.service").strip()
-    sh(site, f"systemctl start {APP}-gunicorn-retry.service")
-    assert sh(site, f"systemctl show -p Result --value {APP}-gunicorn-retry.service").strip() == "exec-condition"
+    for unit in (f"{APP}-gunicorn-gave-up.service", f"{APP}-gunicorn-retry.service"):
+        sh(site, f"systemctl start {unit}")
+        assert sh(site, f"systemctl show -p Result --value {unit}").strip() == "exec-condition", unit
+    assert sh(site, f"systemctl is-active {APP}-gunicorn-retry.timer || true").strip() == "inactive"
     assert sh(site, "systemctl show -p MainPID --value gunicorn.service").strip() == pid
 
 
