@@ -341,7 +341,6 @@ def crash_loop_then_recover(site, good: str, broken: str) -> None:
         assert time.monotonic() < deadline, "a crash-looping gunicorn never stopped retrying: " + sh(site, starts)
         time.sleep(1)
     assert "gunicorn.service" in sh(site, "systemctl --failed --plain --no-legend")
-    assert sh(site, "systemctl show -p Result --value gunicorn.service").strip() == "start-limit-hit"
     restarts = int(sh(site, "systemctl show -p NRestarts --value gunicorn.service"))
     assert 1 <= restarts <= 5, restarts
     # Given up for a minute, not for ever: the retry is pending, and `status` says so. Its minute counts from the
