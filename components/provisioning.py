@@ -179,7 +179,7 @@ class SiteProvisioner(pulumi.ComponentResource):
                 f"{name}-upload",
                 connection=connection,
                 source=pulumi.FileAsset(str(release.archive)),
-                remote_path=f"{plan.upload_dir}/{release.id}.tar.gz",
+                remote_path=f"{plan.paths.upload_dir}/{release.id}.tar.gz",
                 triggers=[args.instance_id, release.id],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.connect], custom_timeouts=STEP_TIMEOUTS),
             )

@@ -349,7 +349,7 @@ def app_environment(env: dict[str, Any], given: Given) -> dict[str, str]:
     return accepted
 
 
-# What the deployer itself puts at a release's top (server/host.py STATIC_LINK, deploy.sh.j2): no app file goes there.
+# What the deployer itself puts at a release's top (server/layout.py STATIC_LINK, the deploy): no app file goes there.
 RELEASE_OWN_ENTRIES = frozenset({"venv", ".djangoship-static", ".complete", ".venv-key", "REVISION"})
 _APP_FILE_PART = re.compile(r"[\w][\w.-]{0,99}|\.[\w][\w.-]{0,98}")  # no `.`/`..`, no leading `-`
 APP_FILE_MAX_BYTES = 64 * 1024  # one file: a settings or secrets file, not data

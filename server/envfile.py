@@ -17,9 +17,9 @@ def _from_plan(plan: HostPlan) -> Site:
     return Site(
         app=plan.app,
         settings_module=SETTINGS_OVERLAY,
-        python_path=plan.python_dir,
-        static_root=plan.static_root,
-        media_root=plan.media_root,
+        python_path=plan.paths.python_dir,
+        static_root=plan.paths.static_root,
+        media_root=plan.paths.media_root,
     )
 
 

@@ -341,8 +341,8 @@ def _processes(plan: HostPlan) -> list[ServerFile]:
 
 def _as_written(exec_line: str, plan: HostPlan) -> str:
     """The command as the config wrote it, for the units' comments."""
-    python = f"{plan.current_dir}/venv/bin/python {plan.current_dir}/manage.py "
-    return exec_line.replace(python, "manage.py ").replace(f"{plan.current_dir}/venv/bin/", "")
+    python = f"{plan.paths.current_dir}/venv/bin/python {plan.paths.current_dir}/manage.py "
+    return exec_line.replace(python, "manage.py ").replace(f"{plan.paths.current_dir}/venv/bin/", "")
 
 
 @dataclass(frozen=True)
@@ -397,9 +397,9 @@ def systemd_units(files: list[ServerFile]) -> list[str]:
 
 def render_python_modules(plan: HostPlan) -> dict[str, str]:
     """The settings overlay, the WSGI (or ASGI) wrapper, config/appmodules.py and server/shippedstatic.py (file name →
-    text), in plan.python_dir: the deploy's check says with appmodules where a release's settings leave DEBUG on, and
-    for a git source whose modules are not set the deploy runs it to find them (the overlay and the wrapper read its
-    answer); with shippedstatic the check decides where the release's static files come from."""
+    text), in plan.paths.python_dir: the deploy's check says with appmodules where a release's settings leave DEBUG
+    on, and for a git source whose modules are not set the deploy runs it to find them (the overlay and the wrapper
+    read its answer); with shippedstatic the check decides where the release's static files come from."""
     folder = plan.paths.python_dir + "/"
     return {
         file.path.removeprefix(folder): file.text(plan) for file in server_files(plan) if file.path.startswith(folder)

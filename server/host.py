@@ -12,9 +12,8 @@ import gzip
 import hashlib
 import io
 import shlex
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
@@ -23,7 +22,7 @@ from config.appmodules import Modules, decide
 from config.apppython import PythonPlan, plan_python
 from config.settings import Settings
 
-from .layout import ServerPaths
+from .layout import STATIC_LINK, ServerPaths
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 # The deployer's Python modules on the app's PYTHONPATH: DJANGO_SETTINGS_MODULE and gunicorn's app point here.
@@ -34,8 +33,6 @@ APP_MODULES = "djangoship_appmodules"
 SHIPPED_STATIC = "djangoship_static"
 ASGI_WRAPPER = "djangoship_asgi"  # with app.asgiModule: the same health answer, for uvicorn's worker
 HEALTH_PATH = "/healthz"  # answered by the WSGI wrapper for any app (the scaled load balancer checks it too)
-# In each release, the link to its static folder; nginx serves current/<this>, so one switch moves both.
-STATIC_LINK = ".djangoship-static"
 METADATA_TABLE = "inet djangoship_metadata"  # the nftables table of the metadata block (nftables/metadata-block.nft.j2)
 GUNICORN_VERSION = "27.0.1"  # added to an app whose dependencies have no gunicorn; the app's own pin wins
 UV_VERSION = "0.13.8"  # from PyPI, for uv projects and for Pythons the image lacks
@@ -102,19 +99,6 @@ class HostPlan:
     tls_email: str
     paths: ServerPaths  # every path on the server (server/layout.py); templates: {{ paths.NAME }}
     keep_releases: int = 5
-    # The folders of `paths`, under the names the templates use.
-    base_dir: str = ""
-    releases_dir: str = ""
-    current_dir: str = ""
-    media_root: str = ""
-    static_root: str = ""
-    config_dir: str = ""
-    env_file: str = ""
-    maintenance_flag: str = ""
-    socket_path: str = ""
-    upload_dir: str = ""
-    data_dir: str = ""  # the data volume's mount point
-    backup_dir: str = ""
     # Past this fill level of the data volume the backup, each deploy and `status` warn (PostgreSQL stops
     # when the volume is full). djangoship/report.py has the same figure (tested).
     volume_warn_percent: int = 80
@@ -142,14 +126,9 @@ class HostPlan:
     poetry_version: str = POETRY_VERSION
     pip_wheel: tuple[str, str] = PIP_WHEEL  # (URL, sha256)
     conn_max_age: int = CONN_MAX_AGE
-    python_dir: str = ""
-    static_dir: str = ""
-    tools_dir: str = ""
     # An ssh:// or git@host: source is fetched with the stack's deploy key (components/deploykey.py), kept in a
     # root-only file; the git host's key is pinned (app.gitHostKey) or trusted on first use and then kept.
     git_ssh: bool = False
-    deploy_key_file: str = ""
-    git_known_hosts: str = ""
     git_host_key: str = ""
     deploy_key_from_stdin: bool = True  # one server: the deploy step's stdin; app servers: from SSM at boot
     data_on_server: bool = True  # the data volume, PostgreSQL and the media are here (one server); app servers: RDS, S3
@@ -166,7 +145,6 @@ class HostPlan:
     redis: bool = False
     redis_port: int = REDIS_PORT
     redis_maxmemory_mib: int = 0
-    redis_dir: str = ""
 
     @property
     def tls(self) -> bool:
@@ -251,8 +229,6 @@ def plan_host(settings: Settings) -> HostPlan:
         domain=settings.domain,
         tls_email=settings.tls_email,
         paths=paths,
-        **plan_folders(paths),
-        static_root=f"{paths.current_dir}/{STATIC_LINK}",
         pg=pg,
         keep_releases=settings.keep_releases,
         backup_bucket=settings.backup_bucket,
@@ -273,12 +249,6 @@ def plan_host(settings: Settings) -> HostPlan:
         redis=settings.redis,
         redis_maxmemory_mib=redis_maxmemory_mib(settings.instance_type) if settings.redis else 0,
     )
-
-
-def plan_folders(paths: ServerPaths) -> dict[str, Any]:
-    """The paths the plan carries too, under the same names (the templates' `{{ base_dir }}`…)."""
-    names = {plan_field.name for plan_field in fields(HostPlan)}
-    return {name: value for name, value in asdict(paths).items() if name in names}
 
 
 def exec_start(command: str, current_dir: str) -> str:

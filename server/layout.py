@@ -1,9 +1,9 @@
 """Where an app's folders, files and programs are on a server: one layout for both profiles (the single server
 and the scaled profile's app servers), so that the templates of both agree.
 
-Templates reach the folders by the host plan's names (`{{ base_dir }}`, `{{ env_file }}`: `plan_host` copies them
-from here) and everything as `{{ paths.NAME }}`; the operator's verbs (djangoship/remote.py's `Layout`) read the
-same paths. Pure data, no imports: the operator's command imports it without the program's dependencies.
+Templates reach every one as `{{ paths.NAME }}` (the host plan carries them as `paths`); the operator's
+verbs (djangoship/remote.py's `Layout`) read the same paths. Pure data, no imports: the operator's command imports
+it without the program's dependencies.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 DATA_DIR = "/data"  # the data volume's mount point (single server)
 SYSTEMD_DIR = "/etc/systemd/system"  # where the server's own units and drop-ins go
+# In each release, the link to its static folder; nginx serves current/<this>, so one switch moves both.
+STATIC_LINK = ".djangoship-static"
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class ServerPaths:
     current_dir: str
     media_root: str
     static_dir: str  # static files, one folder per release (outside the app's code)
+    static_root: str  # STATIC_ROOT as the live release runs: its link to its folder of static_dir
     tools_dir: str  # the deploy's own tools (uv, poetry) and uv-managed Pythons
     python_dir: str  # the settings overlay and WSGI wrapper, on the app's PYTHONPATH
     config_dir: str
@@ -72,6 +75,7 @@ class ServerPaths:
             current_dir=f"{base}/current",
             media_root=f"{base}/media",
             static_dir=f"{base}/static",
+            static_root=f"{base}/current/{STATIC_LINK}",
             tools_dir=f"{base}/tools",
             python_dir=f"{lib}/python",
             config_dir=config,

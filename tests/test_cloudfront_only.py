@@ -92,11 +92,9 @@ def test_django_no_longer_answers_for_the_load_balancers_name(with_prefix_list):
 def app_server_nginx(live_dir):
     """The scaled app servers' rendered nginx site, live on loopback, in front of gunicorn's stand-in."""
     socket_path = live_dir / "gunicorn.sock"
-    plan = dataclasses.replace(
-        scaled_plan(load_settings({"profile": "scaled"}, project="djangoship", stack="dev")),
-        socket_path=str(socket_path),
-        static_root=str(live_dir / "static"),
-    )
+    plan = scaled_plan(load_settings({"profile": "scaled"}, project="djangoship", stack="dev"))
+    paths = dataclasses.replace(plan.paths, socket_path=str(socket_path), static_root=str(live_dir / "static"))
+    plan = dataclasses.replace(plan, paths=paths)
     site = render("scaled/nginx-site.conf.j2", plan, origin_header=ORIGIN_HEADER)
     # Only the address moves (port 80 may be taken on this machine); everything else is the rendered site.
     assert "listen 80 default_server;" in site

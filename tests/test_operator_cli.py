@@ -61,13 +61,13 @@ def test_the_layout_is_the_servers():
     plan = plan_for("debian-13-t2.micro")
     paths = Layout(plan.app).paths
     assert (paths.base_dir, paths.releases_dir, paths.current_dir, paths.backup_dir, paths.data_dir) == (
-        plan.base_dir,
-        plan.releases_dir,
-        plan.current_dir,
-        plan.backup_dir,
-        plan.data_dir,
+        plan.paths.base_dir,
+        plan.paths.releases_dir,
+        plan.paths.current_dir,
+        plan.paths.backup_dir,
+        plan.paths.data_dir,
     )
-    assert paths.maintenance_flag == plan.maintenance_flag
+    assert paths.maintenance_flag == plan.paths.maintenance_flag
     assert paths == plan.paths
 
 

@@ -286,12 +286,14 @@ def _fetch_lines(tmp: Path, port: int, commit: str, host_key_line: str = "") -> 
     pinned = f"[127.0.0.1]:{port} {host_key_line}" if host_key_line else ""
     settings = load_settings({"app": {"source": source, "ref": commit, "gitHostKey": pinned}}, project="p", stack="s")
     etc = tmp / "etc"
-    plan = dataclasses.replace(
-        plan_host(settings),
+    plan = plan_host(settings)
+    paths = dataclasses.replace(
+        plan.paths,
         config_dir=str(etc),
         deploy_key_file=str(etc / "deploy-key"),
         git_known_hosts=str(etc / "git-known-hosts"),
     )
+    plan = dataclasses.replace(plan, paths=paths)
     script = remote_script(
         "deploy",
         plan,

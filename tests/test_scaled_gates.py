@@ -115,9 +115,7 @@ def _fake(path: Path, body: str) -> str:
 def render_gate(tmp: Path, postgres: dict[str, str], release_id: str, migrate_fails: bool = False) -> Path:
     """The gate as an app server gets it, with its helpers replaced by recorders and the env file pointing at
     the local PostgreSQL (plain TCP: the test server has no TLS)."""
-    plan = dataclasses.replace(
-        scaled_plan(load_settings(SCALED, project="djangoship", stack="dev")), env_file=str(tmp / "env")
-    )
+    plan = scaled_plan(load_settings(SCALED, project="djangoship", stack="dev"))
     (tmp / "env").write_text(
         "".join(
             f"DJANGO_DB_{k}='{v}'\n"
@@ -135,6 +133,7 @@ def render_gate(tmp: Path, postgres: dict[str, str], release_id: str, migrate_fa
     fail = "exit 3\n" if migrate_fails else ""
     paths = dataclasses.replace(
         ServerPaths.for_app(plan.app),
+        env_file=str(tmp / "env"),
         aws=_fake(tmp / "aws", f'echo "aws $*" >> {log}\n'),
         django_manage=_fake(tmp / "manage", f'echo "manage $* in $RELEASE_DIR" >> {log}\nsleep 1\n{fail}'),
         superuser=_fake(tmp / "superuser", f'echo "superuser $(cat)" >> {log}\n'),

@@ -56,7 +56,7 @@ def configs() -> dict[str, dict[str, Any]]:
     """tests/rendered/helpers.py's configs and programs (imported: they follow the tests), those of test_program,
     test_workers, test_private_repos, test_scaled and test_scaled_workers, the foreign apps' and the stack files'."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from foreign_apps import build
+    from foreign_apps import build, workers_for_app_servers
     from rendered.helpers import CONFIGS, PROGRAMS
 
     shutil.rmtree(APPS, ignore_errors=True)
@@ -104,6 +104,7 @@ def configs() -> dict[str, dict[str, Any]]:
             "image": "debian-13",
             "redis": key == "workers",
         }
+    servers = workers_for_app_servers(APPS / "workers-app-servers")
     scaled = {
         "default": {},
         "domain": {"domain": "shop.example.com"},
@@ -112,8 +113,13 @@ def configs() -> dict[str, dict[str, Any]]:
         "git-https": {"app": {"source": "https://github.com/example/photofeed.git", "ref": COMMIT}},
         "git-ssh": {"app": {"source": "ssh://git@git.example.com/acme/shop.git", "ref": COMMIT}},
         "workers-asgi-redis": {"redis": True, "app": workers_app},
+        # The workers project as app servers take it: its configuration.py in the code (the profile has no app.files).
         "foreign-workers": found["foreign-workers"]
-        | {"appMinSize": 2, "appDesiredCapacity": 2, "app": found["foreign-workers"]["app"] | {"name": "shop"}},
+        | {
+            "appMinSize": 2,
+            "appDesiredCapacity": 2,
+            "app": {"source": str(servers.folder), "name": "shop", **servers.config},
+        },
         "foreign-monorepo": {
             "app": {"source": str(apps["monorepo"].folder), "name": "shop", **apps["monorepo"].config}
         },

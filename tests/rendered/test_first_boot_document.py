@@ -117,7 +117,7 @@ def test_user_data_properties(config_id: str) -> None:
     user = app_users[0]
     assert user["system"] is True and user["lock_passwd"] is True
     assert user["shell"] in {"/usr/sbin/nologin", "/sbin/nologin"}
-    assert user["homedir"] == plan.base_dir and user["homedir"].startswith("/srv/")
+    assert user["homedir"] == plan.paths.base_dir and user["homedir"].startswith("/srv/")
     assert "default" in doc["users"]  # the image's login user (ubuntu/admin) is kept for SSH
 
     # No secret can be in user-data (readable through the EC2 API and from the instance's metadata).
@@ -239,7 +239,14 @@ def test_pg_upgrade_decisions(case: str, tmp_path: Path) -> None:
     plan = plan_for("debian-13-t2.micro")
     script = written_files(user_data_doc("debian-13-t2.micro"))[f"/usr/local/sbin/{plan.app}-pg-upgrade"]["content"]
     root = tmp_path / "root"
-    for path in ("/etc/os-release", "/usr/lib/postgresql", "/etc/postgresql", "/etc/apt", "/run/lock", plan.backup_dir):
+    for path in (
+        "/etc/os-release",
+        "/usr/lib/postgresql",
+        "/etc/postgresql",
+        "/etc/apt",
+        "/run/lock",
+        plan.paths.backup_dir,
+    ):
         assert path in script, path
         script = script.replace(path, f"{root}{path}")
     (root / "run/lock").mkdir(parents=True)
@@ -299,7 +306,7 @@ def test_pg_upgrade_decisions(case: str, tmp_path: Path) -> None:
         assert positions == sorted(positions), done
         dump = next(call for call in done if "pg_dumpall" in call)
         assert positions[2] < done.index(dump) < positions[3]
-        (written,) = (root / plan.backup_dir.lstrip("/")).glob("pre-upgrade-postgresql-15-*.sql.gz")
+        (written,) = (root / plan.paths.backup_dir.lstrip("/")).glob("pre-upgrade-postgresql-15-*.sql.gz")
         assert gzip.decompress(written.read_bytes()) == b"-- dump\n"
         # The old release's archive was there for the upgrade only.
         assert sorted(p.name for p in (root / "etc/apt/sources.list.d").iterdir()) == ["debian.sources"]

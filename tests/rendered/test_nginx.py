@@ -92,7 +92,7 @@ def test_nginx_site_properties(config_id: str, https: bool) -> None:
     hosts = site_hosts(plan, PUBLIC_IP)
 
     upstreams = site.find("upstream")
-    assert len(upstreams) == 1 and upstreams[0].find("server")[0].args[0] == f"unix:{plan.socket_path}"
+    assert len(upstreams) == 1 and upstreams[0].find("server")[0].args[0] == f"unix:{plan.paths.socket_path}"
     for server in servers(site):
         assert server.arg_lists("server_tokens") == [["off"]]
 
@@ -111,7 +111,7 @@ def test_nginx_site_properties(config_id: str, https: bool) -> None:
     assert headers == {"Host": "$host", "X-Forwarded-For": "$proxy_add_x_forwarded_for", "X-Forwarded-Proto": "$scheme"}
 
     static = location(main, "/static/")
-    assert static.arg_lists("alias") == [[plan.static_root + "/"]]
+    assert static.arg_lists("alias") == [[plan.paths.static_root + "/"]]
     assert static.arg_lists("gzip_static") == [["on"]]
     hashed = [loc for loc in static.find("location") if loc.args[0] == "~"]
     assert len(hashed) == 1 and re.search(hashed[0].args[1], "site.0123456789ab.css")
@@ -120,7 +120,7 @@ def test_nginx_site_properties(config_id: str, https: bool) -> None:
     assert ["Cache-Control", "public, max-age=31536000, immutable"] in hashed[0].arg_lists("add_header")
 
     media = location(main, "/media/")
-    assert media.arg_lists("alias") == [[plan.media_root + "/"]]
+    assert media.arg_lists("alias") == [[plan.paths.media_root + "/"]]
     executing = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass", "perl"}
     assert not [d.name for d in media.walk() if d.name in executing]
     assert ["X-Content-Type-Options", "nosniff"] in media.arg_lists("add_header")
@@ -181,9 +181,9 @@ def live_site(folder: Path, config_id: str, https: bool) -> tuple[str, str]:
     site = site_for(config_id, https)
     socket_path = folder / "gunicorn.sock"
     for old, new in (
-        (f"unix:{plan.socket_path} ", f"unix:{socket_path} "),
-        (f"alias {plan.static_root}/;", f"alias {folder}/static/;"),
-        (f"alias {plan.media_root}/;", f"alias {folder}/media/;"),
+        (f"unix:{plan.paths.socket_path} ", f"unix:{socket_path} "),
+        (f"alias {plan.paths.static_root}/;", f"alias {folder}/static/;"),
+        (f"alias {plan.paths.media_root}/;", f"alias {folder}/media/;"),
     ):
         assert site.count(old) == 1, old
         site = site.replace(old, new)

@@ -240,14 +240,14 @@ def test_sent_scripts_install_exactly_the_rendered_files(sent: dict[str, Sent]) 
                 args = f"{file.path} {file.mode} {file.owner} {file.group}"
                 assert re.search(rf"^\s*install_file {re.escape(args)}( |$)", script, re.MULTILINE), file.path
         assert heredoc(script, "PG_CONF") == render_postgres_config(plan)
-        assert installed(script, f"{plan.config_dir}/gunicorn.conf.py") == render_gunicorn_config(plan)
+        assert installed(script, f"{plan.paths.config_dir}/gunicorn.conf.py") == render_gunicorn_config(plan)
         assert installed(script, plan.paths.manage) == render("scripts/manage.sh.j2", plan)
         assert heredoc(script, "NGINX_SITE", 0) == site_for(config_id, https=False)
         if plan.tls:
             assert heredoc(script, "NGINX_SITE", 1) == site_for(config_id, https=True)
         for tag, body in heredocs(script):
             assert (body == "" or body.endswith("\n")) and f"\n{tag}\n" not in "\n" + body, tag
-        assert f"install_file {plan.env_file} 0640 root {plan.app} " in script
+        assert f"install_file {plan.paths.env_file} 0640 root {plan.app} " in script
 
 
 # --- apt and dpkg: every use through cloud-init/scripts/lib/apt.sh.j2 (issue 34) ------------------------------------

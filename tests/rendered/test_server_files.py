@@ -104,13 +104,13 @@ def test_configure_installs_the_lists_files_and_runs_what_each_notifies() -> Non
             assert any(" ".join(paths) in line for line in judged), (kind, unit, paths, judged)
     # What a change restarts, as an operator expects it (the same as before the list: issue 32).
     overlay = [
-        f"{plan.python_dir}/{name}.py"
+        f"{plan.paths.python_dir}/{name}.py"
         for name in ("djangoship_settings", "djangoship_wsgi", "djangoship_appmodules", "djangoship_static")
     ]
     assert notified(declared, "restarts") == {
         "photofeed-metadata-block.service": [plan.paths.metadata_block],
-        "gunicorn.service": [plan.env_file, *overlay, f"{plan.config_dir}/gunicorn.conf.py"],
-        "photofeed-worker.service": [plan.env_file, *overlay],
+        "gunicorn.service": [plan.paths.env_file, *overlay, f"{plan.paths.config_dir}/gunicorn.conf.py"],
+        "photofeed-worker.service": [plan.paths.env_file, *overlay],
         "pgbouncer.service": ["/etc/pgbouncer/pgbouncer.ini", "/etc/systemd/system/pgbouncer.service.d/photofeed.conf"],
         "redis-server.service": [
             "/etc/redis/photofeed-password.conf",

@@ -98,7 +98,7 @@ def test_systemd_unit_properties(config_id: str) -> None:
     socket_unit, service = unit_sections(units["gunicorn.socket"]), unit_sections(units["gunicorn.service"])
 
     listen = unit_value(socket_unit, "Socket", "ListenStream")
-    assert listen == plan.socket_path and listen.startswith("/run/")  # a unix socket (a path), under /run
+    assert listen == plan.paths.socket_path and listen.startswith("/run/")  # a unix socket (a path), under /run
     assert unit_value(socket_unit, "Socket", "SocketUser") == "www-data"
     assert unit_value(socket_unit, "Socket", "SocketGroup") == "www-data"
     assert unit_value(socket_unit, "Socket", "SocketMode") == "0600"
@@ -114,9 +114,9 @@ def test_systemd_unit_properties(config_id: str) -> None:
         "Restart": "on-failure",
         "User": plan.app,
         "Group": plan.app,
-        "EnvironmentFile": plan.env_file,
-        "ReadWritePaths": plan.media_root,
-        "ExecStart": f"{plan.current_dir}/venv/bin/gunicorn --config {plan.config_dir}/gunicorn.conf.py",
+        "EnvironmentFile": plan.paths.env_file,
+        "ReadWritePaths": plan.paths.media_root,
+        "ExecStart": f"{plan.paths.current_dir}/venv/bin/gunicorn --config {plan.paths.config_dir}/gunicorn.conf.py",
     }
     for key, value in expected.items():
         assert unit_value(service, "Service", key) == value, key
