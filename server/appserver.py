@@ -52,11 +52,12 @@ def scaled_plan(settings: Settings) -> HostPlan:
     """The single server's plan, minus what an app server behind a load balancer does not do itself:
     TLS (the load balancer and CloudFront terminate it), backups (RDS and S3 versioning keep them) and
     PgBouncer (a pool per app server would multiply, not bound, the database's connections)."""
+    plan = plan_host(settings)
     return dataclasses.replace(
-        plan_host(settings),
+        plan,
         tls_email="",
         backup_bucket="",
-        db_pooler=False,
+        db=dataclasses.replace(plan.db, pooler=False),
         deploy_key_from_stdin=False,
         data_on_server=False,
     )

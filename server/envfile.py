@@ -41,10 +41,10 @@ def single_server_env_file(
         secret_key=secret_key,
         db_password=db_password,
         db_host="127.0.0.1",
-        db_port=str(plan.pooler_port) if plan.db_pooler else "5432",
+        db_port=str(plan.db.pooler_port) if plan.db.pooler else "5432",
         hosts=tuple(hosts),
         csrf_origins=(f"https://{plan.domain}",) if plan.tls else (),
-        redis_url=f"redis://:{redis_password}@127.0.0.1:{plan.redis_port}/0" if plan.redis else "",
+        redis_url=f"redis://:{redis_password}@127.0.0.1:{plan.redis.port}/0" if plan.redis else "",
     )
     return format_env_file(variables(site, plan.env_prefix, "single"), extra)
 
@@ -82,7 +82,7 @@ def app_server_env_file(
         region=region,
         media_credentials_url=f"http://127.0.0.1:{plan.media_credentials_port}/media",
         media_token_file=plan.paths.media_token,
-        redis_url=f"rediss://:{redis_password}@{redis_host}:{plan.redis_port}/0?ssl_cert_reqs=required"
+        redis_url=f"rediss://:{redis_password}@{redis_host}:{plan.redis.port}/0?ssl_cert_reqs=required"
         if plan.redis
         else "",
     )

@@ -100,7 +100,7 @@ def server_files(plan: HostPlan) -> list[ServerFile]:
     ]
     if one_server:
         # Every service the site stands on restarts itself after a crash (why: the drop-in's own comment)…
-        healing = ["postgresql@.service", "nginx.service"] + (["pgbouncer.service"] if plan.db_pooler else [])
+        healing = ["postgresql@.service", "nginx.service"] + (["pgbouncer.service"] if plan.db.pooler else [])
         files += [ServerFile(dropin(unit, "self-healing.conf"), "systemd/self-healing.conf.j2") for unit in healing]
         # …and gunicorn gives up on a crash loop for a minute, not for ever (why: the drop-in's own comment).
         files += [
@@ -178,7 +178,7 @@ def _data_services(plan: HostPlan, app_units: tuple[str, ...]) -> list[ServerFil
     files = [
         ServerFile(paths.env_file, "", "0640", group=app, restarts=app_units, written_by="scripts/configure/env.sh.j2")
     ]
-    if plan.db_pooler:
+    if plan.db.pooler:
         pooler = "pgbouncer.service"
         files += [
             ServerFile(

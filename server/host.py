@@ -81,6 +81,26 @@ def without_comment_lines(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class DatabasePlan:
+    """How the app reaches its database: the single server's PostgreSQL settings, PgBouncer in front of it."""
+
+    postgres: dict[str, str] = field(default_factory=dict)  # postgresql.conf settings sized for the machine
+    # PgBouncer between the app and PostgreSQL (dbPooler): loopback only, session pooling.
+    pooler: bool = True
+    pooler_port: int = 6432
+    pool_size: int = 5  # server connections per database/user pair: one per sync worker + management commands
+    conn_max_age: int = CONN_MAX_AGE
+
+
+@dataclass(frozen=True)
+class RedisPlan:
+    """Redis for the app (`redis: true`): the single server's own, or the scaled profile's ElastiCache."""
+
+    port: int = REDIS_PORT
+    maxmemory_mib: int = 0  # the single server's Redis (0: none here, ElastiCache)
+
+
+@dataclass(frozen=True)
 class HostPlan:
     """Every value a host template may use. Derived from Settings only, so it is known at preview."""
 
@@ -106,11 +126,7 @@ class HostPlan:
     backup_region: str = ""
     backup_retention_days: int = 7
     backup_schedule: str = "*-*-* 03:30:00"
-    pg: dict[str, str] = field(default_factory=dict)
-    # PgBouncer between the app and PostgreSQL (dbPooler): loopback only, session pooling.
-    db_pooler: bool = True
-    pooler_port: int = 6432
-    pool_size: int = 5  # server connections per database/user pair: one per sync worker + management commands
+    db: DatabasePlan = field(default_factory=lambda: DatabasePlan())  # templates: {{ db.NAME }}
     # How the app is built and checked (docs/deploying.md).
     health_path: str = HEALTH_PATH  # answered by the deployer's WSGI wrapper through Django's database connection
     app_health_path: str = ""  # app.healthPath: the app's own health view, probed instead of its front page
@@ -125,7 +141,6 @@ class HostPlan:
     uv_version: str = UV_VERSION
     poetry_version: str = POETRY_VERSION
     pip_wheel: tuple[str, str] = PIP_WHEEL  # (URL, sha256)
-    conn_max_age: int = CONN_MAX_AGE
     # An ssh:// or git@host: source is fetched with the stack's deploy key (components/deploykey.py), kept in a
     # root-only file; the git host's key is pinned (app.gitHostKey) or trusted on first use and then kept.
     git_ssh: bool = False
@@ -142,9 +157,7 @@ class HostPlan:
     schedules: tuple[tuple[str, str, str], ...] = ()  # (name, OnCalendar, ExecStart) of each app.schedules entry
     process_settle_seconds: int = PROCESS_SETTLE_SECONDS
     restart_steps: bool = True  # systemd ≥ 254 (RestartSteps=, the restart back-off): not Debian 12's 252
-    redis: bool = False
-    redis_port: int = REDIS_PORT
-    redis_maxmemory_mib: int = 0
+    redis: RedisPlan | None = None  # `redis: true`; templates: {% if redis %}, {{ redis.NAME }}
 
     @property
     def tls(self) -> bool:
@@ -229,13 +242,11 @@ def plan_host(settings: Settings) -> HostPlan:
         domain=settings.domain,
         tls_email=settings.tls_email,
         paths=paths,
-        pg=pg,
+        db=DatabasePlan(postgres=pg, pooler=settings.db_pooler, pool_size=pool),
         keep_releases=settings.keep_releases,
         backup_bucket=settings.backup_bucket,
         backup_retention_days=settings.backup_retention_days,
         backup_schedule=settings.backup_schedule,
-        db_pooler=settings.db_pooler,
-        pool_size=pool,
         asgi_module=settings.app.asgi_module,
         server_options=tuple(sorted(settings.app.server_options.items())),
         processes=tuple(
@@ -246,8 +257,7 @@ def plan_host(settings: Settings) -> HostPlan:
             for name, job in sorted(settings.app.schedules.items())
         ),
         restart_steps=settings.image != "debian-12",
-        redis=settings.redis,
-        redis_maxmemory_mib=redis_maxmemory_mib(settings.instance_type) if settings.redis else 0,
+        redis=RedisPlan(maxmemory_mib=redis_maxmemory_mib(settings.instance_type)) if settings.redis else None,
     )
 
 

@@ -474,5 +474,5 @@ def test_asgi_leaves_persistent_connections_to_the_app() -> None:
 
 def test_the_pool_has_room_for_every_process_and_schedule() -> None:
     plain, workers = plan_host(settings_for({})), plan_host(settings_for(WORKERS))
-    assert workers.pool_size == plain.pool_size + 3  # two processes, one schedule
-    assert int(workers.pg["max_connections"]) >= workers.pool_size + 6
+    assert workers.db.pool_size == plain.db.pool_size + 3  # two processes, one schedule
+    assert int(workers.db.postgres["max_connections"]) >= workers.db.pool_size + 6

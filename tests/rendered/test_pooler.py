@@ -68,7 +68,7 @@ def test_pgbouncer_ini(config_id: str) -> None:
     # (which keeps 3 for superusers: backups, the operator).
     pool, most = int(settings["default_pool_size"]), int(settings["max_db_connections"])
     assert pool >= plan.workers + 1 and most >= pool
-    assert most + 3 + 2 <= int(plan.pg["max_connections"])
+    assert most + 3 + 2 <= int(plan.db.postgres["max_connections"])
 
 
 def test_env_contract_points_at_the_pooler_when_on() -> None:
