@@ -4,17 +4,18 @@ Debian 13 that an `image` change makes: a new server on the same data volume, wh
 PostgreSQL 15 cluster to 17 (a dump of it taken first) and serves the same rows and files.
 
 The whole suite runs on Debian 13, the default (test_local_boot.py, test_day2.py, test_performance.py); the
-checks below are those modules' own, called in this order on this module's guests. test_day2's fixtures
-(`site`, `s3`, `workdir`, `replacement`) take `release` and `replacement_release` from this module.
+checks below are those modules' own (tests/site_checks.py, tests/day2_site.py), called in this order on this
+module's guests. Day 2's fixtures (`site`, `s3`, `workdir`, `replacement`) take `release` and
+`replacement_release` from this module.
 """
 
 from __future__ import annotations
 
+import day2_site
 import pytest
-import test_day2
-import test_local_boot
+import site_checks
+from day2_site import replacement, s3, site, workdir  # noqa: F401  (fixtures, used by name)
 from site_helpers import APP, sh
-from test_day2 import replacement, s3, site, workdir  # noqa: F401  (fixtures, used by name)
 
 pytestmark = pytest.mark.localboot
 
@@ -30,9 +31,9 @@ def replacement_release() -> str:
 
 
 def test_first_boot_finished_and_every_step_ran(site):
-    test_local_boot.test_cloud_init_finished_without_errors(site)
-    test_local_boot.test_every_step_ran_once_in_order(site)
-    test_local_boot.test_services_enabled_and_active(site)
+    site_checks.cloud_init_finished_without_errors(site)
+    site_checks.every_step_ran_once_in_order(site)
+    site_checks.services_enabled_and_active(site)
 
 
 def test_debian_12_runs_postgresql_15_and_python_3_11(site):
@@ -43,23 +44,23 @@ def test_debian_12_runs_postgresql_15_and_python_3_11(site):
 
 
 def test_pages_read_from_postgresql(site):
-    test_local_boot.test_healthz_and_home_page_read_from_postgresql(site)
+    site_checks.healthz_and_home_page_read_from_postgresql(site)
 
 
 def test_redeploy_under_load(site, workdir):
-    test_day2.test_new_version_deploys_in_place_with_no_failed_request(site, workdir)
+    day2_site.new_version_deploys_in_place_with_no_failed_request(site, workdir)
 
 
 def test_reboot_keeps_site_and_data(site):
-    test_local_boot.test_reboot_keeps_site_and_data(site)
+    site_checks.reboot_keeps_site_and_data(site)
 
 
 def test_backup_damage_restore_round_trip(site, s3):
-    test_day2.test_backup_damage_restore_round_trip(site, s3)
+    day2_site.backup_damage_restore_round_trip(site, s3)
 
 
 def test_replaced_server_finds_the_same_rows_and_files(replacement):
-    test_day2.test_replaced_server_finds_the_same_rows_and_files(replacement)
+    day2_site.replaced_server_finds_the_same_rows_and_files(replacement)
 
 
 # --- Debian 12 → 13 on the same data volume: PostgreSQL 15 → 17 --------------------------------------------

@@ -186,3 +186,19 @@ def test_module_paths_named_in_docs_and_comments_exist():
         if not (ROOT / mentioned).is_file()
     ]
     assert not missing, "\n".join(missing)
+
+
+def test_no_test_module_imports_another():
+    """A test module's collection is its own: what two share (fixtures, checks, helpers) lives in a module that is
+    not a test module (tests/site_helpers.py, tests/day2_site.py, tests/site_checks.py, tests/policy_helpers.py),
+    so running one module never runs or collects another's tests through an import (issue 32, item 5)."""
+    importing: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found = [name for name in names if name.split(".")[-1].startswith("test_")]
+            if found:
+                importing.setdefault(str(path.relative_to(ROOT)), []).extend(found)
+    assert not importing, importing

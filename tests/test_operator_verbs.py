@@ -19,10 +19,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from site_helpers import APP, create_row, sh
 
 # Day 2's guest (a copy of the example app, backups to moto's S3): fixtures, used by name.
-from test_day2 import live_release, s3, site, workdir  # noqa: F401
+from day2_site import s3, site, workdir  # noqa: F401
+from site_helpers import APP, create_row, live_release, sh
 
 from harness.localsite import change_home_page, http_get, wait_for_200, write_outputs
 from localboot.keys import generate_ed25519_keypair

@@ -10,12 +10,12 @@ import gzip
 import pulumi_policy
 import pytest
 from google.protobuf import json_format, struct_pb2
+from policy_helpers import INSTANCE, SG, mutated, pack, synthetic, violations
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResourceOptions
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from harness.mockrun import ProgramRun, Registered, run_program
-from tests.test_policy import INSTANCE, SG, mutated, pack, synthetic, violations
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from policy_helpers import pack
 
 from config.settings import ConfigError, load_settings
 from harness.mockrun import ProgramRun, fixed_test_key, run_program
@@ -29,7 +30,6 @@ from harness.serverfiles import app_server_files
 from server import release as release_module
 from server.host import plan_host, remote_script
 from tests.conftest import skip_or_fail
-from tests.test_policy import pack
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SSH_SOURCE = "ssh://git@git.example.com/acme/shop.git"
