@@ -199,7 +199,7 @@ class SiteProvisioner(pulumi.ComponentResource):
             )
 
         # A private repository's deploy key: on stdin, saved root-only by the script (never in its text).
-        deploy_key = args.deploy_key if plan.git_ssh else None
+        deploy_key = args.deploy_key if plan.app.git_ssh else None
         self.build = step(
             "build",
             deploy_script(build_only=True),
@@ -210,10 +210,10 @@ class SiteProvisioner(pulumi.ComponentResource):
         )
         deploy_text = deploy_script(build_only=False)
         deploy_triggers: list[pulumi.Input[str]] = [build_id(release.id, plan)]
-        if plan.processes:
+        if plan.app.processes:
             # A change to the app's processes re-runs the deploy: its activation starts them on the live release
             # and fails, with their journal, when one cannot start (configure only restarts running ones).
-            deploy_triggers.append(digest(repr(plan.processes)))
+            deploy_triggers.append(digest(repr(plan.app.processes)))
         self.deploy = step(
             "deploy",
             deploy_text,

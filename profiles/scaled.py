@@ -95,7 +95,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
             multi_az=settings.db_multi_az,
             backup_retention_days=settings.db_backup_retention_days,
             deletion_protection=settings.db_deletion_protection,
-            db_name=plan.app,
+            db_name=plan.app.name,
             password=secrets.db_password_value,
             final_snapshot_identifier=f"{name}-{settings.stack}-final",
             tags=tags,
@@ -161,16 +161,19 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     public_host: pulumi.Output[str] = pulumi.Output.from_input(domain) if domain else cdn.domain_name
 
     # 4. The app servers: their identity, their secrets (in SSM, never in user-data), then the servers.
-    prefix = f"/{settings.project}/{settings.stack}/{plan.app}"
+    prefix = f"/{settings.project}/{settings.stack}/{plan.app.name}"
     # A private repository (ssh:// or git@host:) is read with a deploy key of this stack's own.
-    deploy_key = DeployKey(name, DeployKeyArgs(f"djangoship-{settings.stack}-{name}")) if plan.git_ssh else None
+    deploy_key = DeployKey(name, DeployKeyArgs(f"djangoship-{settings.stack}-{name}")) if plan.app.git_ssh else None
     group_name_prefix = f"{name}-app-"
     identity = AppServerIdentity(
         name,
         AppServerIdentityArgs(
             region=region,
             account_id=account_id,
-            parameter_names=[*parameter_names(prefix), *([deploy_key_parameter_name(prefix)] if plan.git_ssh else [])],
+            parameter_names=[
+                *parameter_names(prefix),
+                *([deploy_key_parameter_name(prefix)] if plan.app.git_ssh else []),
+            ],
             artifacts_bucket_arn=artifacts.bucket.arn,
             assets_bucket_arn=assets.bucket.arn,
             group_name_prefix=group_name_prefix,
@@ -267,7 +270,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
         "artifactsBucket": artifacts.bucket.id,
         "appServerGroup": servers.group.name,
         # What the operator's verbs (python3 -m djangoship) need besides the group: <app>-manage, the region.
-        "appName": plan.app,
+        "appName": plan.app.name,
         "awsRegion": region,
         "adminUser": settings.admin_user,
         "adminPassword": secrets.admin_password_value,

@@ -67,7 +67,7 @@ def build(settings: Settings, release: Release) -> dict[str, Any]:
     # 2. Secrets, then the site itself over SSH.
     secrets = AppSecrets(name, redis=settings.redis)
     # A private repository (ssh:// or git@host:) is read with a deploy key of this stack's own.
-    deploy_key = DeployKey(name, DeployKeyArgs(f"djangoship-{settings.stack}-{name}")) if plan.git_ssh else None
+    deploy_key = DeployKey(name, DeployKeyArgs(f"djangoship-{settings.stack}-{name}")) if plan.app.git_ssh else None
     app_env = (
         pulumi.Output.secret(settings.app.env)
         if settings.app_env_is_secret

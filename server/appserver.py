@@ -179,7 +179,7 @@ def release_context(
         "media_bucket": boot.media_bucket,
         "media_role_arn": boot.media_role_arn,
         "lifecycle_hook": LIFECYCLE_HOOK,
-        "lock_key": release_lock_key(plan.app),
+        "lock_key": release_lock_key(plan.app.name),
         "lock_wait_seconds": LOCK_WAIT_SECONDS,
         "pg_sslmode": PG_SSLMODE,
         "deb_arch": deb_arch(arch),

@@ -15,7 +15,7 @@ from .host import HostPlan
 def _from_plan(plan: HostPlan) -> Site:
     """The values that come from the host plan, the same on one server and on the app servers."""
     return Site(
-        app=plan.app,
+        app=plan.app.name,
         settings_module=SETTINGS_OVERLAY,
         python_path=plan.paths.python_dir,
         static_root=plan.paths.static_root,
@@ -46,7 +46,7 @@ def single_server_env_file(
         csrf_origins=(f"https://{plan.domain}",) if plan.tls else (),
         redis_url=f"redis://:{redis_password}@127.0.0.1:{plan.redis.port}/0" if plan.redis else "",
     )
-    return format_env_file(variables(site, plan.env_prefix, "single"), extra)
+    return format_env_file(variables(site, plan.app.env_prefix, "single"), extra)
 
 
 def app_server_env_file(
@@ -86,4 +86,4 @@ def app_server_env_file(
         if plan.redis
         else "",
     )
-    return format_env_file(variables(site, plan.env_prefix, "scaled"), extra)
+    return format_env_file(variables(site, plan.app.env_prefix, "scaled"), extra)

@@ -66,10 +66,10 @@ def dropin(unit: str, name: str) -> str:
 
 def server_files(plan: HostPlan) -> list[ServerFile]:
     """What the plan's server receives, in the order each document or step installs it."""
-    app, paths, one_server = plan.app, plan.paths, not plan.app_server
+    app, paths, one_server = plan.app.name, plan.paths, not plan.app_server
     metadata_block = f"{app}-metadata-block.service"
     # A new environment or overlay reaches the app through these: gunicorn (through {app}-activate) and its processes.
-    app_units = ("gunicorn.service", *(f"{app}-{name}.service" for name, _ in plan.processes))
+    app_units = ("gunicorn.service", *(f"{app}-{name}.service" for name, _ in plan.app.processes))
     files: list[ServerFile] = []
     if one_server:
         files += [
@@ -173,7 +173,7 @@ def server_files(plan: HostPlan) -> list[ServerFile]:
 
 def _data_services(plan: HostPlan, app_units: tuple[str, ...]) -> list[ServerFile]:
     """The single server's environment, PgBouncer and Redis (PostgreSQL's own settings: scripts/configure/)."""
-    app, paths = plan.app, plan.paths
+    app, paths = plan.app.name, plan.paths
     configure = "scripts/configure/server-side-files.sh.j2"
     files = [
         ServerFile(paths.env_file, "", "0640", group=app, restarts=app_units, written_by="scripts/configure/env.sh.j2")
@@ -217,7 +217,7 @@ def _data_services(plan: HostPlan, app_units: tuple[str, ...]) -> list[ServerFil
 
 def _web(plan: HostPlan, app_units: tuple[str, ...]) -> list[ServerFile]:
     """What gunicorn and the deploy run with, on both profiles; nginx's site."""
-    app, paths, one_server = plan.app, plan.paths, not plan.app_server
+    app, paths, one_server = plan.app.name, plan.paths, not plan.app_server
     modules = [
         ServerFile(f"{paths.python_dir}/{module}.py", f"python/{module}.py.j2", restarts=app_units)
         for module in (SETTINGS_OVERLAY, plan.server_module)
@@ -271,7 +271,7 @@ def _web(plan: HostPlan, app_units: tuple[str, ...]) -> list[ServerFile]:
 
 def _backups(plan: HostPlan) -> list[ServerFile]:
     """The single server's nightly backup and its restore."""
-    app, paths = plan.app, plan.paths
+    app, paths = plan.app.name, plan.paths
     files = [
         ServerFile(paths.backup, "backup/backup.sh.j2", "0755"),
         ServerFile(paths.restore, "backup/restore.sh.j2", "0755"),
@@ -288,7 +288,7 @@ def _backups(plan: HostPlan) -> list[ServerFile]:
 
 def _app_server(plan: HostPlan) -> list[ServerFile]:
     """An app server's own: its deploy, the once-per-release gate, the superuser step, the media credentials."""
-    app, paths = plan.app, plan.paths
+    app, paths = plan.app.name, plan.paths
     return [
         ServerFile(paths.release_once, "scaled/release-once.sh.j2", "0755"),
         ServerFile(paths.deploy, "scaled/deploy.sh.j2", "0755"),
@@ -304,17 +304,17 @@ def _app_server(plan: HostPlan) -> list[ServerFile]:
 
 def _processes(plan: HostPlan) -> list[ServerFile]:
     """app.processes and app.schedules: a unit each, and the script that restarts them (docs/deploying.md)."""
-    app, paths, one_server = plan.app, plan.paths, not plan.app_server
-    if not one_server and not (plan.processes or plan.schedules):
+    app, paths, one_server = plan.app.name, plan.paths, not plan.app_server
+    if not one_server and not (plan.app.processes or plan.app.schedules):
         return []
     files = [ServerFile(paths.restart_processes, "scripts/processes.sh.j2", "0755")]
     if not one_server:
         files.append(ServerFile(paths.schedule_once, "scaled/schedule-once.sh.j2", "0755"))
-    for name, command in plan.processes:
+    for name, command in plan.app.processes:
         unit = f"{app}-{name}.service"
         values = {"name": name, "exec_start": command, "command": _as_written(command, plan)}
         files.append(ServerFile(unit_file(unit), "systemd/process.service.j2", enables=(unit,), values=values))
-    for name, schedule, command in plan.schedules:
+    for name, schedule, command in plan.app.schedules:
         job = {"name": name, "schedule": schedule, "exec_start": command, "command": _as_written(command, plan)}
         timer = f"{app}-{name}.timer"
         files += [
@@ -408,7 +408,7 @@ def render_python_modules(plan: HostPlan) -> dict[str, str]:
 
 def render_app_units(plan: HostPlan) -> dict[str, str]:
     """The systemd units of app.processes and app.schedules (file name → text)."""
-    units = set(plan.units) | {f"{plan.app}-{name}-catch-up.service" for name, _, _ in plan.schedules}
+    units = set(plan.units) | {f"{plan.app.name}-{name}-catch-up.service" for name, _, _ in plan.app.schedules}
     return {
         name: file.text(plan)
         for file in server_files(plan)
@@ -427,7 +427,7 @@ def configure_context(plan: HostPlan, **context: object) -> dict[str, object]:
     declared = [file for file in server_files(plan) if file.stage == AFTER_BOOT]
     restart_files = notified(declared, "restarts")
     # Units whose handler is an include of its own (scripts/configure/): a check before, a fallback after.
-    own = {"gunicorn.service", "pgbouncer.service", "redis-server.service", f"{plan.app}-metadata-block.service"}
+    own = {"gunicorn.service", "pgbouncer.service", "redis-server.service", f"{plan.app.name}-metadata-block.service"}
     return {
         "files": rendered(plan, AFTER_BOOT, **context),
         "install_args": {file.path: f"{file.path} {file.mode} {file.owner} {file.group}" for file in declared},

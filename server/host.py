@@ -101,16 +101,41 @@ class RedisPlan:
 
 
 @dataclass(frozen=True)
-class HostPlan:
-    """Every value a host template may use. Derived from Settings only, so it is known at preview."""
+class AppPlan:
+    """The app as its `app.*` keys and its files say: its name, how it is built, checked and run."""
 
-    app: str  # system user and group, and the directory names below
-    ssh_user: str
+    name: str  # system user and group, and the directory names below
     wsgi_module: str  # "" = decided by the deploy from a git source's files (config/appmodules.py)
     settings_module: str  # as wsgi_module
     requirements: str  # "" = detected by the deploy (uv.lock, poetry.lock, a requirements file)
-    app_directory: str  # app.directory: the project's folder in the source ("" = its top), which the release is
+    directory: str  # app.directory: the project's folder in the source ("" = its top), which the release is
     env_prefix: str
+    # How the app is built and checked (docs/deploying.md).
+    health_path: str = ""  # app.healthPath: the app's own health view, probed instead of its front page
+    allow_debug: bool = False  # app.allowDebug: else the deploy's check refuses a release whose settings leave DEBUG on
+    # app.settingsModule / app.wsgiModule when not set: found in the app's files (at preview, or by a git source's
+    # deploy). A release that then fails to load them says so, naming the key that picks others.
+    found_keys: tuple[str, ...] = ()
+    python_request: str = ""  # "" = the image's python3; else a CPython minor that uv installs on the server
+    packages: tuple[str, ...] = ()  # app.packages, installed with apt before the virtualenv is built
+    release_commands: tuple[tuple[str, ...], ...] = ()  # app.releaseCommands, manage.py commands per release
+    # An ssh:// or git@host: source is fetched with the stack's deploy key (components/deploykey.py), kept in a
+    # root-only file; the git host's key is pinned (app.gitHostKey) or trusted on first use and then kept.
+    git_ssh: bool = False
+    git_host_key: str = ""
+    # Beyond the web process (issue 14; docs/deploying.md, "Processes, schedules, Redis, ASGI").
+    asgi_module: str = ""  # app.asgiModule: gunicorn with uvicorn's worker, websockets through nginx
+    server_options: tuple[tuple[str, str], ...] = ()  # app.serverOptions with the Procfile web line's: gunicorn.conf.py
+    processes: tuple[tuple[str, str], ...] = ()  # (name, ExecStart) of each app.processes entry
+    schedules: tuple[tuple[str, str, str], ...] = ()  # (name, OnCalendar, ExecStart) of each app.schedules entry
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Every value a host template may use. Derived from Settings only, so it is known at preview."""
+
+    app: AppPlan  # templates: {{ app.name }}, {{ app.NAME }}
+    ssh_user: str
     memory_mib: int
     vcpus: int
     workers: int
@@ -127,34 +152,16 @@ class HostPlan:
     backup_retention_days: int = 7
     backup_schedule: str = "*-*-* 03:30:00"
     db: DatabasePlan = field(default_factory=lambda: DatabasePlan())  # templates: {{ db.NAME }}
-    # How the app is built and checked (docs/deploying.md).
     health_path: str = HEALTH_PATH  # answered by the deployer's WSGI wrapper through Django's database connection
-    app_health_path: str = ""  # app.healthPath: the app's own health view, probed instead of its front page
-    allow_debug: bool = False  # app.allowDebug: else the deploy's check refuses a release whose settings leave DEBUG on
-    # app.settingsModule / app.wsgiModule when not set: found in the app's files (at preview, or by a git source's
-    # deploy). A release that then fails to load them says so, naming the key that picks others.
-    found_keys: tuple[str, ...] = ()
-    python_request: str = ""  # "" = the image's python3; else a CPython minor that uv installs on the server
-    packages: tuple[str, ...] = ()  # app.packages, installed with apt before the virtualenv is built
-    release_commands: tuple[tuple[str, ...], ...] = ()  # app.releaseCommands, manage.py commands per release
     gunicorn_version: str = GUNICORN_VERSION
     uv_version: str = UV_VERSION
     poetry_version: str = POETRY_VERSION
     pip_wheel: tuple[str, str] = PIP_WHEEL  # (URL, sha256)
-    # An ssh:// or git@host: source is fetched with the stack's deploy key (components/deploykey.py), kept in a
-    # root-only file; the git host's key is pinned (app.gitHostKey) or trusted on first use and then kept.
-    git_ssh: bool = False
-    git_host_key: str = ""
     deploy_key_from_stdin: bool = True  # one server: the deploy step's stdin; app servers: from SSM at boot
     data_on_server: bool = True  # the data volume, PostgreSQL and the media are here (one server); app servers: RDS, S3
     # App servers: the media role's credentials for the app, on loopback (scaled/media-credentials.py.j2).
     media_credentials_port: int = MEDIA_CREDENTIALS_PORT
-    # Beyond the web process (issue 14; docs/deploying.md, "Processes, schedules, Redis, ASGI").
-    asgi_module: str = ""  # app.asgiModule: gunicorn with uvicorn's worker, websockets through nginx
-    server_options: tuple[tuple[str, str], ...] = ()  # app.serverOptions with the Procfile web line's: gunicorn.conf.py
     asgi_packages: tuple[tuple[str, str], ...] = ASGI_PACKAGES
-    processes: tuple[tuple[str, str], ...] = ()  # (name, ExecStart) of each app.processes entry
-    schedules: tuple[tuple[str, str, str], ...] = ()  # (name, OnCalendar, ExecStart) of each app.schedules entry
     process_settle_seconds: int = PROCESS_SETTLE_SECONDS
     restart_steps: bool = True  # systemd ≥ 254 (RestartSteps=, the restart back-off): not Debian 12's 252
     redis: RedisPlan | None = None  # `redis: true`; templates: {% if redis %}, {{ redis.NAME }}
@@ -166,14 +173,15 @@ class HostPlan:
     @property
     def server_module(self) -> str:
         """The deployer's wrapper gunicorn runs: WSGI, or ASGI with app.asgiModule."""
-        return ASGI_WRAPPER if self.asgi_module else WSGI_WRAPPER
+        return ASGI_WRAPPER if self.app.asgi_module else WSGI_WRAPPER
 
     @property
     def units(self) -> list[str]:
         """The systemd units of the app's processes and schedules, as configure installs them."""
-        names = [f"{self.app}-{name}.service" for name, _ in self.processes]
-        for name, _, _ in self.schedules:
-            names += [f"{self.app}-{name}.service", f"{self.app}-{name}.timer"]
+        app = self.app.name
+        names = [f"{app}-{name}.service" for name, _ in self.app.processes]
+        for name, _, _ in self.app.schedules:
+            names += [f"{app}-{name}.service", f"{app}-{name}.timer"]
         return sorted(names)
 
     @property
@@ -184,7 +192,7 @@ class HostPlan:
     @property
     def probe_path(self) -> str:
         """What activation asks of the app itself besides health_path: its health view, or its front page."""
-        return self.app_health_path or "/"
+        return self.app.health_path or "/"
 
 
 def postgres_memory(memory_mib: int) -> dict[str, str]:
@@ -213,28 +221,40 @@ def plan_host(settings: Settings) -> HostPlan:
     pool = pool_size(workers) + len(settings.app.processes) + len(settings.app.schedules)
     pg["max_connections"] = str(max(int(pg["max_connections"]), pool + 1 + 5))
     return HostPlan(
-        app=app,
-        ssh_user=settings.ssh_user,
-        wsgi_module=modules.wsgi,
-        settings_module=modules.settings,
-        found_keys=tuple(
-            name
-            for name, given in (
-                ("app.settingsModule", settings.app.settings_module),
-                ("app.wsgiModule", settings.app.wsgi_module or settings.app.asgi_module),
-            )
-            if not given
+        app=AppPlan(
+            name=app,
+            wsgi_module=modules.wsgi,
+            settings_module=modules.settings,
+            found_keys=tuple(
+                name
+                for name, given in (
+                    ("app.settingsModule", settings.app.settings_module),
+                    ("app.wsgiModule", settings.app.wsgi_module or settings.app.asgi_module),
+                )
+                if not given
+            ),
+            requirements=settings.app.requirements,
+            directory=settings.app.directory,
+            env_prefix=settings.app.env_prefix,
+            health_path=settings.app.health_path,
+            allow_debug=settings.app.allow_debug,
+            python_request=app_python(settings).request,
+            packages=tuple(sorted(set(settings.app.packages))),
+            release_commands=tuple(tuple(command.split()) for command in settings.app.release_commands),
+            git_ssh=settings.app.source_is_ssh,
+            git_host_key=settings.app.git_host_key,
+            asgi_module=settings.app.asgi_module,
+            server_options=tuple(sorted(settings.app.server_options.items())),
+            processes=tuple(
+                (name, exec_start(command, paths.current_dir))
+                for name, command in sorted(settings.app.processes.items())
+            ),
+            schedules=tuple(
+                (name, job["schedule"], exec_start(job["command"], paths.current_dir))
+                for name, job in sorted(settings.app.schedules.items())
+            ),
         ),
-        requirements=settings.app.requirements,
-        app_directory=settings.app.directory,
-        env_prefix=settings.app.env_prefix,
-        app_health_path=settings.app.health_path,
-        allow_debug=settings.app.allow_debug,
-        python_request=app_python(settings).request,
-        packages=tuple(sorted(set(settings.app.packages))),
-        release_commands=tuple(tuple(command.split()) for command in settings.app.release_commands),
-        git_ssh=settings.app.source_is_ssh,
-        git_host_key=settings.app.git_host_key,
+        ssh_user=settings.ssh_user,
         memory_mib=size.memory_mib,
         vcpus=size.vcpus,
         workers=workers,
@@ -247,15 +267,6 @@ def plan_host(settings: Settings) -> HostPlan:
         backup_bucket=settings.backup_bucket,
         backup_retention_days=settings.backup_retention_days,
         backup_schedule=settings.backup_schedule,
-        asgi_module=settings.app.asgi_module,
-        server_options=tuple(sorted(settings.app.server_options.items())),
-        processes=tuple(
-            (name, exec_start(command, paths.current_dir)) for name, command in sorted(settings.app.processes.items())
-        ),
-        schedules=tuple(
-            (name, job["schedule"], exec_start(job["command"], paths.current_dir))
-            for name, job in sorted(settings.app.schedules.items())
-        ),
         restart_steps=settings.image != "debian-12",
         redis=RedisPlan(maxmemory_mib=redis_maxmemory_mib(settings.instance_type)) if settings.redis else None,
     )
@@ -320,11 +331,16 @@ def build_id(release_id: str, plan: HostPlan) -> str:
     was configured (app.python, app.packages, app.requirements, app.releaseCommands, app.directory). Then a
     change to that alone builds anew beside the live release, as a code change does, instead of switching to
     the folder built the old way."""
-    build: tuple[object, ...] = (plan.python_request, plan.packages, plan.requirements, plan.release_commands)
-    if plan.asgi_module:  # its virtualenv holds uvicorn's worker: switching to ASGI builds anew
-        build += (plan.asgi_module, plan.asgi_packages)
-    if plan.app_directory:  # the same commit released from another folder of it
-        build += (plan.app_directory,)
+    build: tuple[object, ...] = (
+        plan.app.python_request,
+        plan.app.packages,
+        plan.app.requirements,
+        plan.app.release_commands,
+    )
+    if plan.app.asgi_module:  # its virtualenv holds uvicorn's worker: switching to ASGI builds anew
+        build += (plan.app.asgi_module, plan.asgi_packages)
+    if plan.app.directory:  # the same commit released from another folder of it
+        build += (plan.app.directory,)
     if build == ("", (), "", ()):
         return release_id
     return digest(release_id, repr(build))[:12]

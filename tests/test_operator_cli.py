@@ -59,7 +59,7 @@ def test_the_repair_status_names_replaces_the_program_s_own_deploy_step():
 
 def test_the_layout_is_the_servers():
     plan = plan_for("debian-13-t2.micro")
-    paths = Layout(plan.app).paths
+    paths = Layout(plan.app.name).paths
     assert (paths.base_dir, paths.releases_dir, paths.current_dir, paths.backup_dir, paths.data_dir) == (
         plan.paths.base_dir,
         plan.paths.releases_dir,

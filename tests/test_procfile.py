@@ -85,8 +85,8 @@ def test_a_heroku_procfile_fills_in_the_keys_left_unset_and_says_how_to_pin_each
     assert "the Procfile's line 1 `release: python manage.py migrate` is not run twice" in notes
     assert "left out of the Procfile's web line: --log-file -" in notes
     plan = plan_host(settings)
-    assert plan.workers == 2 and plan.wsgi_module == "proj.wsgi"
-    assert [name for name, _ in plan.processes] == ["clock-tower", "worker"]
+    assert plan.workers == 2 and plan.app.wsgi_module == "proj.wsgi"
+    assert [name for name, _ in plan.app.processes] == ["clock-tower", "worker"]
     conf = render_gunicorn_config(plan)
     assert "timeout = 45\n" in conf and "max_requests = 1000\n" in conf and "log_file" not in conf
 
@@ -98,7 +98,7 @@ def test_a_release_line_the_deploy_does_not_run_itself_becomes_the_release_comma
     assert "pulumi config set --path 'app.releaseCommands[0]' createcachetable --database default" in "\n".join(
         settings.app.procfile_notes
     )
-    assert plan_host(settings).release_commands == (("createcachetable", "--database", "default"),)
+    assert plan_host(settings).app.release_commands == (("createcachetable", "--database", "default"),)
     for own in ("python manage.py collectstatic --noinput", "python3 manage.py check --deploy"):
         (app / "Procfile").write_text(f"release: {own}\n")
         assert app_settings(app).app.release_commands == [], own

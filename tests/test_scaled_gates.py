@@ -132,7 +132,7 @@ def render_gate(tmp: Path, postgres: dict[str, str], release_id: str, migrate_fa
     (tmp / "admin-password").write_text("admin-secret\n")
     fail = "exit 3\n" if migrate_fails else ""
     paths = dataclasses.replace(
-        ServerPaths.for_app(plan.app),
+        ServerPaths.for_app(plan.app.name),
         env_file=str(tmp / "env"),
         aws=_fake(tmp / "aws", f'echo "aws $*" >> {log}\n'),
         django_manage=_fake(tmp / "manage", f'echo "manage $* in $RELEASE_DIR" >> {log}\nsleep 1\n{fail}'),

@@ -173,10 +173,10 @@ def test_app_build_keys_are_read(tmp_path):
         stack="s",
     )
     plan = plan_host(settings)
-    assert (plan.app_health_path, plan.python_request) == ("/health/", "3.14")
+    assert (plan.app.health_path, plan.app.python_request) == ("/health/", "3.14")
     assert app_python(settings).source == "app.python"
-    assert plan.packages == ("gcc", "libpq-dev")
-    assert plan.release_commands == (("compress",), ("compilemessages", "--ignore=venv"))
+    assert plan.app.packages == ("gcc", "libpq-dev")
+    assert plan.app.release_commands == (("compress",), ("compilemessages", "--ignore=venv"))
 
 
 def test_all_problems_are_reported_at_once():

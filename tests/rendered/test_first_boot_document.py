@@ -112,7 +112,7 @@ def test_user_data_properties(config_id: str) -> None:
     assert not packages & {"gcc", "python3-dev", "libpq-dev", "libjpeg-dev", "zlib1g-dev"}
     assert doc["package_update"] is True and doc["package_upgrade"] is False
 
-    app_users = [u for u in doc["users"] if isinstance(u, dict) and u.get("name") == plan.app]
+    app_users = [u for u in doc["users"] if isinstance(u, dict) and u.get("name") == plan.app.name]
     assert len(app_users) == 1
     user = app_users[0]
     assert user["system"] is True and user["lock_passwd"] is True
@@ -132,21 +132,21 @@ def test_user_data_properties(config_id: str) -> None:
 
     # SSH: key only, no root, both through cloud-init and through an sshd drop-in.
     assert doc["ssh_pwauth"] is False and doc["disable_root"] is True
-    sshd = written_files(doc)[f"/etc/ssh/sshd_config.d/60-{plan.app}.conf"]["content"].splitlines()
+    sshd = written_files(doc)[f"/etc/ssh/sshd_config.d/60-{plan.app.name}.conf"]["content"].splitlines()
     assert {"PasswordAuthentication no", "PermitRootLogin no", "KbdInteractiveAuthentication no"} <= set(sshd)
 
     files = written_files(doc)
-    assert files[f"/usr/local/sbin/{plan.app}-firstboot"]["permissions"] == "0755"
-    assert doc["runcmd"] == [[f"/usr/local/sbin/{plan.app}-firstboot"]]
+    assert files[f"/usr/local/sbin/{plan.app.name}-firstboot"]["permissions"] == "0755"
+    assert doc["runcmd"] == [[f"/usr/local/sbin/{plan.app.name}-firstboot"]]
     # The embedded files are exactly the rendered ones (YAML block scalars keep them byte for byte), the scripts and
     # units without their comment lines: the document must stay within EC2's 16 KiB.
     for path, template in (
         ("/etc/systemd/system/gunicorn.socket", "systemd/gunicorn.socket.j2"),
         ("/etc/systemd/system/gunicorn.service", "systemd/gunicorn.service.j2"),
-        (f"/usr/local/sbin/{plan.app}-firstboot", "scripts/firstboot.sh.j2"),
+        (f"/usr/local/sbin/{plan.app.name}-firstboot", "scripts/firstboot.sh.j2"),
     ):
         assert files[path]["content"] == without_comment_lines(render(template, plan)), path
-    assert files[f"/etc/{plan.app}/placeholder.conf"]["content"] == render("nginx/placeholder.conf.j2", plan)
+    assert files[f"/etc/{plan.app.name}/placeholder.conf"]["content"] == render("nginx/placeholder.conf.j2", plan)
 
 
 def test_large_user_data_takes_the_gzip_path() -> None:
@@ -160,7 +160,9 @@ def test_large_user_data_takes_the_gzip_path() -> None:
 
 
 def _swap_block(config_id: str) -> str:
-    script = written_files(user_data_doc(config_id))[f"/usr/local/sbin/{plan_for(config_id).app}-firstboot"]["content"]
+    script = written_files(user_data_doc(config_id))[f"/usr/local/sbin/{plan_for(config_id).app.name}-firstboot"][
+        "content"
+    ]
     match = re.search(r"^swap_mib=.*?^fi$", script, re.DOTALL | re.MULTILINE)
     assert match, "no swap block in the firstboot script"
     block = match.group(0)
@@ -237,7 +239,9 @@ def test_pg_upgrade_decisions(case: str, tmp_path: Path) -> None:
     upgrade, with data, is proven on guests: tests/test_debian12.py.)"""
     codename, installed, clusters, expected = PG_UPGRADE_CASES[case]
     plan = plan_for("debian-13-t2.micro")
-    script = written_files(user_data_doc("debian-13-t2.micro"))[f"/usr/local/sbin/{plan.app}-pg-upgrade"]["content"]
+    script = written_files(user_data_doc("debian-13-t2.micro"))[f"/usr/local/sbin/{plan.app.name}-pg-upgrade"][
+        "content"
+    ]
     root = tmp_path / "root"
     for path in (
         "/etc/os-release",

@@ -32,7 +32,7 @@ def test_gunicorn_config_is_python_with_the_configured_workers(config_id: str) -
         assert namespace["workers"] == 3  # the seed tutorial's three
     # The deployer's wrapper, which imports the app's own WSGI module (and answers the health path).
     assert namespace["wsgi_app"] == "djangoship_wsgi:application"
-    assert f'importlib.import_module("{plan.wsgi_module}")' in render_python_modules(plan)["djangoship_wsgi.py"]
+    assert f'importlib.import_module("{plan.app.wsgi_module}")' in render_python_modules(plan)["djangoship_wsgi.py"]
     assert namespace["worker_class"] == "sync"
 
 

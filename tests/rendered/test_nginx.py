@@ -62,7 +62,7 @@ def nginx_variants() -> list[Any]:
 def test_nginx_accepts_the_site(config_id: str, variant: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     plan = plan_for(config_id)
     if variant == "placeholder":
-        site = written_files(user_data_doc(config_id))[f"/etc/{plan.app}/placeholder.conf"]["content"]
+        site = written_files(user_data_doc(config_id))[f"/etc/{plan.app.name}/placeholder.conf"]["content"]
     else:
         site = site_for(config_id, https=variant == "https")
     if variant == "https":

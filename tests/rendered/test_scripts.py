@@ -84,7 +84,7 @@ SENT_SCRIPTS = {
 def test_shellcheck_data_volume_script(config_id: str, tmp_path: Path) -> None:
     """The bootcmd that mounts the data volume before any package is installed."""
     (command,) = user_data_doc(config_id)["bootcmd"]
-    assert command[:2] == ["bash", "-c"] and command[3] == f"{plan_for(config_id).app}-data-volume"
+    assert command[:2] == ["bash", "-c"] and command[3] == f"{plan_for(config_id).app.name}-data-volume"
     assert command[2] == render("scripts/data-volume.sh.j2", plan_for(config_id))
     check_shell(command[2], tmp_path)
 
@@ -211,7 +211,7 @@ def test_shellcheck_sent_script(script_id: str, sent: dict[str, Sent], tmp_path:
 def test_shellcheck_firstboot(config_id: str, tmp_path: Path) -> None:
     files = written_files(user_data_doc(config_id))
     for name in ("firstboot", "pg-upgrade"):
-        check_shell(files[f"/usr/local/sbin/{plan_for(config_id).app}-{name}"]["content"], tmp_path)
+        check_shell(files[f"/usr/local/sbin/{plan_for(config_id).app.name}-{name}"]["content"], tmp_path)
 
 
 def test_shellcheck_catches_a_broken_script(sent: dict[str, Sent], tmp_path: Path) -> None:
@@ -247,7 +247,7 @@ def test_sent_scripts_install_exactly_the_rendered_files(sent: dict[str, Sent]) 
             assert heredoc(script, "NGINX_SITE", 1) == site_for(config_id, https=True)
         for tag, body in heredocs(script):
             assert (body == "" or body.endswith("\n")) and f"\n{tag}\n" not in "\n" + body, tag
-        assert f"install_file {plan.paths.env_file} 0640 root {plan.app} " in script
+        assert f"install_file {plan.paths.env_file} 0640 root {plan.app.name} " in script
 
 
 # --- apt and dpkg: every use through cloud-init/scripts/lib/apt.sh.j2 (issue 34) ------------------------------------

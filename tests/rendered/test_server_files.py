@@ -145,5 +145,7 @@ def test_a_new_file_is_one_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_list, "server_files", with_one_more)
     script = configure_script(plan)
     assert installed_files(script)["/etc/nginx/conf.d/extra.conf"][0] == "0640 root www-data"
-    nginx = f"stale nginx.service /etc/systemd/system/nginx.service.d/{plan.app}.conf /etc/nginx/conf.d/extra.conf;"
+    nginx = (
+        f"stale nginx.service /etc/systemd/system/nginx.service.d/{plan.app.name}.conf /etc/nginx/conf.d/extra.conf;"
+    )
     assert f"if {nginx} then\n    restart_unit nginx.service\nfi\n" in script

@@ -39,11 +39,11 @@ def test_systemd_verify_release_check_unit(config_id: str, tmp_path: Path) -> No
     plan = plan_for(config_id)
     unit = render("systemd/release-check.service.j2", plan)
     sections = unit_sections(unit)
-    assert unit_value(sections, "Service", "RuntimeDirectory") == f"{plan.app}-check/%i"
-    assert f"--bind unix:/run/{plan.app}-check/%i/gunicorn.sock --workers 1" in unit_value(
+    assert unit_value(sections, "Service", "RuntimeDirectory") == f"{plan.app.name}-check/%i"
+    assert f"--bind unix:/run/{plan.app.name}-check/%i/gunicorn.sock --workers 1" in unit_value(
         sections, "Service", "ExecStart"
     )
-    result = systemd_verify({f"{plan.app}-release-check@0123456789ab.service": unit}, tmp_path / "root")
+    result = systemd_verify({f"{plan.app.name}-release-check@0123456789ab.service": unit}, tmp_path / "root")
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
 
 
@@ -51,7 +51,7 @@ def test_systemd_verify_release_check_unit(config_id: str, tmp_path: Path) -> No
 def test_systemd_verify_metadata_block_unit(config_id: str, tmp_path: Path) -> None:
     plan = plan_for(config_id)
     unit = render("systemd/metadata-block.service.j2", plan)
-    result = systemd_verify({f"{plan.app}-metadata-block.service": unit}, tmp_path / "root")
+    result = systemd_verify({f"{plan.app.name}-metadata-block.service": unit}, tmp_path / "root")
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
 
 
@@ -65,7 +65,9 @@ def test_systemd_verify_nftables_puts_the_metadata_block_back(tmp_path: Path) ->
         skip_or_fail("nftables.service is not on this host (apt-get install nftables)")
     dropin = render("systemd/nftables-metadata-block.conf.j2", plan)
     result = systemd_verify(
-        {f"nftables.service.d/{plan.app}-metadata-block.conf": dropin}, tmp_path / "root", also=("nftables.service",)
+        {f"nftables.service.d/{plan.app.name}-metadata-block.conf": dropin},
+        tmp_path / "root",
+        also=("nftables.service",),
     )
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
     sections = unit_sections(dropin)
@@ -112,8 +114,8 @@ def test_systemd_unit_properties(config_id: str) -> None:
         "PrivateTmp": "yes",
         "ProtectHome": "yes",
         "Restart": "on-failure",
-        "User": plan.app,
-        "Group": plan.app,
+        "User": plan.app.name,
+        "Group": plan.app.name,
         "EnvironmentFile": plan.paths.env_file,
         "ReadWritePaths": plan.paths.media_root,
         "ExecStart": f"{plan.paths.current_dir}/venv/bin/gunicorn --config {plan.paths.config_dir}/gunicorn.conf.py",
@@ -123,4 +125,4 @@ def test_systemd_unit_properties(config_id: str) -> None:
     assert re.fullmatch(r"/(usr/)?bin/kill -(s )?HUP \$MAINPID", unit_value(service, "Service", "ExecReload"))
     assert unit_value(service, "Unit", "Requires") == "gunicorn.socket"
     # The user the service runs as is the one cloud-init creates (verify does not check this).
-    assert any(isinstance(u, dict) and u["name"] == plan.app for u in user_data_doc(config_id)["users"])
+    assert any(isinstance(u, dict) and u["name"] == plan.app.name for u in user_data_doc(config_id)["users"])
