@@ -28,17 +28,16 @@ from pathlib import Path
 
 import pytest
 from foreign_apps import (
-    DJANGO_DATABASE,
     NAME,
     PSYCOPG,
     PSYCOPG_C,
-    WORKERS_CONFIGURATION,
     WORKERS_CONFIGURATION_PATH,
     ForeignApp,
     build,
     foreign_site,
     foreign_workdir,
     stack_config,
+    workers_configuration,
 )
 from site_helpers import app_state, deploy_output, job_done, live_release, sh, units_acted_on_unread, wait_for
 
@@ -268,7 +267,7 @@ def test_a_websocket_echo_through_nginx(guest, workers):
 
 def with_configuration(config: dict, mark: str, tail: str = "") -> dict:
     """The stack's config with the workers project's configuration.py marked `mark` (and `tail` appended)."""
-    files = {WORKERS_CONFIGURATION_PATH: WORKERS_CONFIGURATION.format(mark=mark, database=DJANGO_DATABASE) + tail}
+    files = {WORKERS_CONFIGURATION_PATH: workers_configuration(mark) + tail}
     return {**config, "app": {**config["app"], "files": files}}
 
 

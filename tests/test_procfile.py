@@ -23,7 +23,7 @@ from harness.mockrun import run_program
 from server.host import plan_host, render, render_gunicorn_config
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCK = ROOT / "tests" / "fixtures" / "heroku" / "Pipfile.lock"
+LOCK = ROOT / "tests" / "fixtures" / "apps" / "heroku" / "Pipfile.lock"
 
 
 def heroku_app(folder: Path, procfile: str, **extra: str) -> Path:
