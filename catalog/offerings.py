@@ -128,7 +128,7 @@ def swap_mib(instance_type: str) -> int:
 
 # What each part of a single server takes, in MiB, for the memory budget at preview (config/memory.py): PSS (shared
 # pages divided among their sharers, so the parts add up), measured on Debian 13 guests with the tests' `workers`
-# project (tests/foreign_apps.py) after jobs, heartbeats and page views — `tests/test_foreign_workers.py` prints
+# project (tests/foreign_apps.py) after jobs, heartbeats and page views — `tests/guests/test_foreign_workers.py` prints
 # them, `bench.memory --app workers` (t2.micro sizing) has the whole machine; 2026-12-02, figures in docs/deploying.md —
 # rounded up for a request's or a job's peak:
 MEMORY_MIB = {

@@ -11,7 +11,7 @@ exempt, as AWS's "Enforce conditional writes" says — else every backup of 8 Mi
 parts, is refused. Old backups go by the lifecycle rule (`backupRetentionDays`), never by the server. Why not S3
 Object Lock: it protects versions from deletion, which the role cannot do anyway, not a key from a newer version;
 and it cannot be undone on a bucket. Proven against the uploader's real requests by
-tests/test_backup_bucket_policy.py.
+tests/fast/test_backup_bucket_policy.py.
 """
 
 from __future__ import annotations

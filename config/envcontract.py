@@ -5,8 +5,8 @@ One dict literal (`variables`) names them all, in the env file's order. It is re
 server's configure step (`single_server_env_file`), by the scaled profile's SSM parameter
 (`app_server_env_file`; both in server/envfile.py, which fill in `Site` from the host plan), and by config
 validation (`reserved_names`), so an `app.env` entry that would clash with the deployer's own is a config error
-before anything is declared. docs/deploying.md's "environment contract" lists the same names (tests/test_settings.py
-keeps the two in step).
+before anything is declared. docs/deploying.md's "environment contract" lists the same names
+(tests/fast/test_settings.py keeps the two in step).
 
 Values are written single-quoted, one per line, so that systemd's EnvironmentFile and a shell that sources
 the file read them alike: a value may not hold a quote, a backslash or a line break.

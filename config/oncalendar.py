@@ -2,7 +2,7 @@
 
 The server reads these expressions, not Python: a schedule systemd refuses leaves a timer that never fires,
 found only by someone reading the journal. So the rules here are systemd's own, as `systemd-analyze calendar`
-applies them (tests/test_workers.py holds this module to the real command, expression by expression):
+applies them (tests/fast/test_workers.py holds this module to the real command, expression by expression):
 
     [WEEKDAYS] [[YEAR-]MONTH-DAY] [HOUR:MINUTE[:SECOND]] [TIMEZONE]      or a shorthand (`daily`), or @EPOCH
 

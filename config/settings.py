@@ -6,7 +6,7 @@ Each field of `Settings` (and of `AppSettings`, the `app.*` keys) is one config 
 profile that reads it (both unless said) and whether it may or must be set with `--secret`. How a row is read
 and checked is `table.py`; the checks themselves are `checks.py`. Pulumi.yaml's `config:` section
 and docs/configuration.md's two key tables are generated from this table (`python -m tools.configdoc`), and
-tests/test_settings.py fails while either differs from it.
+tests/fast/test_settings.py fails while either differs from it.
 
 `load_settings` is pure (a mapping in, a frozen `Settings` out) so tests can feed it bad values directly;
 `read_stack_config` is the only place that talks to Pulumi's config. A bad value raises `ConfigError`, which

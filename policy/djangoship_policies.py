@@ -39,7 +39,7 @@ RDS_CLUSTER = "aws:rds/cluster:Cluster"
 RDS_CLUSTER_INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
 
 # Duplicated from catalog/offerings.py on purpose: a policy pack is a separate program (it may be published and
-# applied to other stacks), so it does not import the project. tests/test_policy.py keeps the two lists equal.
+# applied to other stacks), so it does not import the project. tests/fast/test_policy.py keeps the two lists equal.
 DATABASE_PORTS = (1433, 1521, 3306, 5432, 6379, 6432, 27017)
 DEFAULT_INSTANCE_TYPES = (
     "m7i.large",

@@ -1,5 +1,6 @@
 """Run inside a guest (python3, no third-party module): hold apt's real locks while two of the program's steps reach
-apt, and let go of them one by one as the steps show they wait — used by tests/test_foreign_workers.py (issue 34).
+apt, and let go of them one by one as the steps show they wait — used by tests/guests/test_foreign_workers.py
+(issue 34).
 
     python3 apt_lock_holder.py FIRST SECOND
 

@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # A module runs whole on one worker: a guest module's tests run in file order on its module-scoped guest, which a
 # split would boot once per worker (and a module under mocks computes its module fixtures once). Modules that share
 # a session fixture booting a guest (`default_site`) share a group, or each worker would boot its own. Every module
-# that boots guests has a row here; tests/test_lanes.py fails while one has none (it still runs whole meanwhile,
+# that boots guests has a row here; tests/fast/test_lanes.py fails while one has none (it still runs whole meanwhile,
 # after the rows' groups).
 #
 # The rows are in the order the lanes take them, longest first (the minutes: setup + call, measured in CI), so the
@@ -53,34 +53,34 @@ def pytest_configure(config: pytest.Config) -> None:
 GROUPS: dict[str, str] = {
     # Minutes from the lanes' timeline of a fresh-clone run at a2ccb8d (test_foreign_apps': alone at 5844522, its eight
     # projects): the longest first, so the lanes end together (tests/conftest.py's timeline says whether they did).
-    "test_scaled_servers.py": "scaled_servers",  # 16.6
-    "test_day2.py": "day2",  # 10.8
-    "test_foreign_apps.py": "foreign_apps",  # 9.5
-    "test_scaled_workers.py": "scaled_workers",  # 8.3
-    "test_foreign_workers.py": "foreign_workers",  # 7.3
-    "test_scaled_move.py": "scaled_move",  # 5.8
-    "test_faults.py": "faults",  # 4.7
-    "test_debian12.py": "debian12",  # 3.1
-    "test_local_boot.py": "default_site",  # 2.9 with test_performance: both check conftest.default_site's guest
-    "test_performance.py": "default_site",
-    "test_operator_verbs.py": "operator_verbs",  # 2.3
-    "test_localboot_guest.py": "localboot_guest",  # 2, on a bridge of its own (lbrlab)
+    "guests/test_scaled_servers.py": "scaled_servers",  # 16.6
+    "guests/test_day2.py": "day2",  # 10.8
+    "guests/test_foreign_apps.py": "foreign_apps",  # 9.5
+    "guests/test_scaled_workers.py": "scaled_workers",  # 8.3
+    "guests/test_foreign_workers.py": "foreign_workers",  # 7.3
+    "guests/test_scaled_move.py": "scaled_move",  # 5.8
+    "guests/test_faults.py": "faults",  # 4.7
+    "guests/test_debian12.py": "debian12",  # 3.1
+    "guests/test_local_boot.py": "default_site",  # 2.9 with test_performance: both check conftest.default_site's guest
+    "guests/test_performance.py": "default_site",
+    "guests/test_operator_verbs.py": "operator_verbs",  # 2.3
+    "guests/test_localboot_guest.py": "localboot_guest",  # 2, on a bridge of its own (lbrlab)
 }
 #: The group of the modules that use `default_site`.
 DEFAULT_SITE_GROUP = "default_site"
-#: What the collection found amiss with GROUPS (tests/test_lanes.py fails on it).
+#: What the collection found amiss with GROUPS (tests/fast/test_lanes.py fails on it).
 LANE_PROBLEMS = pytest.StashKey[list[str]]()
 
 
 def lane_of(nodeid: str) -> str:
-    """What one worker runs whole, for a test's node id (`tests/test_day2.py::test_…`): its module's group, or
+    """What one worker runs whole, for a test's node id (`tests/guests/test_day2.py::test_…`): its module's group, or
     its module."""
     module = nodeid.split("::", 1)[0].removeprefix("tests/")
     return GROUPS.get(module, module)
 
 
 def _module_of(item: pytest.Item) -> str:
-    """The item's module as GROUPS names it: its path under tests/."""
+    """The item's module as GROUPS names it: its path under tests/ (`guests/test_day2.py`)."""
     return item.path.relative_to(Path(__file__).parent).as_posix()
 
 

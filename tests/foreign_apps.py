@@ -128,7 +128,7 @@ class ForeignApp:
 
 
 #: The app's name on the server for every project: one stack, switched from one project to the next, so the same
-#: server, database and data volume (tests/test_foreign_apps.py, tests/test_foreign_workers.py).
+#: server, database and data volume (tests/guests/test_foreign_apps.py, tests/guests/test_foreign_workers.py).
 NAME = "foreign"
 
 

@@ -10,7 +10,7 @@ its keys are documented in docs/configuration.md and checked by the program alon
 
 docs/configuration.md: the text between each `<!-- configdoc: NAME -->` line and the next
 `<!-- /configdoc -->` line (NAME `keys` for the top-level keys, `app` for `app.*`); the rest of the page is
-written by hand. tests/test_settings.py fails when either file and the table differ.
+written by hand. tests/fast/test_settings.py fails when either file and the table differ.
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ PG_UPGRADE_CASES = {
 def test_pg_upgrade_decisions(case: str, tmp_path: Path) -> None:
     """The real pg-upgrade script with stand-ins for PostgreSQL's and apt's commands and the system's files
     under a temp dir: which clusters it upgrades, refuses or leaves alone, and in what order. (The real
-    upgrade, with data, is proven on guests: tests/test_debian12.py.)"""
+    upgrade, with data, is proven on guests: tests/guests/test_debian12.py.)"""
     codename, installed, clusters, expected = PG_UPGRADE_CASES[case]
     plan = plan_for("debian-13-t2.micro")
     script = written_files(user_data_doc("debian-13-t2.micro"))[f"/usr/local/sbin/{plan.app.name}-pg-upgrade"][

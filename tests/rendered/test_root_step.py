@@ -2,7 +2,7 @@
 a script of any size arrives whole, with its secret after it on stdin, or not one line of it runs.
 
 The command line is run as sudo would run it (`bash -c READER LABEL`, its argv after `sudo -n`); the guests
-(tests/test_local_boot.py, test_foreign_workers.py with a configure script over 128 KiB) run it through sudo
+(tests/guests/test_local_boot.py, test_foreign_workers.py with a configure script over 128 KiB) run it through sudo
 and sshd."""
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def test_backup_bucket_private_versioned_encrypted_and_only_writable_by_the_inst
 def test_the_instance_role_can_only_add_backups_never_overwrite_them():
     """The bucket's policy refuses the instance role any request that creates an object without asking S3 to
     refuse an existing key (the parts of a multipart upload, which cannot ask, create nothing: issue 29, item 4,
-    judged against real requests in tests/test_backup_bucket_policy.py); the lifecycle rule, not the server,
+    judged against real requests in tests/fast/test_backup_bucket_policy.py); the lifecycle rule, not the server,
     removes old backups."""
     import json
 
@@ -377,7 +377,7 @@ def changed_steps(before: ProgramRun, after: ProgramRun) -> list[str]:
 def app_copy(tmp_path: Path) -> Path:
     import shutil
 
-    source = Path(__file__).resolve().parent.parent / "examples" / "photofeed"
+    source = Path(__file__).resolve().parent.parent.parent / "examples" / "photofeed"
     target = tmp_path / "photofeed"
     shutil.copytree(
         source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "db.sqlite3", "media", "staticfiles")

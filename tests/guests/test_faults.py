@@ -25,7 +25,7 @@ from harness.localsite import RequestLoop, change_home_page, http_get, local_sit
 from harness.replay import StepFailed, presented_host_key
 
 pytestmark = pytest.mark.localboot
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 RECOVERY: dict[str, float] = {}  # fault → seconds until / answered 200 again
 # How long a fault may take to end by itself before its test fails: a bound that ends the test, not a timing claim
 # (no test asserts a timing; the seconds are printed above and are docs/reliability.md's figures). It is many times

@@ -2,7 +2,7 @@
 program's own steps; the CLI reads the outputs the local try-out writes (`tools.localup --outputs`), as it reads
 `pulumi stack output` for a real stack.
 
-What runs on the server is built by pure functions; tests/test_operator_cli.py checks those without a guest.
+What runs on the server is built by pure functions; tests/fast/test_operator_cli.py checks those without a guest.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from harness.localsite import change_home_page, http_get, wait_for_200, write_ou
 from localboot.keys import generate_ed25519_keypair
 
 pytestmark = pytest.mark.localboot
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")

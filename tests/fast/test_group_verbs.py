@@ -1,6 +1,6 @@
 """The operator's verbs on the scaled profile without AWS: which transport a stack's outputs choose, and the exact
 AWS CLI command lines (argument vectors) each verb runs, recorded by an `aws` on PATH that answers as AWS would.
-tests/test_scaled_servers.py runs the non-interactive ones for real against booted app servers."""
+tests/guests/test_scaled_servers.py runs the non-interactive ones for real against booted app servers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `move` verb without servers (tests/test_scaled_move.py runs it on guests): what it runs where and in which
+"""The `move` verb without servers (tests/guests/test_scaled_move.py runs it on guests): what it runs where and in which
 order, its refusals, the state file a second run resumes from, and its server scripts (shellchecked)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A Django project in a folder of its repository (issue 33, item 1: `app.directory`, Render's root directory), and
 runtime.txt's pin read as its users mean it (item 6). What the preview decides and what the release ships are
-checked here; the deploy on a server is tests/test_foreign_apps.py's `monorepo` project."""
+checked here; the deploy on a server is tests/guests/test_foreign_apps.py's `monorepo` project."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The operator's verbs without a server: what each runs on the server (shellchecked), the ssh command line, the
-key's handling, reading the stack's outputs, and the `--help` of each verb. tests/test_operator_verbs.py runs
+key's handling, reading the stack's outputs, and the `--help` of each verb. tests/guests/test_operator_verbs.py runs
 every verb for real on a guest."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from djangoship.stack import Stack, StackError, from_outputs, read_pulumi_stack
 from djangoship.verbs import VERBS
 from harness.mockrun import run_program
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 LAYOUT = Layout("photofeed")
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-bits\n-----END OPENSSH PRIVATE KEY-----\n"
 OUTPUTS = {

@@ -36,7 +36,7 @@ from server.appserver import (
     release_lock_key,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SCALED: dict[str, Any] = {"profile": "scaled"}
 DOMAIN = "shop.example.com"
 

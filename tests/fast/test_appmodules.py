@@ -19,7 +19,7 @@ from harness.mockrun import run_program
 from server.files import render_python_modules
 from server.host import APP_MODULES, plan_host
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:

@@ -22,7 +22,7 @@ from config.settings import ConfigError, load_settings
 from harness.mockrun import run_program
 from server.host import plan_host, render, render_gunicorn_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 LOCK = ROOT / "tests" / "fixtures" / "apps" / "heroku" / "Pipfile.lock"
 
 

@@ -1,7 +1,7 @@
 """Where a release's static files come from (server/shippedstatic.py, issue 33 item 5): the rules on real folders
 shaped as the deploy's check meets them, and the check step that uses them as the server receives it.
 
-On a guest: tests/test_foreign_apps.py's `prebuilt` project (its committed collectstatic output served, with and
+On a guest: tests/guests/test_foreign_apps.py's `prebuilt` project (its committed collectstatic output served, with and
 without DJANGOSHIP_KEEP=static)."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 LAYERS = ("catalog", "config", "server", "components", "profiles")  # lowest first; __main__.py above them all
 TOP = "__main__"
 # Paths of the program's modules named in the docs and in comments: each must exist.

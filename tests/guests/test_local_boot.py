@@ -39,7 +39,7 @@ from harness.localsite import http_get, local_site
 from harness.replay import run_step
 
 pytestmark = pytest.mark.localboot
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")

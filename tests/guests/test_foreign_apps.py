@@ -13,7 +13,7 @@ output of its collectstatic (issue 33, item 5): those files are served as it shi
 `DJANGOSHIP_KEEP=static` from its own STATIC_ROOT. `monorepo` keeps its project in `backend/` (`app.directory`),
 a poetry project and `runtime.txt` at the top. `heroku` (Heroku's shape: a Procfile, pipenv's lock) is given
 `app.source` alone too: its Procfile says how it runs, its lock what it installs, hash-checked.
-The `workers` project beyond the web process has a guest of its own: tests/test_foreign_workers.py.
+The `workers` project beyond the web process has a guest of its own: tests/guests/test_foreign_workers.py.
 """
 
 from __future__ import annotations

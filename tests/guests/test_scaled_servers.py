@@ -26,7 +26,7 @@ from harness.localsite import RequestLoop, change_home_page, http_get
 from harness.scaledsite import launch_template_user_data, scaled_site
 
 pytestmark = pytest.mark.localboot
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 APP = "photofeed"
 # The stand-in CA is in the guests' system store (as an AMI trusts the public CAs that sign AWS's endpoints), but
 # the app's boto3 reads PyPI's certifi bundle, which knows only public CAs: the test's config points it at the

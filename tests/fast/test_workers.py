@@ -2,7 +2,7 @@
 `redis`, `app.asgiModule`) and their checks, OnCalendar held to systemd's own parser, the memory budget, the
 env contract's REDIS_URL, and every file rendered for them through the project's real validators
 (`systemd-analyze verify`, `nginx -t`, shellcheck — the helpers of tests/rendered). The guest proof is
-tests/test_foreign_workers.py's `workers` project.
+tests/guests/test_foreign_workers.py's `workers` project.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from server.appfiles import read_configure_stdin
 from server.files import render_app_units
 from server.host import plan_host, render_gunicorn_config, render_nginx_site, site_hosts
 
-EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "photofeed")
+EXAMPLE = str(Path(__file__).resolve().parent.parent.parent / "examples" / "photofeed")
 WORKERS_APP = {
     "asgiModule": "photofeed.asgi",
     "processes": {"worker": "celery -A photofeed worker -l info", "alerts": "manage.py send_alerts --loop"},

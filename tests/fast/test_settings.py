@@ -16,7 +16,7 @@ from server.appfiles import read_configure_stdin
 from server.host import app_python, plan_host
 from tools import configdoc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 # (config, the key the message must name, a fragment of what is allowed)
 BAD_CONFIGS = [

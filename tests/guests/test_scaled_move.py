@@ -31,7 +31,7 @@ from harness.localsite import http_get, local_site, write_outputs
 from harness.scaledsite import scaled_site
 
 pytestmark = pytest.mark.localboot
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 NAME = "shop"
 # Tables the test counts itself on both sides (the verb counts every table; these are the ones this app writes).
 TABLES = ("jobs_job", "jobs_heartbeat", "jobs_tick", "jobs_upload", "auth_user", "django_migrations")

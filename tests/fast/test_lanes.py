@@ -27,7 +27,7 @@ from conftest import (
 from localboot import Guest
 from localboot.network import BridgeNetwork
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent
 # Other runs' bridges on a shared machine (a second run's LOCALBOOT_BRIDGE, test_localboot_guest's own).
 OTHER_BRIDGES = ("lbr0", "lbr1", "lbr2", "lbrlab")
 
@@ -88,23 +88,28 @@ def test_the_collection_found_every_guest_module_in_the_table(request):
 
 
 def test_a_guest_module_without_a_row_is_named_and_still_runs_whole():
-    listed, mocks = _item("test_local_boot.py", ("site", "default_site", "network")), _item("test_program.py")
-    new, marked = _item("test_new_guest.py", ("site", "network")), _item("test_marked.py", localboot=True)
-    shares = _item("test_more_pages.py", ("default_site", "network"))
+    listed, mocks = (
+        _item("guests/test_local_boot.py", ("site", "default_site", "network")),
+        _item("fast/test_program.py"),
+    )
+    new, marked = _item("guests/test_new_guest.py", ("site", "network")), _item("guests/test_marked.py", localboot=True)
+    shares = _item("guests/test_more_pages.py", ("default_site", "network"))
     assert lane_problems([listed, mocks]) == []
     assert lane_problems([listed, mocks, new, marked, shares]) == [
-        "test_marked.py boots guests but has no row in GROUPS (tests/conftest.py)",
-        "test_more_pages.py boots guests but has no row in GROUPS (tests/conftest.py)",
-        "test_more_pages.py uses default_site: its row's group must be 'default_site'",
-        "test_new_guest.py boots guests but has no row in GROUPS (tests/conftest.py)",
+        "guests/test_marked.py boots guests but has no row in GROUPS (tests/conftest.py)",
+        "guests/test_more_pages.py boots guests but has no row in GROUPS (tests/conftest.py)",
+        "guests/test_more_pages.py uses default_site: its row's group must be 'default_site'",
+        "guests/test_new_guest.py boots guests but has no row in GROUPS (tests/conftest.py)",
     ]
-    assert lane_of("tests/test_new_guest.py::test_one") == lane_of("tests/test_new_guest.py::test_two[a::b]")
+    assert lane_of("tests/guests/test_new_guest.py::test_one") == lane_of(
+        "tests/guests/test_new_guest.py::test_two[a::b]"
+    )
 
 
 def test_a_lane_is_a_row_s_group_or_a_whole_module():
-    assert lane_of("tests/test_local_boot.py::test_reboot_keeps_site_and_data") == "default_site"
-    assert lane_of("tests/test_performance.py::test_pgbouncer_is_the_only_way_in") == "default_site"
-    assert lane_of("tests/test_day2.py::test_rollback_without_rebuild") == "day2"
+    assert lane_of("tests/guests/test_local_boot.py::test_reboot_keeps_site_and_data") == "default_site"
+    assert lane_of("tests/guests/test_performance.py::test_pgbouncer_is_the_only_way_in") == "default_site"
+    assert lane_of("tests/guests/test_day2.py::test_rollback_without_rebuild") == "day2"
     assert lane_of("tests/rendered/test_nginx.py::test_nginx_t[https]") == "rendered/test_nginx.py"
 
 
@@ -114,14 +119,14 @@ def test_the_run_s_scheduler_hands_out_lanes(request):
         skip_or_fail("pytest-xdist is not installed (requirements-dev.txt)")
     config = SimpleNamespace(getvalue=lambda name: "loadgroup", option=request.config.option)
     scheduler = request.config.pluginmanager.hook.pytest_xdist_make_scheduler(config=config, log=None)
-    assert scheduler._split_scope("tests/test_debian12.py::test_pages_read_from_postgresql") == "debian12"
-    assert scheduler._split_scope("tests/test_program.py::test_ports") == "test_program.py"
+    assert scheduler._split_scope("tests/guests/test_debian12.py::test_pages_read_from_postgresql") == "debian12"
+    assert scheduler._split_scope("tests/fast/test_program.py::test_ports") == "fast/test_program.py"
 
 
 def test_default_site_s_users_outside_its_group_are_named(monkeypatch):
-    monkeypatch.setitem(GROUPS, "test_performance.py", "elsewhere")
-    assert lane_problems([_item("test_performance.py", ("default_site",))]) == [
-        "test_performance.py uses default_site: its row's group must be 'default_site'"
+    monkeypatch.setitem(GROUPS, "guests/test_performance.py", "elsewhere")
+    assert lane_problems([_item("guests/test_performance.py", ("default_site",))]) == [
+        "guests/test_performance.py uses default_site: its row's group must be 'default_site'"
     ]
 
 

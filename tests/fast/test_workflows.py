@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import skip_or_fail
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 NAMES = ("preview", "deploy", "destroy")
 STACK = "${{ vars.PULUMI_STACK || 'dev' }}"

@@ -523,7 +523,7 @@ def test_root_never_starts_a_python_that_runs_the_apps_dependencies(guest, worke
 # --- apt: two steps that install packages at the same moment (issue 34) -------------------------------------------
 # Last: it leaves the site as it found it (the same release; Redis and the app's package installed again).
 
-HOLDER = Path(__file__).resolve().parent / "apt_lock_holder.py"
+HOLDER = Path(__file__).resolve().parent.parent / "apt_lock_holder.py"
 
 
 def label(step: Registered) -> str:

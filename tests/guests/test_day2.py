@@ -28,7 +28,7 @@ from harness.localsite import RequestLoop, change_home_page, http_get, wait_for_
 from harness.replay import StepFailed, run_step
 
 pytestmark = pytest.mark.localboot
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 # --- releases ---------------------------------------------------------------------------------------------
@@ -511,7 +511,7 @@ def test_a_backup_over_8_mib_goes_to_s3_in_parts_and_comes_back(site, s3):
     """A real site's dump and media are over 8 MiB, which boto3 uploads in parts (issue 29, item 4): 150,000 rows
     of random text (pg_dump cannot compress them below 8 MiB) and 12 MiB of random files, backed up to moto's S3,
     deleted, restored from S3 alone: the same rows and the same bytes. (moto does not evaluate the bucket's policy:
-    tests/test_backup_bucket_policy.py judges these requests by it.)"""
+    tests/fast/test_backup_bucket_policy.py judges these requests by it.)"""
     _, client = s3
     manage = f"{APP}-manage shell -v 0 -c"
     big_media = f"/srv/{APP}/media/big"
