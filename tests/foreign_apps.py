@@ -312,15 +312,21 @@ def leave_debug_on(app: ForeignApp, on: bool = True) -> None:
     path.write_text(text.replace(off, on_) if on else text.replace(on_, off))
 
 
-def workers_for_app_servers(folder: Path) -> ForeignApp:
-    """The workers project as the scaled profile's app servers take it (test_scaled_workers, test_scaled_move):
-    psycopg's wheel (app servers get build tools only on demand, and those modules are about what runs and what
-    moves, not builds), and its configuration.py shipped with the code, reading the env contract as the one
-    app.files gives it does — the scaled profile does not carry app.files (its preview refuses them)."""
+def workers_with_psycopg_wheel(folder: Path) -> ForeignApp:
+    """The workers project with psycopg's wheel instead of its C build: for the modules about what runs and what
+    moves, not what builds (test_foreign_workers, and the app servers', which get build tools only on demand)."""
     project = build("workers", folder)
     requirements = project.folder / "requirements.txt"
     assert PSYCOPG_C in requirements.read_text(), f"the workers project no longer asks for {PSYCOPG_C}"
     requirements.write_text(requirements.read_text().replace(PSYCOPG_C, PSYCOPG))
+    return project
+
+
+def workers_for_app_servers(folder: Path) -> ForeignApp:
+    """The workers project as the scaled profile's app servers take it (test_scaled_workers, test_scaled_move):
+    psycopg's wheel, and its configuration.py shipped with the code, reading the env contract as the one app.files
+    gives it does — the scaled profile does not carry app.files (its preview refuses them)."""
+    project = workers_with_psycopg_wheel(folder)
     (project.folder / WORKERS_CONFIGURATION_PATH).write_text(workers_configuration("shipped"))
     (project.folder / ".gitignore").write_text("")  # it ships with the code here
     project.config = {key: value for key, value in project.config.items() if key != "files"}

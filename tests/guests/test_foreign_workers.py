@@ -29,15 +29,13 @@ from pathlib import Path
 import pytest
 from foreign_apps import (
     NAME,
-    PSYCOPG,
-    PSYCOPG_C,
     WORKERS_CONFIGURATION_PATH,
     ForeignApp,
-    build,
     foreign_site,
     foreign_workdir,
     stack_config,
     workers_configuration,
+    workers_with_psycopg_wheel,
 )
 from site_helpers import app_state, deploy_output, job_done, live_release, sh, units_acted_on_unread, wait_for
 
@@ -130,10 +128,7 @@ def uid_probe_users(site) -> dict[str, list[str]]:
 
 def workers_project(workdir: Path) -> ForeignApp:
     """The `workers` project with psycopg's wheel: this module is about what runs, not what builds."""
-    project = build("workers", workdir / "workers")
-    requirements = project.folder / "requirements.txt"
-    requirements.write_text(requirements.read_text().replace(PSYCOPG_C, PSYCOPG))
-    return project
+    return workers_with_psycopg_wheel(workdir / "workers")
 
 
 @pytest.fixture(scope="module")
