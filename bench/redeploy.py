@@ -70,7 +70,7 @@ def summary(name: str, rows: list[dict[str, Any]]) -> float:
         print(f"  {name} round {index}: up {row['up']:.1f} s ({steps}); {requests}")
     took = median([row["up"] for row in rows])
     print(
-        f"{name}: median `up` for a one-line change {took:.1f} s (target ≤ 15 s); failed requests "
+        f"{name}: median `up` for a one-line change {took:.1f} s (target ≤ 5 s); failed requests "
         f"{sum(row['failed'] for row in rows)} of {sum(row['ok'] + row['failed'] for row in rows)} (target 0)\n"
     )
     return took

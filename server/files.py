@@ -97,6 +97,8 @@ def server_files(plan: HostPlan) -> list[ServerFile]:
         ServerFile(
             unit_file("gunicorn.service"), "systemd/gunicorn.service.j2", stage=FIRST_BOOT, without_comments=True
         ),
+        # A crash loop ends (why, and why not in the unit: the drop-in's own comment).
+        ServerFile(dropin("gunicorn.service", "start-limit.conf"), "systemd/gunicorn-start-limit.conf.j2"),
     ]
     if one_server:
         # Every service the site stands on restarts itself after a crash (why: the drop-in's own comment)…

@@ -237,6 +237,8 @@ def test_a_crashing_release_is_bounded_and_the_next_activation_recovers(site):
 
 def crash_loop_then_recover(site, good: str, broken: str) -> None:
     make_crashing_release(site, broken)
+    # The window is configure's drop-in (the unit, first-boot data, may be older on a running server).
+    assert sh(site, "systemctl show -p StartLimitIntervalUSec --value gunicorn.service").strip() == "5min"
 
     # Outside any activation (as if the live code crashed by itself): gunicorn retries, then gives up after its fifth
     # start and shows as failed instead of spinning — however slow each start (the unit's window is five minutes;

@@ -18,6 +18,7 @@ from rendered.helpers import (
     user_data_doc,
     written_files,
 )
+from server.files import AFTER_BOOT, server_files
 from server.host import render
 
 
@@ -126,3 +127,32 @@ def test_systemd_unit_properties(config_id: str) -> None:
     assert unit_value(service, "Unit", "Requires") == "gunicorn.socket"
     # The user the service runs as is the one cloud-init creates (verify does not check this).
     assert any(isinstance(u, dict) and u["name"] == plan.app.name for u in user_data_doc(config_id)["users"])
+
+
+@pytest.mark.parametrize("config_id", CONFIGS)
+def test_gunicorns_start_limit_reaches_a_server_that_booted_before_it(config_id: str, tmp_path: Path) -> None:
+    """The start limit (how a crash loop ends) is a drop-in written after boot, not in the unit: the unit is
+    first-boot data a running instance never reads again, so a server that booted with the old one-minute window
+    (which a slow crash loop never filled) gets the five minutes from its next configure."""
+    plan = plan_for(config_id)
+    dropin = "/etc/systemd/system/gunicorn.service.d/start-limit.conf"
+    declared = {file.path: file for file in server_files(plan)}
+    assert declared[dropin].stage == AFTER_BOOT
+    text = declared[dropin].text(plan)
+    limit = unit_sections(text)
+    assert (unit_value(limit, "Unit", "StartLimitIntervalSec"), unit_value(limit, "Unit", "StartLimitBurst")) == (
+        "300",
+        "5",
+    )
+    assert "StartLimit" not in gunicorn_units(config_id)["gunicorn.service"]
+    # A server that booted before: its unit still names the old window; the drop-in wins, and verify accepts both.
+    old_unit = gunicorn_units(config_id)["gunicorn.service"].replace(
+        "[Service]", "StartLimitIntervalSec=60\nStartLimitBurst=5\n\n[Service]", 1
+    )
+    units = {
+        **gunicorn_units(config_id),
+        "gunicorn.service": old_unit,
+        "gunicorn.service.d/start-limit.conf": text,
+    }
+    result = systemd_verify(units, tmp_path / "root")
+    assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result.stderr + result.stdout
