@@ -24,7 +24,7 @@ from pathlib import Path
 from config.envcontract import SETTINGS_OVERLAY
 
 from .appfiles import APP_FILES_MARKER
-from .host import APP_MODULES, SHIPPED_STATIC, HostPlan, render, without_comment_lines
+from .host import APP_MODULES, SHIPPED_STATIC, UVICORN_WORKER, HostPlan, render, without_comment_lines
 from .layout import SYSTEMD_DIR
 
 FIRST_BOOT = "first boot"  # in the server's first-boot document (user-data): there before anything runs
@@ -222,7 +222,7 @@ def _web(plan: HostPlan, app_units: tuple[str, ...]) -> list[ServerFile]:
     app, paths, one_server = plan.app.name, plan.paths, not plan.app_server
     modules = [
         ServerFile(f"{paths.python_dir}/{module}.py", f"python/{module}.py.j2", restarts=app_units)
-        for module in (SETTINGS_OVERLAY, plan.server_module)
+        for module in (SETTINGS_OVERLAY, plan.server_module, *([UVICORN_WORKER] if plan.app.asgi_module else []))
     ]
     modules += [
         ServerFile(f"{paths.python_dir}/{APP_MODULES}.py", "", copied_from="config/appmodules.py", restarts=app_units),

@@ -32,6 +32,7 @@ APP_MODULES = "djangoship_appmodules"
 # server/shippedstatic.py as installed beside them: with it the deploy's check decides where static files come from.
 SHIPPED_STATIC = "djangoship_static"
 ASGI_WRAPPER = "djangoship_asgi"  # with app.asgiModule: the same health answer, for uvicorn's worker
+UVICORN_WORKER = "djangoship_uvicorn"  # with app.asgiModule: uvicorn's worker, answering what it accepted as it stops
 HEALTH_PATH = "/healthz"  # answered by the WSGI wrapper for any app (the scaled load balancer checks it too)
 METADATA_TABLE = "inet djangoship_metadata"  # the nftables table of the metadata block (nftables/metadata-block.nft.j2)
 GUNICORN_VERSION = "27.0.1"  # added to an app whose dependencies have no gunicorn; the app's own pin wins
@@ -307,6 +308,7 @@ def pool_size(workers: int) -> int:
 def render(template: str, plan: HostPlan, **extra: object) -> str:
     context = asdict(plan) | {"tls": plan.tls, "static_link": STATIC_LINK, "probe_path": plan.probe_path}
     context |= {"metadata_table": METADATA_TABLE, "app_modules": APP_MODULES, "shipped_static": SHIPPED_STATIC}
+    context |= {"uvicorn_worker": UVICORN_WORKER}
     context |= {"server_module": plan.server_module, "units": plan.units, "app_server": plan.app_server} | extra
     return _environment.get_template(template).render(context)
 

@@ -34,7 +34,7 @@ from config.settings import load_settings
 from config.table import ConfigError
 from harness.mockrun import MockState, run_program
 from server.appfiles import read_configure_stdin
-from server.files import render_app_units
+from server.files import render_app_units, render_python_modules
 from server.host import plan_host, render_gunicorn_config, render_nginx_site, site_hosts
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent.parent / "examples" / "photofeed")
@@ -370,10 +370,12 @@ def test_nginx_accepts_the_asgi_site(https: bool, tmp_path: Path, request: pytes
 
 
 def test_gunicorn_runs_uvicorns_worker_for_asgi() -> None:
-    asgi = render_gunicorn_config(plan_host(settings_for(WORKERS)))
-    assert (
-        'worker_class = "uvicorn_worker.UvicornWorker"' in asgi and 'wsgi_app = "djangoship_asgi:application"' in asgi
-    )
+    plan = plan_host(settings_for(WORKERS))
+    asgi = render_gunicorn_config(plan)
+    assert 'worker_class = "djangoship_uvicorn.Worker"' in asgi and 'wsgi_app = "djangoship_asgi:application"' in asgi
+    # The module it names is among the deployer's modules on the app's PYTHONPATH (a WSGI site has none).
+    assert "from uvicorn_worker import UvicornWorker" in render_python_modules(plan)["djangoship_uvicorn.py"]
+    assert "djangoship_uvicorn.py" not in render_python_modules(plan_host(settings_for({})))
     compile(asgi, "gunicorn.conf.py", "exec")
     wsgi = render_gunicorn_config(plan_host(settings_for({})))
     assert 'worker_class = "sync"' in wsgi and 'wsgi_app = "djangoship_wsgi:application"' in wsgi
